@@ -1,0 +1,71 @@
+"""API: the read routes under ``/api/v1`` (history, live calls, detail, analytics, health).
+
+Response shapes follow Patter 0.7.0's own ``/api/v1`` routes (``{"data": ...}``)
+so clients written for Patter work unchanged. Every read is served from the
+store's indexes and running aggregates: no route scans all calls unless a
+filter asks it to.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, jsonify, request
+
+from . import params, records
+from .extension import current_dashboard
+
+bp = Blueprint("api", __name__)
+
+
+@bp.get("/calls")
+def list_calls() -> Response:
+    limit = params.integer(request.args, "limit", 50, 1, 1000)
+    offset = params.integer(request.args, "offset", 0, 0, 10**9)
+    full = params.choice(request.args, "full", ("0", "1", "true", "false")) in ("1", "true")
+    flt = params.call_filter(request.args)
+    store = current_dashboard().store
+    calls, total = store.page(flt, limit, offset)
+    now = time.time()
+    view = records.detail if full else records.summary
+    return jsonify(
+        data=[view(c, now) for c in calls],
+        pagination={"limit": limit, "offset": offset, "count": len(calls), "total": total},
+    )
+
+
+@bp.get("/calls/active")
+def active_calls() -> Response:
+    now = time.time()
+    data = []
+    for call in current_dashboard().store.active_calls():
+        item = records.summary(call, now)
+        item["transcript"] = records.transcript_view(call)
+        data.append(item)
+    return jsonify(data=data, count=len(data))
+
+
+@bp.get("/calls/<path:call_id>")
+def call_detail(call_id: str) -> Response | tuple[Response, int]:
+    call = current_dashboard().store.get(call_id)
+    if call is None:
+        return jsonify(error="Call not found"), 404
+    return jsonify(data=records.detail(call, time.time()))
+
+
+@bp.get("/analytics/overview")
+def overview() -> Response:
+    start, end = params.period(request.args)
+    return jsonify(data=current_dashboard().store.overview(start, end))
+
+
+@bp.get("/analytics/costs")
+def costs() -> Response:
+    start, end = params.period(request.args)
+    bucket = params.choice(request.args, "bucket", ("hour", "day"))
+    return jsonify(data=current_dashboard().store.costs(start, end, bucket))
+
+
+@bp.get("/health")
+def health() -> Response:
+    return jsonify(current_dashboard().health())

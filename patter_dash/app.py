@@ -1,0 +1,32 @@
+"""App: the standalone Flask application served by ``wsgi.py`` and ``patter-dash serve``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, redirect, url_for
+from werkzeug.wrappers import Response
+
+from .extension import PatterDashboard
+
+
+def create_app(config: dict[str, Any] | None = None, **options: Any) -> Flask:
+    """A Flask app with only the dashboard; ``config`` goes into ``app.config``."""
+    app = Flask("patter_dash")
+    app.config.update(config or {})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    dash = PatterDashboard(app, **options)
+    if dash.settings.UI:
+        prefix = dash.settings.URL_PREFIX
+
+        @app.get(prefix + "/" if prefix else "/")
+        def _root() -> Response:
+            return redirect(url_for("patter_dash.ui.dashboard"))
+
+    if dash.settings.DEMO:
+        from .demo import DemoRuntime
+
+        demo = DemoRuntime(dash.feed)
+        dash.pipeline.on_start.append(demo.start)
+    return app

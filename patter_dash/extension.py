@@ -1,0 +1,86 @@
+"""Extension: ``PatterDashboard``, the object a Flask app holds.
+
+It resolves the ``PATTER_DASH_*`` settings, owns the :class:`Pipeline`
+(queue, event thread, store, hub), registers the blueprint under the
+configured prefix, and is the in-process feed API for the voice runtime::
+
+    dash = PatterDashboard(app, token="secret")
+    phone.serve(agent, port=8001, **dash.patter_callbacks())
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from flask import Flask, current_app
+
+from .config import Settings, load_settings
+from .events import patter_callbacks
+from .pipeline import Pipeline
+from .store import CallStore
+
+log = logging.getLogger("patter_dash")
+EXTENSION_KEY = "patter_dash"
+
+
+class PatterDashboard:
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        """``options`` are settings by their short name (``token``, ``url_prefix``, ``ui``, ...)."""
+        self.options = {k.upper(): v for k, v in options.items()}
+        self.settings = Settings()
+        self.pipeline = Pipeline()
+        self.app: Flask | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        from .blueprint import build_blueprint
+
+        self.settings = s = load_settings(app.config, self.options)
+        self.pipeline = Pipeline(
+            queue_size=s.QUEUE_SIZE,
+            max_calls=s.MAX_CALLS,
+            replay_size=s.REPLAY_SIZE,
+            max_subscribers=s.MAX_SUBSCRIBERS,
+            subscriber_queue=s.SUBSCRIBER_QUEUE,
+        )
+        app.extensions[EXTENSION_KEY] = self
+        app.register_blueprint(build_blueprint(s), url_prefix=s.URL_PREFIX or None)
+        self.app = app
+        if s.TOKEN is None:
+            log.warning("patter-dash: no PATTER_DASH_TOKEN set; the dashboard is open to anyone who can reach it (loopback Host names only)")
+
+    # ------------------------------------------------------------ runtime API
+
+    def feed(self, event_type: str, data: Any, *, id: str | None = None) -> bool:
+        """Hand one event to the dashboard. Never blocks, never raises."""
+        try:
+            self.pipeline.ensure_started()
+        except Exception:  # the runtime must never see our failures
+            log.exception("patter-dash could not start its event thread")
+        return self.pipeline.feed(event_type, data, id=id)
+
+    def patter_callbacks(self) -> dict[str, Callable[[Any], Awaitable[None]]]:
+        """``on_call_start``, ``on_transcript``, ``on_metrics``, ``on_call_end`` for Patter's ``serve()``."""
+        return patter_callbacks(self.feed)
+
+    def start(self) -> None:
+        """Start the event thread now (gunicorn's post_worker_init does this)."""
+        self.pipeline.ensure_started()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.pipeline.hub.shutdown()
+        self.pipeline.stop(timeout)
+
+    @property
+    def store(self) -> CallStore:
+        return self.pipeline.store
+
+    def health(self) -> dict[str, Any]:
+        return self.pipeline.health()
+
+
+def current_dashboard() -> PatterDashboard:
+    return current_app.extensions[EXTENSION_KEY]

@@ -1,0 +1,86 @@
+"""Ingest: events from a runtime in another process, over HTTP and WebSocket.
+
+* ``POST /api/v1/ingest``: one envelope ``{"type", "data", "id"}`` or
+  ``{"events": [...]}``; a batch is validated whole before any of it is queued.
+* ``POST /api/dashboard/ingest``: the exact body Patter 0.7.0's
+  ``notify_dashboard`` sends, classified its way.
+* ``/api/v1/ingest/ws``: the same envelopes as WebSocket text frames, one ack
+  (or error) frame back for each, written by the one greenlet that reads.
+
+Every refusal is a 4xx JSON ``{"error", "details"}``; nothing is queued then.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+from werkzeug.exceptions import UnsupportedMediaType
+
+from . import auth
+from .events import ValidationError, event_from_patter_notify, events_from_body, parse_json
+from .extension import current_dashboard
+from .pipeline import Ack, QueueFull
+
+bp = Blueprint("ingest", __name__)
+sock = Sock()
+
+
+def _read_json() -> Any:
+    """The request body as strict JSON, or raise (415, 413, ValidationError)."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Content-Type must be application/json")
+    request.max_content_length = current_dashboard().settings.MAX_BODY  # also bounds chunked bodies
+    return parse_json(request.get_data(cache=False))
+
+
+def _acks_view(acks: list[Ack]) -> dict[str, Any]:
+    body: dict[str, Any] = {"accepted": [{"seq": a.seq, "duplicate": a.duplicate} for a in acks]}
+    if len(acks) == 1:
+        body.update(seq=acks[0].seq, duplicate=acks[0].duplicate)
+    return body
+
+
+def _status(acks: list[Ack]) -> int:
+    # A replayed id changes nothing: 200, not 202.
+    return 200 if all(a.duplicate for a in acks) else 202
+
+
+@bp.post("/api/v1/ingest")
+@auth.ingest
+def ingest() -> tuple[Response, int]:
+    acks = current_dashboard().pipeline.submit(events_from_body(_read_json()))
+    return jsonify(_acks_view(acks)), _status(acks)
+
+
+@bp.post("/api/dashboard/ingest")
+@auth.patter_ingest
+def patter_ingest() -> tuple[Response, int]:
+    event = event_from_patter_notify(_read_json())
+    acks = current_dashboard().pipeline.submit([event])
+    kind = {"call_initiated": "initiated", "call_end": "ended", "call_start": "started"}[event.type]
+    return jsonify(ok=True, call_id=event.call_id, event=kind, **_acks_view(acks)), _status(acks)
+
+
+@sock.route("/api/v1/ingest/ws", bp=bp)
+@auth.ingest
+def ingest_ws(ws: Any) -> None:
+    pipeline = current_dashboard().pipeline
+    while True:
+        try:
+            message = ws.receive()
+        except ConnectionClosed:
+            return
+        if message is None:
+            return
+        try:
+            acks = pipeline.submit(events_from_body(parse_json(message)))
+            reply: dict[str, Any] = {"ok": True, **_acks_view(acks)}
+        except ValidationError as exc:
+            reply = {"ok": False, "error": exc.message, "details": exc.details}
+        except QueueFull as exc:
+            reply = {"ok": False, "error": f"{exc}; retry shortly", "retry": True}
+        ws.send(json.dumps(reply, separators=(",", ":")))

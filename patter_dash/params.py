@@ -1,0 +1,91 @@
+"""Params: query-string parsing shared by the read, export and stream routes.
+
+Every bad value raises :class:`BadParam` naming the parameter, which the
+blueprint turns into a 400 JSON error; nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from .store import CallFilter
+
+
+class BadParam(ValueError):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"invalid parameter '{name}': {message}")
+        self.name = name
+
+
+def integer(args: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParam(name, "must be an integer") from None
+    if not lo <= value <= hi:
+        raise BadParam(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def timestamp(args: Mapping[str, str], name: str) -> float | None:
+    """ISO 8601 or epoch seconds; a date or time without a zone is UTC."""
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value) or abs(value) > 1e11:
+            raise BadParam(name, "epoch seconds out of range")
+        return value
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadParam(name, "must be ISO 8601 (e.g. 2026-11-25T13:00:00Z) or epoch seconds") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def choice(args: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in allowed:
+        raise BadParam(name, f"must be one of {', '.join(allowed)}")
+    return raw
+
+
+def text(args: Mapping[str, str], name: str, max_length: int = 256) -> str | None:
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return None
+    if len(raw) > max_length:
+        raise BadParam(name, f"at most {max_length} characters")
+    return raw
+
+
+def period(args: Mapping[str, str]) -> tuple[float | None, float | None]:
+    start, end = timestamp(args, "from"), timestamp(args, "to")
+    if start is not None and end is not None and end < start:
+        raise BadParam("to", "must not be before 'from'")
+    return start, end
+
+
+def call_filter(args: Mapping[str, str]) -> CallFilter:
+    start, end = period(args)
+    return CallFilter(
+        status=text(args, "status", 32),
+        direction=choice(args, "direction", ("inbound", "outbound")),
+        start=start,
+        end=end,
+        query=text(args, "q"),
+        provider_mode=text(args, "provider_mode", 32),
+    )

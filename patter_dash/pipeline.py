@@ -1,0 +1,297 @@
+"""Pipeline: runtime → bounded queue → one event thread → store → hub.
+
+:meth:`Pipeline.feed` is what the voice runtime calls: it only appends to a
+bounded deque and never blocks or raises. One background event thread (a
+greenlet under gunicorn's gevent worker) drains the queue, validates,
+de-duplicates by event id, numbers each accepted event, applies it to the
+store (the only writer) and publishes it to the hub.
+
+The thread starts lazily in the serving process (:meth:`ensure_started`,
+checked against the PID), never at import or in gunicorn's master, so
+``--preload`` and forking hosts work. Under gevent a native OS thread cannot
+wake a waiting greenlet through gevent's primitives, so the wake-up goes
+through a libev async watcher, whose ``send()`` is safe from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import records
+from .events import Event, ValidationError, make_event
+from .hub import Hub
+from .store import CallStore
+
+log = logging.getLogger("patter_dash")
+
+SEEN_IDS = 100_000  # how many event ids are remembered for de-duplication
+DROP_WARNING_INTERVAL = 10.0
+
+
+def gevent_active() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("threading"))
+
+
+class _Wakeup:
+    """Wake the event thread from any thread or greenlet."""
+
+    def __init__(self) -> None:
+        self._watcher: Any = None
+        if gevent_active():
+            import gevent.event
+            from gevent import get_hub
+
+            self._event: Any = gevent.event.Event()
+            self._watcher = get_hub().loop.async_()
+            self._watcher.start(self._event.set)
+        else:
+            self._event = threading.Event()
+
+    def send(self) -> None:
+        if self._watcher is not None:
+            self._watcher.send()
+        else:
+            self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        self._event.wait(timeout)
+        self._event.clear()
+
+
+@dataclass(slots=True)
+class Ack:
+    seq: int
+    duplicate: bool
+
+
+class _Ticket:
+    """Lets an HTTP request wait until its events are applied."""
+
+    __slots__ = ("acks", "done", "remaining")
+
+    def __init__(self, n: int) -> None:
+        self.acks: list[Ack | None] = [None] * n
+        self.remaining = n
+        self.done = threading.Event()
+
+
+class QueueFull(Exception):
+    """The ingest queue has no room for a batch; the client should retry."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        queue_size: int = 10_000,
+        max_calls: int = 10_000,
+        replay_size: int = 10_000,
+        max_subscribers: int = 1_000,
+        subscriber_queue: int = 2_000,
+    ) -> None:
+        self.queue_size = queue_size
+        self._options = dict(max_calls=max_calls, replay_size=replay_size, max_subscribers=max_subscribers, subscriber_queue=subscriber_queue)
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._pid: int | None = None
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._sleeping = False
+        self._stopping = False
+        self._seq = 0
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self._last_drop_warning = 0.0
+        self._drops_since_warning = 0
+        self.started_at = time.time()
+        self.counters = {"accepted": 0, "duplicates": 0, "dropped": 0, "rejected": 0, "busy": 0, "errors": 0}
+        self.store = CallStore(max_calls)
+        self.hub = Hub(replay_size, max_subscribers, subscriber_queue)
+        self._wakeup: _Wakeup | None = None
+        #: Called once in each process where the event thread starts (e.g. the demo runtime).
+        self.on_start: list[Callable[[], None]] = []
+
+    # --------------------------------------------------------------- lifecycle
+
+    def ensure_started(self) -> None:
+        """Start the event thread in this process if it is not running here yet."""
+        if self._pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            if self._pid is not None:
+                # A forked child: the parent's thread, queue and state are not ours.
+                self._queue.clear()
+                self.store = CallStore(self._options["max_calls"])
+                self.hub = Hub(self._options["replay_size"], self._options["max_subscribers"], self._options["subscriber_queue"])
+            # Locks made before gevent patched threading (``--preload``) are not greenlet-aware.
+            self.store.lock = threading.RLock()
+            self.hub._cond = threading.Condition()
+            self._stopping = False
+            self._wakeup = _Wakeup()
+            self._thread = threading.Thread(target=self._run, name="patter-dash-events", daemon=True)
+            self._thread.start()
+            self._pid = os.getpid()
+        for hook in self.on_start:
+            hook()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        if self._wakeup is not None:
+            self._wakeup.send()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pid = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, event_type: str, data: Any, *, id: str | None = None) -> bool:
+        """Enqueue one event from the runtime. Never blocks, never raises.
+
+        Returns False when the queue is full and the event was dropped.
+        """
+        try:
+            if len(self._queue) >= self.queue_size:
+                self._note_drop()
+                return False
+            self._queue.append((event_type, data, id, time.time()))
+            self._wake()
+            return True
+        except Exception:  # the runtime must never see our failures
+            self.counters["errors"] += 1
+            return False
+
+    def submit(self, events: list[Event], timeout: float = 10.0) -> list[Ack]:
+        """Enqueue validated events and wait until they are applied (HTTP/WS ingest)."""
+        if len(self._queue) + len(events) > self.queue_size:
+            self.counters["busy"] += 1
+            raise QueueFull("ingest queue is full")
+        self.ensure_started()
+        ticket = _Ticket(len(events))
+        for i, event in enumerate(events):
+            self._queue.append((event, ticket, i))
+        self._wake()
+        if not ticket.done.wait(timeout):
+            raise QueueFull("events were queued but not applied in time")
+        return [a for a in ticket.acks if a is not None]
+
+    def _wake(self) -> None:
+        if self._sleeping and self._wakeup is not None:
+            self._wakeup.send()
+
+    def _note_drop(self) -> None:
+        self.counters["dropped"] += 1
+        self._drops_since_warning += 1
+        now = time.monotonic()
+        if now - self._last_drop_warning >= DROP_WARNING_INTERVAL:
+            log.warning(
+                "patter-dash queue full (%d events): dropped %d event(s) since the last warning",
+                self.queue_size, self._drops_since_warning,
+            )
+            self._last_drop_warning = now
+            self._drops_since_warning = 0
+
+    # ------------------------------------------------------------ event thread
+
+    def _run(self) -> None:
+        wakeup = self._wakeup
+        assert wakeup is not None
+        last_reap = time.monotonic()
+        while not self._stopping:
+            handled = 0
+            while self._queue:
+                self._handle(self._queue.popleft())
+                handled += 1
+                if handled % 100 == 0:
+                    time.sleep(0)  # let readers run during a burst (a greenlet switch under gevent)
+            now = time.monotonic()
+            if now - last_reap >= 1.0:
+                self.hub.reap()
+                last_reap = now
+            self._sleeping = True
+            if not self._queue:
+                wakeup.wait(0.5)
+            self._sleeping = False
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        ticket: _Ticket | None = None
+        try:
+            if isinstance(item[0], Event):
+                event, ticket, index = item
+            else:
+                event_type, data, key, received = item
+                event = make_event(event_type, data, key, now=received)
+            ack = self._apply(event)
+        except ValidationError as exc:
+            self.counters["rejected"] += 1
+            log.debug("rejected event: %s %s", exc.message, exc.details)
+            ack = Ack(0, False)
+        except Exception:
+            self.counters["errors"] += 1
+            log.exception("patter-dash failed to apply an event")
+            ack = Ack(0, False)
+        if ticket is not None:
+            ticket.acks[index] = ack
+            ticket.remaining -= 1
+            if ticket.remaining == 0:
+                ticket.done.set()
+
+    def _apply(self, event: Event) -> Ack:
+        if event.key is not None:
+            seen = self._seen.get(event.key)
+            if seen is not None:
+                self.counters["duplicates"] += 1
+                return Ack(seen, True)
+        self._seq += 1
+        event.seq = self._seq
+        if event.key is not None:
+            self._seen[event.key] = event.seq
+            if len(self._seen) > SEEN_IDS:
+                self._seen.popitem(last=False)
+        call = self.store.apply(event)
+        self.counters["accepted"] += 1
+        self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, call))
+        return Ack(event.seq, False)
+
+    @staticmethod
+    def _payload(event: Event, call: records.Call) -> dict[str, Any]:
+        payload: dict[str, Any] = {"seq": event.seq, "type": event.type, "call_id": event.call_id}
+        payload["call"] = records.summary(call, time.time(), with_metrics=False)
+        if event.type == "transcript" and call.transcript:
+            role, text, ts = call.transcript[-1]
+            payload["line"] = {"role": role, "text": text, "timestamp": ts}
+        elif event.type == "turn":
+            index = event.data["turn"].get("turn_index")
+            turn = next((t for t in call.turns if t.index == index), call.turns[-1] if call.turns else None)
+            payload["turn"] = turn.to_dict() if turn else None
+        return payload
+
+    # ------------------------------------------------------------------ health
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.running else "starting",
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "pid": os.getpid(),
+            "queue": {"depth": len(self._queue), "capacity": self.queue_size},
+            "events": {**self.counters, "last_seq": self._seq},
+            "store": self.store.sizes(),
+            "subscribers": {"count": self.hub.subscriber_count, "max": self.hub.max_subscribers, "overflows": self.hub.overflows},
+        }
+
+
+FeedFunction = Callable[..., bool]

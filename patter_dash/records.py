@@ -1,0 +1,260 @@
+"""Records: how one call is held in memory, and the views read from it.
+
+A call's numbers are packed into ``array('d')`` (NaN standing for "absent")
+and its text into tuples, so a stored call costs a few KB instead of the
+peer's 23.7 KB of nested dicts. Fields Patter sends that are not modelled here
+are kept in ``extra`` / ``meta`` and given back unchanged. The views
+(:func:`summary`, :func:`detail`) rebuild Patter's dict shapes for readers.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from collections.abc import Mapping
+from typing import Any
+
+from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
+
+NAN = math.nan
+ACTIVE_STATUSES = frozenset({"initiated", "queued", "ringing", "in-progress", "answered"})
+TERMINAL_STATUSES = frozenset({"completed", "no-answer", "busy", "failed", "canceled", "cancelled"})
+PROVIDER_KEYS = ("stt_provider", "tts_provider", "llm_provider", "telephony_provider")
+MODEL_KEYS = ("stt_model", "tts_model", "llm_model")
+
+
+def pack(values: Mapping[str, Any] | None, keys: tuple[str, ...]) -> array | None:
+    """Known numeric keys → array of floats, NaN for missing or null."""
+    if not values:
+        return None
+    return array("d", (NAN if values.get(k) is None else float(values[k]) for k in keys))
+
+
+def unpack(packed: array | None, keys: tuple[str, ...]) -> dict[str, float | None] | None:
+    if packed is None:
+        return None
+    return {k: (None if math.isnan(v) else v) for k, v in zip(keys, packed)}
+
+
+def _unknown(values: Mapping[str, Any] | None, known: tuple[str, ...] | frozenset[str]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    extra = {k: v for k, v in values.items() if k not in known}
+    return extra or None
+
+
+def _intern(value: Any) -> Any:
+    # Providers, roles and statuses repeat across every call.
+    return sys.intern(value) if isinstance(value, str) and len(value) < 64 else value
+
+
+class Turn:
+    """One turn's metrics (Patter's ``TurnMetrics``)."""
+
+    __slots__ = ("index", "user_text", "agent_text", "timestamp", "stt_audio_seconds", "tts_characters", "latency", "extra")
+
+    _KNOWN = frozenset({"turn_index", "user_text", "agent_text", "timestamp", "stt_audio_seconds", "tts_characters", "latency"})
+
+    def __init__(self, data: Mapping[str, Any], texts: dict[str, str]) -> None:
+        self.index = data.get("turn_index")
+        # The same sentences are in the transcript: share one string object.
+        self.user_text = texts.setdefault(data.get("user_text") or "", data.get("user_text") or "")
+        self.agent_text = texts.setdefault(data.get("agent_text") or "", data.get("agent_text") or "")
+        self.timestamp = data.get("timestamp")
+        self.stt_audio_seconds = data.get("stt_audio_seconds")
+        self.tts_characters = data.get("tts_characters")
+        latency = data.get("latency") or None
+        self.latency = pack(latency, LATENCY_KEYS)
+        extra = _unknown(data, self._KNOWN)
+        latency_extra = _unknown(latency, LATENCY_KEYS)
+        if latency_extra:
+            extra = {**(extra or {}), "__latency__": latency_extra}
+        self.extra = extra
+
+    @property
+    def response_ms(self) -> float | None:
+        """What the caller waited: agent_response_ms, else total_ms (Patter's rule)."""
+        if self.latency is None:
+            return None
+        for key in ("agent_response_ms", "total_ms"):
+            v = self.latency[LATENCY_KEYS.index(key)]
+            if not math.isnan(v) and v > 0:
+                return v
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        latency = unpack(self.latency, LATENCY_KEYS) or {}
+        extra = dict(self.extra or {})
+        latency.update(extra.pop("__latency__", {}))
+        return {
+            "turn_index": self.index,
+            "user_text": self.user_text,
+            "agent_text": self.agent_text,
+            "latency": latency,
+            "stt_audio_seconds": self.stt_audio_seconds,
+            "tts_characters": self.tts_characters,
+            "timestamp": self.timestamp,
+            **extra,
+        }
+
+
+class Call:
+    """One call, live or finished. Mutated only by the store's writer."""
+
+    __slots__ = (
+        "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at",
+        "duration", "cost", "percentiles", "meta", "turns", "transcript", "extra",
+        "flags", "status_history", "ended_by_end_event", "seq",
+    )
+
+    def __init__(self, call_id: str, started_at: float) -> None:
+        self.call_id = call_id
+        self.caller = ""
+        self.callee = ""
+        self.direction = ""
+        self.status = "in-progress"
+        self.started_at = started_at
+        self.ended_at: float | None = None
+        self.duration: float | None = None
+        self.cost: array | None = None
+        self.percentiles: tuple[array | None, ...] | None = None
+        self.meta: dict[str, Any] | None = None  # CallMetrics' scalar fields
+        self.turns: tuple[Turn, ...] = ()
+        # (role, text, timestamp) triples; tuples so readers never see a half-append.
+        self.transcript: tuple[tuple[str, str, float | None], ...] = ()
+        self.extra: dict[str, Any] | None = None
+        self.flags: tuple[str, ...] = ()
+        self.status_history: tuple[tuple[str, float], ...] = ()
+        self.ended_by_end_event = False
+        self.seq = 0
+
+    # --------------------------------------------------------- derived values
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+    def flag(self, name: str) -> None:
+        if name not in self.flags:
+            self.flags = (*self.flags, sys.intern(name))
+
+    def duration_seconds(self, now: float | None = None) -> float | None:
+        if self.duration is not None:
+            return self.duration
+        end = self.ended_at if self.ended_at is not None else now
+        if end is None:
+            return None
+        return max(0.0, end - self.started_at)
+
+    def cost_value(self, key: str) -> float:
+        if self.cost is None:
+            return 0.0
+        v = self.cost[COST_KEYS.index(key)]
+        return 0.0 if math.isnan(v) else v
+
+    def _percentile(self, name: str) -> dict[str, float | None] | None:
+        if self.percentiles is None:
+            return None
+        return unpack(self.percentiles[PERCENTILE_KEYS.index(name)], LATENCY_KEYS)
+
+    def latency_ms(self, name: str = "latency_avg") -> float | None:
+        """The call's response latency, Patter's way: agent_response_ms or total_ms.
+
+        From CallMetrics when the call ended with metrics; otherwise from the
+        turns seen so far (mean, or nearest-rank P95).
+        """
+        block = self._percentile(name)
+        if block:
+            for key in ("agent_response_ms", "total_ms"):
+                v = block.get(key)
+                if v:
+                    return v
+            return None
+        values = sorted(v for v in (t.response_ms for t in self.turns) if v is not None)
+        if not values:
+            return None
+        if name == "latency_avg":
+            return sum(values) / len(values)
+        pct = {"latency_p50": 50, "latency_p90": 90, "latency_p95": 95, "latency_p99": 99}[name]
+        return values[max(0, math.ceil(pct / 100 * len(values)) - 1)]
+
+    def meta_value(self, key: str) -> Any:
+        if self.meta and key in self.meta:
+            return self.meta[key]
+        if self.extra and key in self.extra:
+            return self.extra[key]
+        return None
+
+    def searchable(self, needle: str) -> bool:
+        """Case-insensitive substring of caller, callee, id or any transcript line."""
+        if needle in self.call_id.lower() or needle in self.caller.lower() or needle in self.callee.lower():
+            return True
+        return any(needle in text.lower() for _, text, _ in self.transcript)
+
+    # ------------------------------------------------------------------ views
+
+    def cost_dict(self) -> dict[str, float]:
+        return {k: round(self.cost_value(k), 6) for k in COST_KEYS[:5]}
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def metrics_view(call: Call, *, with_turns: bool) -> dict[str, Any]:
+    """Patter's ``CallMetrics`` dict for the call (turns only in full views)."""
+    metrics: dict[str, Any] = {"call_id": call.call_id, "duration_seconds": call.duration_seconds()}
+    if with_turns:
+        metrics["turns"] = [t.to_dict() for t in call.turns]
+    cost = unpack(call.cost, COST_KEYS)
+    metrics["cost"] = cost if cost is not None else {k: 0.0 for k in COST_KEYS}
+    for name in PERCENTILE_KEYS:
+        metrics[name] = call._percentile(name)
+    if call.meta:
+        metrics.update(call.meta)
+    return metrics
+
+
+def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, Any]:
+    """The light view: everything the history table shows, no per-turn arrays.
+
+    ``metrics`` (Patter's CallMetrics shape, for Patter clients) is left out of
+    live events, where every byte is sent to every subscriber.
+    """
+    meta = call.meta_value
+    return {
+        "call_id": call.call_id,
+        "caller": call.caller,
+        "callee": call.callee,
+        "direction": call.direction,
+        "status": call.status,
+        "started_at": call.started_at,
+        "ended_at": call.ended_at,
+        "duration_seconds": _round(call.duration_seconds(now), 3),
+        "cost": call.cost_dict(),
+        "latency_avg_ms": _round(call.latency_ms("latency_avg")),
+        "latency_p95_ms": _round(call.latency_ms("latency_p95")),
+        "provider_mode": meta("provider_mode") or "",
+        "providers": {k.removesuffix("_provider"): meta(k) or "" for k in PROVIDER_KEYS},
+        "models": {k.removesuffix("_model"): meta(k) or "" for k in MODEL_KEYS},
+        "turn_count": len(call.turns),
+        "flags": list(call.flags),
+        **({"metrics": metrics_view(call, with_turns=False)} if with_metrics else {}),
+    }
+
+
+def transcript_view(call: Call) -> list[dict[str, Any]]:
+    return [{"role": r, "text": t, "timestamp": ts} for r, t, ts in call.transcript]
+
+
+def detail(call: Call, now: float) -> dict[str, Any]:
+    """The full record: transcript, every turn, all percentiles, unknown fields."""
+    view = summary(call, now)
+    view["metrics"] = metrics_view(call, with_turns=True)
+    view["transcript"] = transcript_view(call)
+    view["turns"] = view["metrics"]["turns"]
+    view["status_history"] = [{"status": s, "at": at} for s, at in call.status_history]
+    if call.extra:
+        view["extra"] = call.extra
+    return view

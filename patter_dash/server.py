@@ -1,0 +1,117 @@
+"""Server: running the standalone app under gunicorn with the gevent worker.
+
+Owns the gunicorn settings and hooks (also loaded by the top-level
+``gunicorn.conf.py``) and :func:`serve`, the Python equivalent of Patter's
+``phone.serve(..., dashboard=True, dashboard_token=...)``. The README's
+"Deployment" section explains each setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("gunicorn.error")
+
+#: Gunicorn settings, as a config file would set them.
+SETTINGS: dict[str, Any] = {
+    "bind": [os.environ.get("PATTER_DASH_BIND", "127.0.0.1:8000")],
+    "worker_class": "gevent",
+    # Calls live in memory in one process; a second worker would split them.
+    "workers": 1,
+    # Live subscribers (PATTER_DASH_MAX_SUBSCRIBERS, default 1000) + REST + ingest.
+    "worker_connections": int(os.environ.get("PATTER_DASH_WORKER_CONNECTIONS", "2000")),
+    # The gevent worker heartbeats from its own greenlet: long streams do not trip it.
+    "timeout": 30,
+    # Streams end within ~1 s of SIGTERM (post_worker_init); the rest gets this long.
+    "graceful_timeout": 10,
+    "keepalive": 5,
+    "accesslog": "-",
+    # %(U)s is the path without the query string: no ?token= in the logs.
+    "access_log_format": '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms',
+    # gunicorn's control socket can add workers at run time (and one shared
+    # default path clashes between instances): this app must stay at one.
+    "control_socket_disable": True,
+}
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return address.startswith("unix:")
+
+
+def on_starting(server: Any) -> None:
+    if server.cfg.workers != 1:
+        raise SystemExit(
+            f"patter-dash: refusing to start with {server.cfg.workers} workers: calls are kept in memory "
+            "in one process, so more workers would split them. Run with -w 1 (the shipped default)."
+        )
+    if not os.environ.get("PATTER_DASH_TOKEN") and not server.cfg.env.get("PATTER_DASH_TOKEN"):
+        for address in server.cfg.bind:
+            if not _is_loopback(address):
+                log.warning(
+                    "patter-dash: bound to %s without PATTER_DASH_TOKEN: anyone who can reach it can read every call",
+                    address,
+                )
+
+
+def post_worker_init(worker: Any) -> None:
+    """Start the event thread in the worker, and end live streams promptly on shutdown."""
+    import gevent
+
+    dash = getattr(worker.wsgi, "extensions", {}).get("patter_dash")
+    if dash is None:
+        return
+    dash.start()
+
+    def watch_alive() -> None:
+        # gunicorn flips worker.alive on SIGTERM; open streams would otherwise
+        # hold the worker for the whole graceful_timeout.
+        while worker.alive:
+            gevent.sleep(0.25)
+        dash.pipeline.hub.shutdown()
+
+    gevent.spawn(watch_alive)
+
+
+def serve(
+    port: int = 8000,
+    dashboard: bool = True,
+    dashboard_token: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    demo: bool = False,
+    url_prefix: str | None = None,
+    **settings: Any,
+) -> None:
+    """Run the standalone dashboard under gunicorn + gevent (blocks until stopped).
+
+    ``dashboard=False`` serves ingest and the API without the UI; extra keyword
+    arguments are ``PATTER_DASH_*`` settings by short name (``max_calls=...``).
+    """
+    from gunicorn.app.base import BaseApplication
+
+    from .app import create_app
+
+    options = dict(token=dashboard_token, ui=dashboard, demo=demo, url_prefix=url_prefix, **settings)
+    if dashboard_token:
+        os.environ["PATTER_DASH_TOKEN"] = dashboard_token  # for on_starting's bind warning
+
+    class _Standalone(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {**SETTINGS, "bind": [f"{host}:{port}"]}.items():
+                self.cfg.set(key, value)
+            self.cfg.set("on_starting", on_starting)
+            self.cfg.set("post_worker_init", post_worker_init)
+
+        def load(self) -> Any:
+            return create_app(**{k: v for k, v in options.items() if v is not None})
+
+    _Standalone().run()

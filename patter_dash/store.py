@@ -1,0 +1,334 @@
+"""Store: the state the event stream builds (active calls + recent history).
+
+The event thread is the only writer (:meth:`CallStore.apply`); request
+handlers read concurrently under the same short lock. Completed calls live in
+an insertion-ordered ring (oldest evicted first) indexed by id; aggregates are
+updated on every change and eviction so reads never scan history. The
+ordering rules for late, early and repeated events live here, in one place.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from .aggregates import DAY, HOUR, Aggregates
+from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
+from .records import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Call,
+    Turn,
+    _intern,
+    pack,
+)
+
+#: Top-level event fields the record models; anything else lands in ``Call.extra``.
+_KNOWN_FIELDS = frozenset({
+    "call_id", "caller", "callee", "direction", "status", "ended_at", "started_at", "timestamp",
+    "transcript", "conversation_history", "metrics", "role", "text", "turn", "cost_so_far", "llm_ttft_ms",
+})
+_METRICS_MODELLED = frozenset({"call_id", "duration_seconds", "turns", "cost", *PERCENTILE_KEYS})
+#: Tolerance before an event's own clock is called skewed against ours.
+CLOCK_SKEW_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """The history filters shared by the list, export and analytics routes."""
+
+    status: str | None = None
+    direction: str | None = None
+    start: float | None = None  # started_at >= start
+    end: float | None = None  # started_at < end
+    query: str | None = None
+    provider_mode: str | None = None
+
+    def matches(self, call: Call) -> bool:
+        if self.status and call.status != self.status:
+            return False
+        if self.direction and call.direction != self.direction:
+            return False
+        if self.start is not None and call.started_at < self.start:
+            return False
+        if self.end is not None and call.started_at >= self.end:
+            return False
+        if self.provider_mode and (call.meta_value("provider_mode") or "") != self.provider_mode:
+            return False
+        if self.query and not call.searchable(self.query.lower()):
+            return False
+        return True
+
+    @property
+    def empty(self) -> bool:
+        return not (self.status or self.direction or self.query or self.provider_mode) and self.start is None and self.end is None
+
+
+class CallStore:
+    """Active calls plus a bounded ring of completed ones, with live aggregates."""
+
+    def __init__(self, max_completed: int = 10_000) -> None:
+        self.max_completed = max_completed
+        self.lock = threading.RLock()
+        self.active: dict[str, Call] = {}
+        self.completed: OrderedDict[str, Call] = OrderedDict()
+        self.aggregates = Aggregates()
+        self.evicted = 0
+
+    # ================================================================ writing
+
+    def apply(self, event: Event) -> Call:
+        """Apply one event; returns the call it touched (never raises on order)."""
+        with self.lock:
+            call = self._find_or_create(event)
+            handler: Callable[[Call, Event], None] = getattr(self, f"_on_{event.type}")
+            if call.active:
+                handler(call, event)
+                call.seq = event.seq
+                if not call.active:
+                    self._complete(call)
+            else:
+                self._update_completed(call, lambda c: handler(c, event))
+                call.seq = event.seq
+            return call
+
+    def _find_or_create(self, event: Event) -> Call:
+        call = self.active.get(event.call_id) or self.completed.get(event.call_id)
+        if call is not None:
+            return call
+        call = Call(event.call_id, event.received_at)
+        if event.type not in ("call_start", "call_initiated"):
+            call.flag("no_start")  # turn/transcript/end before any start
+        self.active[call.call_id] = call
+        return call
+
+    def _update_completed(self, call: Call, change: Callable[[Call], None]) -> None:
+        self.aggregates.remove(call)
+        try:
+            change(call)
+        finally:
+            self.aggregates.add(call)
+
+    def _complete(self, call: Call) -> None:
+        del self.active[call.call_id]
+        self.completed[call.call_id] = call
+        self.aggregates.add(call)
+        while len(self.completed) > self.max_completed:
+            _, old = self.completed.popitem(last=False)
+            self.aggregates.remove(old)
+            self.evicted += 1
+
+    # ----------------------------------------------------------- per type
+
+    def _identity(self, call: Call, data: Mapping[str, Any], *, overwrite: bool) -> None:
+        for field in ("caller", "callee", "direction"):
+            value = data.get(field)
+            if value and (overwrite or not getattr(call, field)):
+                setattr(call, field, _intern(value) if field == "direction" else value)
+        extra = {k: v for k, v in data.items() if k not in _KNOWN_FIELDS}
+        if extra:
+            call.extra = {**(call.extra or {}), **extra}
+
+    def _on_call_initiated(self, call: Call, event: Event) -> None:
+        self._identity(call, event.data, overwrite=call.active)
+        if call.active:
+            call.status = "initiated"
+            if not call.direction:
+                call.direction = "outbound"
+
+    def _on_call_start(self, call: Call, event: Event) -> None:
+        self._identity(call, event.data, overwrite=call.active)
+        if call.active:
+            call.status = "in-progress"
+            if "no_start" in call.flags:
+                # A turn or line came first; the start is the earliest we saw.
+                call.started_at = min(call.started_at, event.received_at)
+
+    def _on_transcript(self, call: Call, event: Event) -> None:
+        data = event.data
+        self._add_line(call, data["role"], data["text"], data.get("timestamp") or event.received_at)
+
+    def _add_line(self, call: Call, role: str, text: str, timestamp: float | None) -> None:
+        if not text:
+            return
+        recent = call.transcript[-6:]
+        if any(r == role and t == text for r, t, _ in recent):
+            return  # the same line from both on_transcript and on_metrics
+        call.transcript = (*call.transcript, (_intern(role), text, timestamp))
+
+    def _on_turn(self, call: Call, event: Event) -> None:
+        data = event.data
+        texts = {t: t for _, t, _ in call.transcript}
+        turn = Turn(data["turn"], texts)
+        turns = [t for t in call.turns if turn.index is None or t.index != turn.index]
+        turns.append(turn)
+        turns.sort(key=lambda t: (t.index is None, t.index if t.index is not None else 0))
+        call.turns = tuple(turns)
+        if call.active:
+            if data.get("cost_so_far"):
+                call.cost = pack(data["cost_so_far"], COST_KEYS)
+            ts = turn.timestamp
+            if turn.user_text:
+                self._add_line(call, "user", turn.user_text, ts)
+            if turn.agent_text:
+                self._add_line(call, "assistant", turn.agent_text, ts)
+        else:
+            call.flag("late_turn")
+
+    def _on_call_status(self, call: Call, event: Event) -> None:
+        status = _intern(event.data["status"].strip().lower())
+        at = event.data.get("timestamp") or event.received_at
+        call.status_history = (*call.status_history, (status, at))
+        if not call.active:
+            call.flag("late_status")  # recorded above, not applied
+            return
+        self._identity(call, event.data, overwrite=False)
+        call.status = status
+        if status in TERMINAL_STATUSES:
+            call.ended_at = max(at, call.started_at)
+
+    def _on_call_end(self, call: Call, event: Event) -> None:
+        if call.ended_by_end_event:
+            return  # a repeated call_end is a no-op
+        data = event.data
+        call.ended_by_end_event = True
+        self._identity(call, data, overwrite=False)
+        metrics = data.get("metrics") or {}
+        ended_at = data.get("ended_at")
+        if ended_at is None:
+            ended_at = call.ended_at if call.ended_at is not None else event.received_at
+        elif ended_at > event.received_at + CLOCK_SKEW_SECONDS:
+            call.flag("clock_skew")
+        duration = metrics.get("duration_seconds")
+        if duration is not None:
+            # Patter's call_end carries ended_at and the duration but no start;
+            # deriving it keeps the call consistent with the runtime's own clock.
+            started = ended_at - duration
+            if "no_start" not in call.flags and abs(started - call.started_at) > CLOCK_SKEW_SECONDS:
+                call.flag("clock_skew")
+            call.started_at = started
+        elif "no_start" in call.flags and data.get("started_at") is not None:
+            call.started_at = data["started_at"]
+        if ended_at < call.started_at:
+            call.flag("clock_skew")
+        call.ended_at = max(ended_at, call.started_at)
+        call.duration = max(0.0, duration) if duration is not None else call.ended_at - call.started_at
+        if metrics:
+            self._metrics(call, metrics)
+        lines = data.get("conversation_history") or data.get("transcript")
+        if lines:
+            call.transcript = tuple(
+                (_intern(line.get("role") or ""), line.get("text") or "", line.get("timestamp")) for line in lines
+            )
+        status = (data.get("status") or "").lower()
+        if status in TERMINAL_STATUSES:
+            call.status = _intern(status)
+        elif call.status in ACTIVE_STATUSES or call.status not in TERMINAL_STATUSES:
+            call.status = "completed"
+
+    def _metrics(self, call: Call, metrics: Mapping[str, Any]) -> None:
+        if metrics.get("cost"):
+            call.cost = pack(metrics["cost"], COST_KEYS)
+        blocks = tuple(pack(metrics.get(name), LATENCY_KEYS) for name in PERCENTILE_KEYS)
+        call.percentiles = blocks if any(b is not None for b in blocks) else None
+        meta = {k: _intern(v) for k, v in metrics.items() if k not in _METRICS_MODELLED}
+        call.meta = meta or None
+        if metrics.get("turns"):
+            texts = {t: t for _, t, _ in call.transcript}
+            call.turns = tuple(Turn(t, texts) for t in metrics["turns"])
+
+    # ================================================================ reading
+
+    def get(self, call_id: str) -> Call | None:
+        with self.lock:
+            return self.active.get(call_id) or self.completed.get(call_id)
+
+    def active_calls(self) -> list[Call]:
+        with self.lock:
+            return sorted(self.active.values(), key=lambda c: c.started_at, reverse=True)
+
+    def page(self, flt: CallFilter, limit: int, offset: int) -> tuple[list[Call], int]:
+        """Newest-first page of completed calls matching ``flt``, and the match count."""
+        with self.lock:
+            newest_first = reversed(self.completed.values())
+            if flt.empty:
+                return list(islice(newest_first, offset, offset + limit)), len(self.completed)
+            matched = [c for c in newest_first if flt.matches(c)]
+        return matched[offset : offset + limit], len(matched)
+
+    def snapshot(self, flt: CallFilter) -> list[Call]:
+        """Completed calls matching ``flt``, newest first, for a streamed export.
+
+        A list of references (8 bytes a call), taken under the lock, so the
+        export neither holds the lock nor sees calls evicted mid-stream vanish.
+        """
+        with self.lock:
+            calls = list(reversed(self.completed.values()))
+        return calls if flt.empty else [c for c in calls if flt.matches(c)]
+
+    def overview(self, start: float | None, end: float | None) -> dict[str, Any]:
+        with self.lock:
+            totals = self.aggregates.between(start, end).view()
+            by_status = self.aggregates.status_counts(start, end)
+            active = len(self.active)
+        return {
+            "total_calls": totals["calls"],
+            "total_minutes": totals["minutes"],
+            "avg_duration": totals["avg_duration"],
+            "avg_latency_ms": totals["avg_latency_ms"],
+            "p95_latency_ms": totals["p95_latency_ms"],
+            "total_cost": totals["total_cost"],
+            "cost_breakdown": totals["cost_breakdown"],
+            "active_calls": active,
+            "calls_by_status": by_status,
+        }
+
+    def costs(self, start: float | None, end: float | None, bucket: str | None) -> dict[str, Any]:
+        with self.lock:
+            totals = self.aggregates.between(start, end).view()
+            span = self.aggregates.span()
+            lo = start if start is not None else (span[0] if span else None)
+            hi = end if end is not None else (span[1] if span else None)
+            if bucket is None:
+                bucket = "hour" if lo is None or hi is None or hi - lo <= 2 * DAY else "day"
+            width = HOUR if bucket == "hour" else DAY
+            series = [
+                {"t": t, **_series_point(v.view())} for t, v in self.aggregates.series(start, end, width)
+            ]
+        return {
+            "total_cost": totals["total_cost"],
+            "breakdown": totals["cost_breakdown"],
+            "calls_analyzed": totals["calls"],
+            "total_minutes": totals["minutes"],
+            "period": {"from": start, "to": end},
+            "bucket": bucket,
+            "series": series,
+        }
+
+    def sizes(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "active": len(self.active),
+                "completed": len(self.completed),
+                "max_completed": self.max_completed,
+                "evicted": self.evicted,
+            }
+
+    def iter_completed(self) -> Iterator[Call]:
+        """Oldest first; for tests and recomputation only (holds no lock)."""
+        return iter(list(self.completed.values()))
+
+
+def _series_point(view: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "calls": view["calls"],
+        "minutes": view["minutes"],
+        "cost": {**view["cost_breakdown"], "total": view["total_cost"]},
+        "avg_latency_ms": view["avg_latency_ms"],
+        "p95_latency_ms": view["p95_latency_ms"],
+    }
