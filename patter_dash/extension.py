@@ -47,6 +47,14 @@ class PatterDashboard:
             subscriber_queue=s.SUBSCRIBER_QUEUE,
         )
         app.extensions[EXTENSION_KEY] = self
+        # flask-sock reads its server options from app.config; a host app's own
+        # values win, ours fill the gaps.
+        sock_options = app.config.setdefault("SOCK_SERVER_OPTIONS", {})
+        sock_options.setdefault("max_message_size", s.WS_MAX_MESSAGE)
+        sock_options.setdefault("ping_interval", s.WS_PING_INTERVAL)
+        # Read whole frames at once: fewer wake-ups, and an oversized frame is
+        # refused (close 1009) after it was read, not with a reset mid-send.
+        sock_options.setdefault("receive_bytes", 65536)
         app.register_blueprint(build_blueprint(s), url_prefix=s.URL_PREFIX or None)
         self.app = app
         if s.TOKEN is None:

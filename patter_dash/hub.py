@@ -97,10 +97,7 @@ class Hub:
         for sub in laggards:
             self.overflows += 1
             if sub.on_overflow is not None:
-                try:
-                    sub.on_overflow()
-                except OSError:
-                    pass
+                sub.on_overflow()
         return len(laggards)
 
     def shutdown(self) -> None:

@@ -69,18 +69,18 @@ def patter_ingest() -> tuple[Response, int]:
 @auth.ingest
 def ingest_ws(ws: Any) -> None:
     pipeline = current_dashboard().pipeline
-    while True:
-        try:
+    try:
+        while True:
             message = ws.receive()
-        except ConnectionClosed:
-            return
-        if message is None:
-            return
-        try:
-            acks = pipeline.submit(events_from_body(parse_json(message)))
-            reply: dict[str, Any] = {"ok": True, **_acks_view(acks)}
-        except ValidationError as exc:
-            reply = {"ok": False, "error": exc.message, "details": exc.details}
-        except QueueFull as exc:
-            reply = {"ok": False, "error": f"{exc}; retry shortly", "retry": True}
-        ws.send(json.dumps(reply, separators=(",", ":")))
+            if message is None:
+                return
+            try:
+                acks = pipeline.submit(events_from_body(parse_json(message)))
+                reply: dict[str, Any] = {"ok": True, **_acks_view(acks)}
+            except ValidationError as exc:
+                reply = {"ok": False, "error": exc.message, "details": exc.details}
+            except QueueFull as exc:
+                reply = {"ok": False, "error": f"{exc}; retry shortly", "retry": True}
+            ws.send(json.dumps(reply, separators=(",", ":")))
+    except ConnectionClosed:
+        return  # the peer left, or the size limit closed the socket (1009)

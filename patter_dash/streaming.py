@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -42,19 +42,28 @@ def _subscribe() -> tuple[Subscription, bool]:
             raise params.BadParam("types", f"unknown type(s) {', '.join(unknown)}; allowed: {', '.join(EVENT_TYPES)}")
     call_id = params.text(request.args, "call_id")
     needs_reset = after is not None and not hub.check_resume(after)
-    sub = hub.subscribe(None if needs_reset else after, types, call_id, _socket_closer())
+    sub = hub.subscribe(None if needs_reset else after, types, call_id, _shutdown_socket(socket.SHUT_RDWR))
     return sub, needs_reset
 
 
-def _socket_closer() -> Any:
+def _shutdown_socket(how: int) -> Callable[[], None] | None:
+    """A callable that shuts down this request's client socket (``how``: SHUT_RD or SHUT_RDWR).
+
+    SHUT_RDWR breaks a write blocked on a reader that stopped reading; SHUT_RD
+    after a final event makes gunicorn's keep-alive loop see EOF and close the
+    connection, instead of holding the worker for the keep-alive timeout.
+    """
     raw = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
     if raw is None:
         return None
 
-    def close() -> None:
-        raw.shutdown(socket.SHUT_RDWR)
+    def shutdown() -> None:
+        try:
+            raw.shutdown(how)
+        except OSError:
+            pass  # already gone
 
-    return close
+    return shutdown
 
 
 def _busy(exc: HubFull) -> tuple[Response, int]:
@@ -75,6 +84,7 @@ def events() -> Response | tuple[Response, int]:
         return _busy(exc)
     dash = current_dashboard()
     hub, heartbeat = dash.pipeline.hub, dash.settings.HEARTBEAT
+    end_keepalive = _shutdown_socket(socket.SHUT_RD)
 
     def stream() -> Iterator[str]:
         try:
@@ -85,6 +95,8 @@ def events() -> Response | tuple[Response, int]:
                 result = hub.read(sub, heartbeat)
                 if result == SHUTDOWN:
                     yield _notice("shutdown", reason="server stopping; reconnect")
+                    if end_keepalive is not None:
+                        end_keepalive()
                     return
                 if result == OVERFLOW:
                     yield _notice("overflow", reason="client too slow; reconnect with Last-Event-ID")
@@ -112,12 +124,15 @@ def live_ws(ws: Any) -> None:
     except HubFull as exc:
         ws.close(reason=1013, message=str(exc))
         return
-    hub, heartbeat = current_dashboard().pipeline.hub, current_dashboard().settings.HEARTBEAT
+    dash = current_dashboard()
+    hub = dash.pipeline.hub
+    # Wake at least once per ping interval to notice a peer the pinger closed.
+    wait = min(dash.settings.HEARTBEAT, dash.settings.WS_PING_INTERVAL)
     try:
         if needs_reset:
             ws.send(json.dumps({"event": "reset", "data": {"last_id": hub.head}}))
         while ws.connected:
-            result = hub.read(sub, heartbeat)
+            result = hub.read(sub, wait)
             if result in (SHUTDOWN, OVERFLOW):
                 ws.send(json.dumps({"event": result, "data": {}}))
                 ws.close(reason=1001 if result == SHUTDOWN else 1013, message=str(result))
