@@ -26,7 +26,6 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 
 #: Limits on untrusted input; documented in the README.
-MAX_DEPTH = 32
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 20_000
 TRUNCATION_MARK = "…[truncated]"
@@ -89,14 +88,45 @@ def _clean_text(value: str) -> str:
     return value
 
 
-def sanitize(value: Any, path: str = "data", depth: int = 0) -> Any:
-    """Deep-copy ``value`` into plain JSON types, or raise naming the bad field.
+def _plain(value: Any) -> Any:
+    """json.dumps fallback: Patter's frozen dataclasses become dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(type(value).__name__)
+
+
+def sanitize(value: Any, *, copy: bool = True) -> Any:
+    """``value`` as plain JSON types, cleaned, or raise naming the bad field.
 
     Dataclasses (Patter's frozen models) become dicts, tuples become lists,
-    strings lose NULs and lone surrogates, numbers must be finite.
+    strings lose NULs and lone surrogates and are capped in length, numbers
+    must be finite. The common case (nothing to clean) runs in C through one
+    ``json.dumps``; only input that needs cleaning, or is invalid, takes the
+    slow walk that names the field. ``copy=False`` keeps already-parsed JSON
+    as is when it is clean.
     """
-    if depth > MAX_DEPTH:
-        raise ValidationError("nested too deeply", [{"field": path, "error": f"deeper than {MAX_DEPTH} levels"}])
+    try:
+        text = json.dumps(value, default=_plain, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        raise ValidationError("nested too deeply", [{"field": "data", "error": "nested too deeply"}]) from None
+    except (ValueError, TypeError):
+        return _walk(value, "data")  # names the NaN or the unsupported value
+    if "\\u0000" in text or len(text) > MAX_TEXT_LENGTH or not _is_utf8(text):
+        return _walk(value, "data")
+    if copy or not isinstance(value, (dict, list)):
+        return json.loads(text)
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _walk(value: Any, path: str) -> Any:
     if isinstance(value, str):
         return _clean_text(value)
     if value is None or isinstance(value, bool):
@@ -110,17 +140,17 @@ def sanitize(value: Any, path: str = "data", depth: int = 0) -> Any:
             raise ValidationError("numbers must be finite", [{"field": path, "error": "NaN and Infinity are not allowed"}])
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        value = _plain(value)
     if isinstance(value, Mapping):
-        return {str(k): sanitize(v, f"{path}.{k}", depth + 1) for k, v in value.items()}
+        return {str(k): _walk(v, f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [sanitize(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return [_walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
     raise ValidationError("unsupported value", [{"field": path, "error": f"unsupported type {type(value).__name__}"}])
 
 
 # ------------------------------------------------------------- validation
 
-_NUMBER = (int, float)
+_NUMBER = (int, float)  # exact types: bool is not a number here
 
 
 class _Checker:
@@ -142,8 +172,16 @@ class _Checker:
 
     def number(self, obj: Mapping[str, Any], key: str, path: str) -> None:
         value = obj.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, _NUMBER)):
+        if value is not None and type(value) not in _NUMBER:
             self.fail(f"{path}.{key}", "must be a number or null")
+
+    def numbers(self, obj: Mapping[str, Any], path: str, keys: tuple[str, ...] | None = None) -> None:
+        """Every value (or every one of ``keys``) a number or null; fast when they are."""
+        values = obj.values() if keys is None else (obj.get(k) for k in keys)
+        if all(v is None or type(v) in _NUMBER for v in values):
+            return
+        for key in obj if keys is None else keys:
+            self.number(obj, key, path)
 
     def mapping(self, obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> Mapping[str, Any] | None:
         value = obj.get(key)
@@ -197,21 +235,18 @@ def _check_turn(c: _Checker, turn: Mapping[str, Any], path: str) -> None:
     c.string(turn, "agent_text", path)
     latency = c.mapping(turn, "latency", path)
     if latency is not None:
-        for key in latency:
-            c.number(latency, key, f"{path}.latency")
+        c.numbers(latency, f"{path}.latency")
 
 
 def _check_metrics(c: _Checker, metrics: Mapping[str, Any], path: str) -> None:
     c.number(metrics, "duration_seconds", path)
     cost = c.mapping(metrics, "cost", path)
     if cost is not None:
-        for key in COST_KEYS:
-            c.number(cost, key, f"{path}.cost")
+        c.numbers(cost, f"{path}.cost", COST_KEYS)
     for name in PERCENTILE_KEYS:
         block = c.mapping(metrics, name, path)
         if block is not None:
-            for key in block:
-                c.number(block, key, f"{path}.{name}")
+            c.numbers(block, f"{path}.{name}")
     turns = metrics.get("turns")
     if turns is not None:
         if not isinstance(turns, list):
@@ -241,8 +276,7 @@ def _check(event_type: str, data: Mapping[str, Any]) -> list[dict[str, str]]:
             _check_turn(c, turn, "data.turn")
         cost = c.mapping(data, "cost_so_far", "data")
         if cost is not None:
-            for key in COST_KEYS:
-                c.number(cost, key, "data.cost_so_far")
+            c.numbers(cost, "data.cost_so_far", COST_KEYS)
     elif event_type == "call_status":
         c.string(data, "status", "data", required=True)
     elif event_type == "call_end":
@@ -262,8 +296,11 @@ def _call_id_of(data: Mapping[str, Any]) -> Any:
     return call_id
 
 
-def make_event(event_type: Any, data: Any, key: Any = None, *, now: float | None = None) -> Event:
-    """Validate and normalise one event, or raise :class:`ValidationError`."""
+def make_event(event_type: Any, data: Any, key: Any = None, *, now: float | None = None, copy: bool = True) -> Event:
+    """Validate and normalise one event, or raise :class:`ValidationError`.
+
+    ``copy=False`` is for freshly parsed JSON that nobody else holds.
+    """
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         raise ValidationError(
             "unknown event type",
@@ -271,7 +308,7 @@ def make_event(event_type: Any, data: Any, key: Any = None, *, now: float | None
         )
     if key is not None and (not isinstance(key, str) or not key or len(key) > MAX_ID_LENGTH):
         raise ValidationError("bad event id", [{"field": "id", "error": f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"}])
-    clean = sanitize(data)
+    clean = sanitize(data, copy=copy)
     if not isinstance(clean, dict):
         raise ValidationError("data must be an object", [{"field": "data", "error": "must be an object"}])
     if event_type == "transcript":
@@ -293,7 +330,7 @@ def event_from_envelope(envelope: Any, path: str = "") -> Event:
     if not isinstance(envelope, Mapping):
         raise ValidationError("event must be a JSON object", [{"field": path or "body", "error": "must be an object with type and data"}])
     try:
-        return make_event(envelope.get("type"), envelope.get("data"), envelope.get("id"))
+        return make_event(envelope.get("type"), envelope.get("data"), envelope.get("id"), copy=False)
     except ValidationError as exc:
         if path:
             for d in exc.details:
@@ -329,7 +366,7 @@ def event_from_patter_notify(body: Any) -> Event:
         event_type = "call_end"
     else:
         event_type = "call_start"
-    return make_event(event_type, body)
+    return make_event(event_type, body, copy=False)
 
 
 # ------------------------------------------------------ Patter callbacks

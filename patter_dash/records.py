@@ -20,6 +20,8 @@ from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
 NAN = math.nan
 ACTIVE_STATUSES = frozenset({"initiated", "queued", "ringing", "in-progress", "answered"})
 TERMINAL_STATUSES = frozenset({"completed", "no-answer", "busy", "failed", "canceled", "cancelled"})
+#: Where "what the caller waited" lives in a packed latency block, in order of preference.
+_RESPONSE_INDEXES = (LATENCY_KEYS.index("agent_response_ms"), LATENCY_KEYS.index("total_ms"))
 PROVIDER_KEYS = ("stt_provider", "tts_provider", "llm_provider", "telephony_provider")
 MODEL_KEYS = ("stt_model", "tts_model", "llm_model")
 
@@ -28,7 +30,8 @@ def pack(values: Mapping[str, Any] | None, keys: tuple[str, ...]) -> array | Non
     """Known numeric keys → array of floats, NaN for missing or null."""
     if not values:
         return None
-    return array("d", (NAN if values.get(k) is None else float(values[k]) for k in keys))
+    get = values.get
+    return array("d", [NAN if (v := get(k)) is None else v for k in keys])
 
 
 def unpack(packed: array | None, keys: tuple[str, ...]) -> dict[str, float | None] | None:
@@ -77,8 +80,8 @@ class Turn:
         """What the caller waited: agent_response_ms, else total_ms (Patter's rule)."""
         if self.latency is None:
             return None
-        for key in ("agent_response_ms", "total_ms"):
-            v = self.latency[LATENCY_KEYS.index(key)]
+        for index in _RESPONSE_INDEXES:
+            v = self.latency[index]
             if not math.isnan(v) and v > 0:
                 return v
         return None
@@ -164,11 +167,13 @@ class Call:
         From CallMetrics when the call ended with metrics; otherwise from the
         turns seen so far (mean, or nearest-rank P95).
         """
-        block = self._percentile(name)
-        if block:
-            for key in ("agent_response_ms", "total_ms"):
-                v = block.get(key)
-                if v:
+        if self.percentiles is not None:
+            block = self.percentiles[PERCENTILE_KEYS.index(name)]
+            if block is None:
+                return None
+            for index in _RESPONSE_INDEXES:
+                v = block[index]
+                if v and not math.isnan(v):
                     return v
             return None
         values = sorted(v for v in (t.response_ms for t in self.turns) if v is not None)
