@@ -138,6 +138,10 @@ class Pipeline:
             self.store.lock = threading.RLock()
             self.hub._cond = threading.Condition()
             self._stopping = False
+            # Numbering starts at the current time in µs, so ids keep increasing
+            # across restarts: a reader resuming from before a restart gets a
+            # reset instead of silently skipping the new process's first events.
+            self._seq = self.hub.head = int(time.time() * 1_000_000)
             self._wakeup = _Wakeup()
             self._thread = threading.Thread(target=self._run, name="patter-dash-events", daemon=True)
             self._thread.start()

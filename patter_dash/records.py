@@ -124,8 +124,9 @@ class Call:
         self.percentiles: tuple[array | None, ...] | None = None
         self.meta: dict[str, Any] | None = None  # CallMetrics' scalar fields
         self.turns: tuple[Turn, ...] = ()
-        # (role, text, timestamp) triples; tuples so readers never see a half-append.
-        self.transcript: tuple[tuple[str, str, float | None], ...] = ()
+        # (role, text, timestamp) triples. Only ever appended to or replaced
+        # whole, both atomic for readers on other threads.
+        self.transcript: list[tuple[str, str, float | None]] = []
         self.extra: dict[str, Any] | None = None
         self.flags: tuple[str, ...] = ()
         self.status_history: tuple[tuple[str, float], ...] = ()

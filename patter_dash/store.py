@@ -34,6 +34,8 @@ _KNOWN_FIELDS = frozenset({
     "transcript", "conversation_history", "metrics", "role", "text", "turn", "cost_so_far", "llm_ttft_ms",
 })
 _METRICS_MODELLED = frozenset({"call_id", "duration_seconds", "turns", "cost", *PERCENTILE_KEYS})
+#: Transcript lines kept per call; a runaway call cannot exhaust memory.
+MAX_LINES = 10_000
 #: Tolerance before an event's own clock is called skewed against ours.
 CLOCK_SKEW_SECONDS = 300.0
 
@@ -159,11 +161,14 @@ class CallStore:
         recent = call.transcript[-6:]
         if any(r == role and t == text for r, t, _ in recent):
             return  # the same line from both on_transcript and on_metrics
-        call.transcript = (*call.transcript, (_intern(role), text, timestamp))
+        if len(call.transcript) >= MAX_LINES:
+            call.flag("transcript_truncated")
+            return
+        call.transcript.append((_intern(role), text, timestamp))
 
     def _on_turn(self, call: Call, event: Event) -> None:
         data = event.data
-        texts = {t: t for _, t, _ in call.transcript}
+        texts = {t: t for _, t, _ in call.transcript[-12:]}  # the lines this turn spoke
         turn = Turn(data["turn"], texts)
         turns = [t for t in call.turns if turn.index is None or t.index != turn.index]
         turns.append(turn)
@@ -222,9 +227,9 @@ class CallStore:
             self._metrics(call, metrics)
         lines = data.get("conversation_history") or data.get("transcript")
         if lines:
-            call.transcript = tuple(
-                (_intern(line.get("role") or ""), line.get("text") or "", line.get("timestamp")) for line in lines
-            )
+            call.transcript = [
+                (_intern(line.get("role") or ""), line.get("text") or "", line.get("timestamp")) for line in lines[:MAX_LINES]
+            ]
         status = (data.get("status") or "").lower()
         if status in TERMINAL_STATUSES:
             call.status = _intern(status)
