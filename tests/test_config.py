@@ -1,0 +1,101 @@
+"""Embedding, settings and the standalone entry points."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import requests
+from flask import Flask
+
+from patter_dash import PatterDashboard, create_app
+from patter_dash.client import DashboardClient
+from patter_dash.config import ConfigError, load_settings
+from tests.conftest import ROOT, free_port, payload, wait_for
+
+
+def test_three_line_embedding_under_a_prefix_with_a_token():
+    host = Flask("host")
+
+    @host.get("/")
+    def home():
+        return "host home"
+
+    dash = PatterDashboard(host, token="s3cret", url_prefix="/ops/voice")
+    client = host.test_client()
+    assert client.get("/").data == b"host home"
+    assert client.get("/ops/voice/api/v1/calls").status_code == 401
+    ok = client.get("/ops/voice/api/v1/calls", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.json["data"] == []
+    assert client.get("/ops/voice/dashboard", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert dash.feed("call_start", payload("call_start.json"))
+    wait_for(lambda: dash.store.get("CA941522e75e5447c05b6ca6d201f13845"))
+    dash.stop()
+
+
+def test_init_app_and_settings_precedence(monkeypatch):
+    monkeypatch.setenv("PATTER_DASH_MAX_CALLS", "123")
+    monkeypatch.setenv("PATTER_DASH_HEARTBEAT", "7.5")
+    app = Flask("host")
+    app.config["PATTER_DASH_MAX_CALLS"] = 456  # app.config wins over the environment
+    dash = PatterDashboard()
+    dash.init_app(app)
+    assert dash.settings.MAX_CALLS == 456 and dash.settings.HEARTBEAT == 7.5
+    assert PatterDashboard(Flask("other"), max_calls=9).settings.MAX_CALLS == 9  # keyword wins
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("PATTER_DASH_MAX_CALLS", "lots"), ("PATTER_DASH_MAX_CALLS", "0"), ("PATTER_DASH_HEARTBEAT", "-1"),
+     ("PATTER_DASH_UI", "maybe"), ("PATTER_DASH_URL_PREFIX", "ops"), ("PATTER_DASH_TOKEN", "has space")],
+)
+def test_bad_values_are_refused_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=key):
+        load_settings({}, environ={key: value})
+    with pytest.raises(ConfigError, match=key):
+        create_app({key: value})
+
+
+def test_ui_off_serves_api_and_ingest_only():
+    client = create_app({"PATTER_DASH_UI": False}).test_client()
+    assert client.get("/dashboard").status_code == 404
+    assert client.get("/api/v1/calls").status_code == 200
+    r = client.post("/api/dashboard/ingest", json=payload("sdk_notify_call_start.json"))
+    assert r.status_code == 202
+
+
+def test_console_script_serve_with_demo_feeds_live_calls():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "patter_dash.cli", "serve", "--port", str(port), "--demo"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        def seen_calls():
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).json()
+            except requests.RequestException:
+                return None
+            return health["events"]["accepted"] > 0 and health
+        health = wait_for(seen_calls, timeout=30, interval=0.2)
+        assert health["store"]["active"] + health["store"]["completed"] >= 1
+        assert requests.get(f"http://127.0.0.1:{port}/dashboard", timeout=5).status_code == 200
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=15)[0].decode()
+    assert "Using worker: gevent" in out
+
+
+def test_remote_client_over_websocket_and_http_against_gunicorn(live_server):
+    server = live_server(PATTER_DASH_TOKEN="client-token")
+    for transport in ("ws", "http"):
+        client = DashboardClient(server.url, token="client-token", transport=transport)
+        call_id = f"REMOTE-{transport}"
+        client.feed("call_start", {**payload("call_start.json"), "call_id": call_id})
+        client.feed("transcript", {**payload("transcript_user.json"), "call_id": call_id})
+        client.feed("call_end", {**payload("call_end.json"), "call_id": call_id})
+        assert client.close(timeout=10)
+        assert client.sent == 3 and client.dropped == 0 and client.rejected == 0
+        call = server.get(f"/api/v1/calls/{call_id}").json()["data"]
+        assert call["status"] == "completed" and call["turn_count"] == 4 and call["caller"] == "+15553891776"
