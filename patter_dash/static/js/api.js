@@ -1,0 +1,114 @@
+/*
+ * api.js — talking to the patter-dash backend.
+ *
+ * Owns: reading the endpoint URLs that the server rendered into data-*
+ * attributes of the #patter-dash root (every URL comes from url_for, so the page
+ * works under any URL prefix), building query strings, and JSON fetches with
+ * timeouts and cancellation. Nothing here touches the DOM beyond reading the
+ * root's dataset.
+ */
+
+const root = document.getElementById("patter-dash");
+const ds = root ? root.dataset : {};
+
+export const urls = Object.freeze({
+  calls: ds.apiCalls,
+  active: ds.apiActive,
+  callTemplate: ds.apiCall, // contains the placeholder "__ID__"
+  overview: ds.apiOverview,
+  costs: ds.apiCosts,
+  exportCsv: ds.exportCsv,
+  exportJson: ds.exportJson,
+  events: ds.events,
+});
+
+const ID_PLACEHOLDER = "__ID__";
+
+/** Resolve a URL relative to the page and add query parameters (empty ones are skipped). */
+export function withParams(base, params) {
+  const url = new URL(base, window.location.href);
+  if (params) {
+    for (const [k, v] of Object.entries(params)) {
+      if (v === undefined || v === null || v === "") continue;
+      url.searchParams.set(k, String(v));
+    }
+  }
+  return url.origin === window.location.origin ? url.pathname + url.search : url.href;
+}
+
+export function callUrl(callId) {
+  return urls.callTemplate.replace(ID_PLACEHOLDER, encodeURIComponent(String(callId)));
+}
+
+export class HttpError extends Error {
+  constructor(status, message) {
+    super(message || `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+/**
+ * GET a JSON document. Rejects with HttpError on a non-2xx answer and with
+ * an AbortError (name === "AbortError") when cancelled; callers ignore the latter.
+ */
+export async function getJSON(url, { signal, timeoutMs = 15000 } = {}) {
+  const ctrl = new AbortController();
+  const onAbort = () => ctrl.abort();
+  if (signal) {
+    if (signal.aborted) ctrl.abort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  }
+  const timer = setTimeout(() => ctrl.abort(), timeoutMs);
+  try {
+    const resp = await fetch(url, {
+      signal: ctrl.signal,
+      credentials: "same-origin",
+      headers: { Accept: "application/json" },
+      cache: "no-store",
+    });
+    let body = null;
+    try {
+      body = await resp.json();
+    } catch {
+      body = null;
+    }
+    if (resp.status === 401) sessionExpired();
+    if (!resp.ok) {
+      throw new HttpError(resp.status, body && typeof body.error === "string" ? body.error : null);
+    }
+    return body;
+  } finally {
+    clearTimeout(timer);
+    if (signal) signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * The session cookie stopped working (token changed, cookie cleared): reload, so
+ * the server shows its sign-in page. At most once every 30 s, so never a loop.
+ */
+function sessionExpired() {
+  try {
+    const last = Number(sessionStorage.getItem("patter-dash-reauth") || 0);
+    if (Date.now() - last < 30000) return;
+    sessionStorage.setItem("patter-dash-reauth", String(Date.now()));
+  } catch {
+    return; // no storage: stay on the page rather than risk a reload loop
+  }
+  window.location.reload();
+}
+
+export const isAbort = (err) => err && (err.name === "AbortError" || err.name === "TimeoutError");
+
+/**
+ * A fetcher that cancels its previous request whenever a new one starts,
+ * so a slow old answer never overwrites a newer one.
+ */
+export function latestOnly() {
+  let ctrl = null;
+  return (url, opts = {}) => {
+    if (ctrl) ctrl.abort();
+    ctrl = new AbortController();
+    return getJSON(url, { ...opts, signal: ctrl.signal });
+  };
+}

@@ -1,0 +1,151 @@
+/*
+ * app.js — entry point of the patter-dash page.
+ *
+ * Owns: wiring the views together (live, history, detail, analytics) with the
+ * event stream, the tab navigation (#live, #history, #analytics), the time-zone
+ * note, the page title, and removing a ?token= from the address bar once the
+ * server has turned it into a session cookie. Views never talk to each other
+ * directly; they go through the callbacks set up here.
+ */
+
+import { byId, setText } from "./dom.js";
+import { TIME_ZONE } from "./format.js";
+import { urls, getJSON, isAbort } from "./api.js";
+import { LiveStream } from "./stream.js";
+import { LiveView } from "./live.js";
+import { HistoryView } from "./history.js";
+import { DetailView } from "./detail.js";
+import { AnalyticsView } from "./analytics.js";
+
+const VIEWS = ["live", "history", "analytics"];
+
+/* The token, if any, served its purpose when the server answered; keep it out of history and screenshots. */
+function dropTokenFromUrl() {
+  const url = new URL(window.location.href);
+  if (!url.searchParams.has("token")) return;
+  url.searchParams.delete("token");
+  window.history.replaceState(window.history.state, "", url.pathname + url.search + url.hash);
+}
+
+function main() {
+  dropTokenFromUrl();
+  setText(byId("pd-tz"), `Times in ${TIME_ZONE}`);
+  byId("pd-tz").title = "All times are shown in your browser's time zone";
+
+  const detail = new DetailView(byId("pd-detail"));
+  const openDetail = (id) => detail.open(id);
+
+  const liveCount = byId("pd-live-count");
+  const liveSub = byId("pd-live-sub");
+  let analytics = null;
+  const live = new LiveView(byId("pd-live-grid"), byId("pd-live-empty"), {
+    onOpen: openDetail,
+    onCount: (n) => {
+      setText(liveCount, String(n));
+      setText(liveSub, n === 1 ? "1 call in progress" : `${n} calls in progress`);
+      document.title = n > 0 ? `(${n}) Calls · patter-dash` : "Calls · patter-dash";
+      if (analytics) analytics.setActiveCount(n);
+    },
+  });
+
+  const history = new HistoryView({
+    form: byId("pd-filters"),
+    table: byId("pd-history-table"),
+    body: byId("pd-history-body"),
+    summary: byId("pd-history-summary"),
+    prev: byId("pd-prev"),
+    next: byId("pd-next"),
+    pageSize: byId("pd-page-size"),
+    csv: byId("pd-export-csv"),
+    json: byId("pd-export-json"),
+    error: byId("pd-history-error"),
+  }, { onOpen: openDetail });
+
+  analytics = new AnalyticsView({
+    controls: byId("pd-analytics-controls"),
+    tiles: byId("pd-tiles"),
+    costChart: byId("pd-chart-cost"),
+    latencyChart: byId("pd-chart-latency"),
+    donut: byId("pd-chart-components"),
+    error: byId("pd-analytics-error"),
+  });
+
+  /* ---- active-call snapshots, with stream events buffered while one loads ----
+   * Events that arrive while a snapshot is in flight are replayed on top of it,
+   * so a snapshot taken before an event never undoes that event. Only the newest
+   * of overlapping loads is applied. */
+  let snapshotGen = 0;
+  let snapshotting = false;
+  let buffered = [];
+
+  function handleEvent(type, data) {
+    const ended = live.applyEvent(type, data);
+    detail.noteEvent(data.call_id);
+    if (ended) {
+      // History and analytics hold finished calls only: they change when a call ends.
+      history.noteEnded(data.call);
+      analytics.invalidate();
+    }
+  }
+
+  async function loadSnapshot() {
+    const gen = ++snapshotGen;
+    snapshotting = true;
+    let items = null;
+    try {
+      const body = await getJSON(urls.active);
+      items = Array.isArray(body && body.data) ? body.data : [];
+    } catch (err) {
+      if (!isAbort(err)) items = null; // keep what we show; the next reconnect or reset tries again
+    }
+    if (gen !== snapshotGen) return; // a newer load is running; it replays the buffer
+    snapshotting = false;
+    if (items) live.applySnapshot(items);
+    const pending = buffered;
+    buffered = [];
+    for (const [type, data] of pending) handleEvent(type, data);
+  }
+
+  const stream = new LiveStream(urls.events, byId("pd-conn"), {
+    onEvent(type, data) {
+      if (snapshotting) buffered.push([type, data]);
+      else handleEvent(type, data);
+    },
+    onResync(reason) {
+      loadSnapshot();
+      if (reason !== "open") {
+        history.refresh();
+        analytics.invalidate();
+        if (detail.openId !== null) detail.noteEvent(detail.openId);
+      }
+    },
+    onState() {},
+  });
+
+  /* ---- tabs ---- */
+  const tabs = Array.from(document.querySelectorAll(".pd-tab[data-view]"));
+  function show(view) {
+    if (!VIEWS.includes(view)) view = "live";
+    for (const name of VIEWS) {
+      const section = byId(`pd-view-${name}`);
+      section.hidden = name !== view;
+    }
+    for (const tab of tabs) {
+      if (tab.dataset.view === view) tab.setAttribute("aria-current", "page");
+      else tab.removeAttribute("aria-current");
+    }
+    analytics.setVisible(view === "analytics");
+    document.documentElement.dataset.view = view;
+  }
+  const currentView = () => window.location.hash.replace(/^#/, "");
+  window.addEventListener("hashchange", () => show(currentView()));
+  show(currentView());
+
+  history.load();
+  analytics.refresh();
+  loadSnapshot();
+  stream.start();
+}
+
+if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", main);
+else main();

@@ -1,0 +1,236 @@
+/*
+ * detail.js — the call detail drawer.
+ *
+ * Owns: the <dialog> that opens when a history row or live card is chosen:
+ * the call's facts (times, duration, status, voice mode, providers and
+ * models), the cost breakdown per component, average and P95 latency, a
+ * stacked STT/LLM/TTS bar per turn, and the transcript as a conversation.
+ * While the call is live, stream events for it trigger a throttled refetch.
+ */
+
+import { h, fill, setText } from "./dom.js";
+import * as fmt from "./format.js";
+import { callUrl, latestOnly, isAbort } from "./api.js";
+import { throttle } from "./scheduler.js";
+import { statusBadge, directionTag, modeChip, elapsed, isEnded, normLine, transcriptLine, linesFromTurn } from "./calls.js";
+
+const COMPONENTS = [
+  { key: "stt", label: "STT" },
+  { key: "llm", label: "LLM" },
+  { key: "tts", label: "TTS" },
+  { key: "telephony", label: "Telephony" },
+];
+
+const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+export class DetailView {
+  /** @param {HTMLDialogElement} dialog */
+  constructor(dialog) {
+    this.dialog = dialog;
+    this.body = dialog.querySelector(".pd-detail-body");
+    this.title = dialog.querySelector(".pd-detail-title");
+    this.callId = null;
+    this.call = null;
+    this.fetcher = latestOnly();
+    this.refreshSoon = throttle(() => this.load(), 1000, 300);
+    this.timerEl = null;
+
+    dialog.querySelector(".pd-detail-close").addEventListener("click", () => this.close());
+    dialog.addEventListener("click", (ev) => {
+      if (ev.target === dialog) this.close(); // click on the backdrop
+    });
+    dialog.addEventListener("close", () => {
+      this.callId = null;
+      this.call = null;
+    });
+    setInterval(() => this.tick(), 1000);
+  }
+
+  get openId() {
+    return this.callId;
+  }
+
+  open(callId) {
+    this.callId = String(callId);
+    this.call = null;
+    setText(this.title, "Call details");
+    fill(this.body, h("p", { class: "pd-muted pd-detail-loading" }, "Loading call…"));
+    if (!this.dialog.open) this.dialog.showModal();
+    this.body.scrollTop = 0;
+    this.load();
+  }
+
+  close() {
+    if (this.dialog.open) this.dialog.close();
+  }
+
+  /** A stream event concerns a call: refetch if that call is on screen. */
+  noteEvent(callId) {
+    if (this.callId !== null && this.dialog.open && String(callId) === this.callId) this.refreshSoon();
+  }
+
+  async load() {
+    const id = this.callId;
+    if (id === null) return;
+    try {
+      const body = await this.fetcher(callUrl(id));
+      if (id !== this.callId) return;
+      this.call = body && body.data ? body.data : null;
+      if (this.call) this.draw(this.call);
+    } catch (err) {
+      if (isAbort(err) || id !== this.callId) return;
+      if (this.call) return; // keep showing what we have; a later event retries
+      const msg = err && err.status === 404 ? "This call was not found." : "Could not load this call. Check the connection and try again.";
+      fill(this.body, h("p", { class: "pd-alert" }, msg));
+    }
+  }
+
+  tick() {
+    if (this.timerEl && this.call && !isEnded(this.call)) setText(this.timerEl, fmt.clock(elapsed(this.call)));
+  }
+
+  draw(call) {
+    const scrollTop = this.body.scrollTop;
+    const live = !isEnded(call);
+    setText(this.title, `${call.caller || "Unknown"} → ${call.callee || "Unknown"}`);
+    this.timerEl = h("span", null, live ? fmt.clock(elapsed(call)) : fmt.duration(call.duration_seconds));
+    fill(this.body,
+      h("div", { class: "pd-detail-tags" },
+        statusBadge(call.status), directionTag(call.direction), modeChip(call.provider_mode),
+        live ? h("span", { class: "pd-chip pd-chip-live" }, "Live") : null,
+        (Array.isArray(call.flags) ? call.flags : []).map((f) => h("span", { class: "pd-chip pd-chip-flag", title: String(f) }, fmt.flag(f)))),
+      h("p", { class: "pd-detail-id" }, h("span", { class: "pd-k" }, "Call ID "), h("code", null, String(call.call_id))),
+      this.facts(call),
+      h("div", { class: "pd-detail-grid" }, this.costs(call), this.providers(call)),
+      this.turns(call),
+      this.transcript(call));
+    this.body.scrollTop = scrollTop;
+  }
+
+  facts(call) {
+    const cost = call.cost && num(call.cost.total);
+    const items = [
+      ["Started", h("time", { datetime: fmt.iso(call.started_at) }, fmt.dateTime(call.started_at))],
+      ["Ended", isEnded(call) ? h("time", { datetime: fmt.iso(call.ended_at) }, fmt.dateTime(call.ended_at)) : "In progress"],
+      ["Duration", this.timerEl],
+      ["Turns", fmt.num(call.turn_count)],
+      ["Avg latency", fmt.ms(call.latency_avg_ms)],
+      ["P95 latency", fmt.ms(call.latency_p95_ms)],
+      ["Total cost", fmt.money(cost)],
+      ["Cost per minute", cost !== null && num(call.duration_seconds) ? fmt.money(cost / (call.duration_seconds / 60)) : fmt.DASH],
+    ];
+    return h("dl", { class: "pd-facts" },
+      items.map(([k, v]) => h("div", { class: "pd-fact" }, h("dt", null, k), h("dd", null, v))));
+  }
+
+  costs(call) {
+    const cost = call.cost || {};
+    const total = num(cost.total);
+    const max = Math.max(0, ...COMPONENTS.map((c) => num(cost[c.key]) || 0));
+    const rows = COMPONENTS.map((c) => {
+      const v = num(cost[c.key]);
+      const bar = h("span", { class: "pd-hbar-fill", dataset: { comp: c.key } });
+      bar.style.width = `${max > 0 && v ? Math.max(1, (v / max) * 100) : 0}%`;
+      return h("li", { class: "pd-cost-row", dataset: { comp: c.key } },
+        h("span", { class: "pd-swatch", dataset: { comp: c.key } }),
+        h("span", { class: "pd-cost-name" }, c.label),
+        h("span", { class: "pd-hbar" }, bar),
+        h("span", { class: "pd-cost-value pd-num" }, fmt.money(v)));
+    });
+    return h("section", { class: "pd-detail-section" },
+      h("h3", null, "Cost breakdown"),
+      h("ul", { class: "pd-cost-list" }, rows),
+      h("p", { class: "pd-cost-total" }, h("span", null, "Total"), h("strong", { class: "pd-num" }, fmt.money(total))));
+  }
+
+  providers(call) {
+    const p = call.providers || {};
+    const m = call.models || {};
+    const row = (label, provider, model) => h("div", { class: "pd-fact" },
+      h("dt", null, label),
+      h("dd", null, provider || fmt.DASH, model ? h("span", { class: "pd-model" }, String(model)) : null));
+    return h("section", { class: "pd-detail-section" },
+      h("h3", null, "Providers"),
+      h("dl", { class: "pd-facts pd-facts-stacked" },
+        h("div", { class: "pd-fact" }, h("dt", null, "Voice mode"), h("dd", null, fmt.mode(call.provider_mode))),
+        row("STT", p.stt, m.stt),
+        row("LLM", p.llm, m.llm),
+        row("TTS", p.tts, m.tts),
+        row("Telephony", p.telephony, null)));
+  }
+
+  turns(call) {
+    const turns = Array.isArray(call.turns) ? call.turns : [];
+    const section = h("section", { class: "pd-detail-section" },
+      h("div", { class: "pd-section-head" },
+        h("h3", null, "Response latency per turn"),
+        h("ul", { class: "pd-legend", "aria-label": "Legend" },
+          ["stt", "llm", "tts"].map((k) => h("li", null, h("span", { class: "pd-swatch", dataset: { comp: k } }), k.toUpperCase())),
+          h("li", null, h("span", { class: "pd-swatch", dataset: { comp: "other" } }), "Other"))));
+    if (!turns.length) {
+      section.append(h("p", { class: "pd-muted" }, isEnded(call) ? "No turns were recorded for this call." : "No turns recorded yet."));
+      return section;
+    }
+    // The headline is what the caller waited (Patter's rule: agent_response_ms, else total_ms);
+    // the bar splits it into STT, LLM (time to first token) and TTS, and "other" for the rest.
+    const parts = (t) => {
+      const l = t.latency || {};
+      const stt = num(l.stt_ms);
+      const llm = num(l.llm_ms);
+      const tts = num(l.tts_ms);
+      const sum = (stt || 0) + (llm || 0) + (tts || 0);
+      const response = (num(l.agent_response_ms) || null) ?? (num(l.total_ms) || null) ?? (sum || null);
+      // A remainder of a few ms is rounding, not a stage worth drawing.
+      const rest = response !== null ? response - sum : 0;
+      const other = rest > Math.max(15, 0.03 * (response || 0)) ? rest : 0;
+      return { stt, llm, tts, other, total: response, extent: Math.max(sum + other, response || 0) };
+    };
+    const all = turns.map(parts);
+    const max = Math.max(1, ...all.map((p) => p.extent));
+    const rows = turns.map((t, i) => {
+      const p = all[i];
+      const bar = h("span", { class: "pd-stack", role: "img" });
+      const desc = [];
+      const split = (p.stt || 0) + (p.llm || 0) + (p.tts || 0) > 0;
+      for (const k of ["stt", "llm", "tts", "other"]) {
+        const v = p[k];
+        if (k !== "other" && split) desc.push(`${k.toUpperCase()} ${fmt.ms(v)}`);
+        if (!v) continue;
+        const seg = h("span", { class: "pd-stack-seg", dataset: { comp: k } });
+        seg.style.width = `${(v / max) * 100}%`;
+        bar.append(seg);
+      }
+      if (!split) desc.push(!t.user_text && (t.turn_index === 0 || i === 0) ? "Greeting: no STT/LLM/TTS split" : "No STT/LLM/TTS split reported");
+      else if (p.other) desc.push(`other ${fmt.ms(p.other)}`);
+      bar.setAttribute("aria-label", desc.join(", "));
+      bar.title = desc.join(" · ");
+      const index = typeof t.turn_index === "number" ? t.turn_index + 1 : i + 1;
+      const l = t.latency || {};
+      const extra = [
+        num(l.total_ms) !== null && num(l.total_ms) !== p.total ? `total incl. speech ${fmt.ms(l.total_ms)}` : null,
+        num(l.llm_ttft_ms) !== null && num(l.llm_ttft_ms) !== p.llm ? `TTFT ${fmt.ms(l.llm_ttft_ms)}` : null,
+        num(l.endpoint_ms) !== null ? `endpoint ${fmt.ms(l.endpoint_ms)}` : null,
+        num(l.bargein_ms) !== null ? `barge-in ${fmt.ms(l.bargein_ms)}` : null,
+      ].filter(Boolean);
+      return h("li", { class: "pd-turn" },
+        h("span", { class: "pd-turn-index" }, `#${index}`),
+        h("div", { class: "pd-turn-main" },
+          bar,
+          h("p", { class: "pd-turn-split" }, desc.join(" · "), extra.length ? ` · ${extra.join(" · ")}` : ""),
+          t.user_text ? h("p", { class: "pd-turn-text" }, String(t.user_text)) : null),
+        h("span", { class: "pd-turn-total pd-num", title: "Response latency" }, fmt.ms(p.total)));
+    });
+    section.append(h("ol", { class: "pd-turns" }, rows));
+    return section;
+  }
+
+  transcript(call) {
+    let lines = (Array.isArray(call.transcript) ? call.transcript : []).map(normLine).filter((l) => l.text);
+    if (!lines.length && Array.isArray(call.turns)) lines = call.turns.flatMap(linesFromTurn);
+    return h("section", { class: "pd-detail-section" },
+      h("h3", null, "Transcript"),
+      lines.length
+        ? h("ol", { class: "pd-transcript pd-conversation" }, lines.map((l) => transcriptLine(l)))
+        : h("p", { class: "pd-muted" }, "Nothing said yet."));
+  }
+}

@@ -1,0 +1,263 @@
+/*
+ * history.js — the "Call history" view.
+ *
+ * Owns: the filter form (status, direction, voice mode, date range, free-text
+ * search), the server-side paginated table of calls, the pager, and the CSV /
+ * JSON export links, which always carry the current filters. Paging and
+ * filtering happen on the server; this module only asks and draws.
+ */
+
+import { h, setText, fill } from "./dom.js";
+import * as fmt from "./format.js";
+import { urls, withParams, latestOnly, isAbort } from "./api.js";
+import { schedule, debounce, throttle } from "./scheduler.js";
+import { statusBadge, directionTag, modeChip } from "./calls.js";
+
+const COLUMNS = [
+  { key: "started", label: "Started" },
+  { key: "caller", label: "From" },
+  { key: "callee", label: "To" },
+  { key: "direction", label: "Direction" },
+  { key: "status", label: "Status" },
+  { key: "duration", label: "Duration", num: true },
+  { key: "cost", label: "Cost", num: true },
+  { key: "latency", label: "Avg latency", num: true },
+  { key: "p95", label: "P95 latency", num: true },
+  { key: "providers", label: "Providers" },
+  { key: "mode", label: "Voice mode" },
+];
+
+// History lists finished calls; these are the final statuses Patter reports.
+const BASE_STATUSES = ["completed", "no-answer", "busy", "failed", "canceled"];
+const BASE_MODES = ["pipeline", "openai_realtime", "elevenlabs_convai"]; // plus any seen in data
+
+/** datetime-local value ("2025-01-31T14:05") → epoch seconds in the browser's zone. */
+function localInputToEpoch(value) {
+  if (!value) return "";
+  const t = new Date(value).getTime();
+  return Number.isFinite(t) ? Math.floor(t / 1000) : "";
+}
+
+export class HistoryView {
+  /**
+   * @param {object} els   {form, body, summary, prev, next, pageSize, csv, json, error, table}
+   * @param {object} opts  {onOpen(callId)}
+   */
+  constructor(els, opts) {
+    this.els = els;
+    this.opts = opts;
+    this.offset = 0;
+    this.limit = Number(els.pageSize.value) || 25;
+    this.total = null;
+    this.rows = []; // items currently shown
+    this.fetcher = latestOnly();
+    this.knownStatuses = new Set(BASE_STATUSES);
+    this.knownModes = new Set(BASE_MODES);
+    this.loaded = false;
+    this.refreshSoon = throttle(() => this.load(), 1000, 150);
+
+    this.buildHead();
+    this.syncOptions();
+
+    const form = els.form;
+    const searchChanged = debounce(() => this.filtersChanged(), 300);
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      searchChanged.cancel();
+      this.filtersChanged();
+    });
+    form.addEventListener("input", (ev) => {
+      if (ev.target && ev.target.name === "q") searchChanged();
+    });
+    form.addEventListener("change", (ev) => {
+      if (ev.target && ev.target.name !== "q") this.filtersChanged();
+    });
+    form.addEventListener("reset", () => {
+      searchChanged.cancel();
+      // The form resets its controls after this event; read them afterwards.
+      setTimeout(() => this.filtersChanged(), 0);
+    });
+    const toggle = form.querySelector(".pd-filters-toggle");
+    if (toggle) {
+      toggle.addEventListener("click", () => {
+        const open = form.dataset.open !== "true";
+        form.dataset.open = String(open);
+        toggle.setAttribute("aria-expanded", String(open));
+      });
+    }
+    els.prev.addEventListener("click", () => this.page(-1));
+    els.next.addEventListener("click", () => this.page(1));
+    els.pageSize.addEventListener("change", () => {
+      this.limit = Number(els.pageSize.value) || 25;
+      this.offset = 0;
+      this.load();
+    });
+    els.body.addEventListener("click", (ev) => this.rowActivated(ev));
+    els.body.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" || ev.key === " ") {
+        ev.preventDefault();
+        this.rowActivated(ev);
+      }
+    });
+    this.updateExports();
+  }
+
+  buildHead() {
+    const row = h("tr", null, COLUMNS.map((c) => h("th", { scope: "col", class: c.num ? "pd-num" : null }, c.label)));
+    fill(this.els.table.tHead || this.els.table.createTHead(), row);
+  }
+
+  /** Current filters as API query parameters. */
+  filters() {
+    const f = new FormData(this.els.form);
+    const get = (k) => String(f.get(k) || "").trim();
+    return {
+      q: get("q"),
+      status: get("status"),
+      direction: get("direction"),
+      provider_mode: get("provider_mode"),
+      from: localInputToEpoch(get("from")),
+      to: localInputToEpoch(get("to")),
+    };
+  }
+
+  hasFilters() {
+    return Object.values(this.filters()).some((v) => v !== "");
+  }
+
+  filtersChanged() {
+    const f = this.filters();
+    this.els.form.dataset.active = String(Object.entries(f).some(([k, v]) => k !== "q" && v !== ""));
+    this.offset = 0;
+    this.updateExports();
+    this.load();
+  }
+
+  updateExports() {
+    const f = this.filters();
+    this.els.csv.href = withParams(urls.exportCsv, f);
+    this.els.json.href = withParams(urls.exportJson, f);
+  }
+
+  page(delta) {
+    const next = Math.max(0, this.offset + delta * this.limit);
+    if (delta > 0 && this.total !== null && next >= this.total) return;
+    this.offset = next;
+    this.load();
+  }
+
+  async load() {
+    const url = withParams(urls.calls, { ...this.filters(), limit: this.limit, offset: this.offset });
+    this.els.table.setAttribute("aria-busy", "true");
+    try {
+      const body = await this.fetcher(url);
+      const items = Array.isArray(body && body.data) ? body.data : [];
+      const pg = (body && body.pagination) || {};
+      this.total = typeof pg.total === "number" ? pg.total : null;
+      this.rows = items;
+      this.loaded = true;
+      this.els.error.hidden = true;
+      for (const item of items) this.learn(item);
+      schedule("history", () => this.draw());
+    } catch (err) {
+      if (isAbort(err)) return;
+      setText(this.els.error, `Could not load call history${err && err.status ? ` (HTTP ${err.status})` : ""}. Retrying when the connection is back.`);
+      this.els.error.hidden = false;
+    } finally {
+      this.els.table.removeAttribute("aria-busy");
+    }
+  }
+
+  /** Remember statuses and voice modes seen, so the filter menus offer them. */
+  learn(item) {
+    let changed = false;
+    if (item.status && !this.knownStatuses.has(item.status)) {
+      this.knownStatuses.add(String(item.status));
+      changed = true;
+    }
+    if (item.provider_mode && !this.knownModes.has(item.provider_mode)) {
+      this.knownModes.add(String(item.provider_mode));
+      changed = true;
+    }
+    if (changed) schedule("history-options", () => this.syncOptions());
+  }
+
+  learnStatuses(statuses) {
+    for (const s of statuses) this.learn({ status: s });
+  }
+
+  syncOptions() {
+    const sync = (select, values, allLabel, labeller) => {
+      const current = select.value;
+      const opts = [h("option", { value: "" }, allLabel)];
+      for (const v of Array.from(values).sort()) opts.push(h("option", { value: v }, labeller(v)));
+      fill(select, opts);
+      select.value = current;
+    };
+    sync(this.els.form.elements.status, this.knownStatuses, "All statuses", fmt.label);
+    sync(this.els.form.elements.provider_mode, this.knownModes, "All voice modes", fmt.mode);
+  }
+
+  /** A call just ended: show it at the top at once when that is where it belongs, then reconcile. */
+  noteEnded(call) {
+    if (call && this.loaded && this.offset === 0 && !this.hasFilters() && call.call_id != null) {
+      const id = String(call.call_id);
+      const rows = this.rows.filter((r) => String(r.call_id) !== id);
+      rows.unshift(call);
+      if (rows.length > this.limit) rows.length = this.limit;
+      const isNew = rows.length !== this.rows.length || !this.rows.some((r) => String(r.call_id) === id);
+      this.rows = rows;
+      if (isNew && this.total !== null) this.total += 1;
+      this.learn(call);
+      schedule("history", () => this.draw());
+    }
+    this.refreshSoon();
+  }
+
+  /** Something changed on the server (a call started, a resync): reload the page we show. */
+  refresh() {
+    this.refreshSoon();
+  }
+
+  rowActivated(ev) {
+    const tr = ev.target instanceof Element ? ev.target.closest("tr[data-call-id]") : null;
+    if (tr) this.opts.onOpen(tr.dataset.callId);
+  }
+
+  draw() {
+    const { body } = this.els;
+    if (!this.rows.length) {
+      fill(body, h("tr", { class: "pd-empty-row" },
+        h("td", { colspan: String(COLUMNS.length) },
+          this.hasFilters() ? "No calls match these filters." : "No finished calls yet. Calls appear here when they end.")));
+    } else {
+      fill(body, this.rows.map((item) => this.row(item)));
+    }
+    const shown = this.rows.length;
+    const from = shown ? this.offset + 1 : 0;
+    const to = this.offset + shown;
+    const total = this.total === null ? "" : ` of ${fmt.num(this.total)}`;
+    setText(this.els.summary, shown ? `${fmt.num(from)}–${fmt.num(to)}${total} calls` : `0${total} calls`);
+    this.els.prev.disabled = this.offset === 0;
+    this.els.next.disabled = this.total !== null ? to >= this.total : shown < this.limit;
+  }
+
+  row(item) {
+    const cost = item.cost && typeof item.cost.total === "number" ? item.cost.total : null;
+    const cell = (key, content, cls) => h("td", { class: cls, dataset: { key, label: COLUMNS.find((c) => c.key === key).label } }, content);
+    const tr = h("tr", { tabindex: "0", class: "pd-row", dataset: { callId: String(item.call_id) } },
+      cell("started", h("time", { datetime: fmt.iso(item.started_at), title: fmt.dateTime(item.started_at) }, fmt.tableDateTime(item.started_at)), "pd-nowrap"),
+      cell("caller", item.caller || fmt.DASH, "pd-party-cell"),
+      cell("callee", item.callee || fmt.DASH, "pd-party-cell"),
+      cell("direction", directionTag(item.direction)),
+      cell("status", statusBadge(item.status)),
+      cell("duration", typeof item.duration_seconds === "number" ? fmt.duration(item.duration_seconds) : fmt.DASH, "pd-num"),
+      cell("cost", fmt.money(cost), "pd-num"),
+      cell("latency", fmt.ms(item.latency_avg_ms), "pd-num"),
+      cell("p95", fmt.ms(item.latency_p95_ms), "pd-num"),
+      cell("providers", fmt.providerList(item.providers), "pd-providers"),
+      cell("mode", item.provider_mode ? modeChip(item.provider_mode) : fmt.DASH));
+    tr.setAttribute("aria-label", `Call from ${item.caller || "unknown"} to ${item.callee || "unknown"}; open details`);
+    return tr;
+  }
+}

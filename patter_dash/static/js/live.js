@@ -1,0 +1,225 @@
+/*
+ * live.js — the "Live calls" view.
+ *
+ * Owns: the in-memory model of active calls (item + transcript), applying
+ * snapshots from the active-calls endpoint and call events from the stream,
+ * and the card per active call (caller, callee, direction, status, ticking
+ * duration, voice mode, providers, growing transcript). DOM work is batched
+ * per animation frame through scheduler.js; durations tick once a second.
+ */
+
+import { h, setText, fill } from "./dom.js";
+import * as fmt from "./format.js";
+import { schedule } from "./scheduler.js";
+import {
+  isEnded, statusBadge, directionTag, modeChip, elapsed, lineKey, normLine, transcriptLine, linesFromTurn,
+} from "./calls.js";
+
+const MAX_LINES = 200; // per live card; older lines stay in the call's detail view
+const RECENT = 6; // lines compared when de-duplicating (the store's rule, so live cards match the detail view)
+
+export class LiveView {
+  /**
+   * @param {HTMLElement} grid     container of the cards
+   * @param {HTMLElement} empty    "no active calls" message
+   * @param {object} opts          {onOpen(callId), onCount(n)}
+   */
+  constructor(grid, empty, opts) {
+    this.grid = grid;
+    this.empty = empty;
+    this.opts = opts;
+    this.calls = new Map(); // call_id → entry
+    this.removed = new Set(); // entries whose card must go
+    this.dirty = new Set();
+    this.timer = setInterval(() => this.tick(), 1000);
+  }
+
+  get count() {
+    return this.calls.size;
+  }
+
+  has(callId) {
+    return this.calls.has(callId);
+  }
+
+  /** Replace the whole model with the active-calls endpoint's answer. */
+  applySnapshot(items) {
+    const seen = new Set();
+    for (const item of items) {
+      if (!item || item.call_id == null || isEnded(item)) continue;
+      const id = String(item.call_id);
+      seen.add(id);
+      const entry = this.upsert(item);
+      for (const line of Array.isArray(item.transcript) ? item.transcript : []) this.addLine(entry, normLine(line));
+    }
+    for (const [id, entry] of this.calls) {
+      if (!seen.has(id)) this.remove(id, entry);
+    }
+    this.render();
+  }
+
+  /**
+   * Apply one stream event. Returns true when the event ended the call
+   * (so the caller can refresh history and analytics).
+   */
+  applyEvent(type, data) {
+    const id = data.call_id != null ? String(data.call_id) : data.call && data.call.call_id != null ? String(data.call.call_id) : null;
+    if (id === null) return false;
+    const call = data.call && typeof data.call === "object" ? data.call : null;
+    if (type === "call_end" || (call && isEnded(call))) {
+      const entry = this.calls.get(id);
+      if (entry) this.remove(id, entry);
+      this.render();
+      return true;
+    }
+    const entry = call ? this.upsert(call) : this.calls.get(id);
+    if (!entry) return false;
+    if (type === "transcript" && data.line) {
+      this.addLine(entry, normLine(data.line));
+    } else if (type === "turn" && data.turn) {
+      // Patter reports agent text through turns; the same sentence may also come as a line.
+      for (const line of linesFromTurn(data.turn)) this.addLine(entry, line);
+    }
+    this.render();
+    return false;
+  }
+
+  upsert(item) {
+    const id = String(item.call_id);
+    let entry = this.calls.get(id);
+    if (!entry) {
+      entry = { id, item, pending: [], keys: new Set(), recent: [], el: null, refs: null };
+      this.calls.set(id, entry);
+    } else {
+      entry.item = { ...entry.item, ...item };
+    }
+    this.dirty.add(entry);
+    return entry;
+  }
+
+  remove(id, entry) {
+    this.calls.delete(id);
+    this.dirty.delete(entry);
+    this.removed.add(entry);
+  }
+
+  /** The server's rule: a line equal (role and text) to one of the last few is the same line again. */
+  isRecent(entry, line) {
+    return entry.recent.some((r) => r.text === line.text && r.role === line.role);
+  }
+
+  addLine(entry, line) {
+    if (!line.text) return;
+    const key = lineKey(line);
+    if (entry.keys.has(key) || this.isRecent(entry, line)) return;
+    entry.keys.add(key);
+    entry.pending.push(line);
+    if (entry.pending.length > MAX_LINES) entry.pending.splice(0, entry.pending.length - MAX_LINES);
+    entry.recent.push(line);
+    if (entry.recent.length > RECENT) entry.recent.shift();
+    this.dirty.add(entry);
+  }
+
+  render() {
+    schedule("live", () => this.flush());
+  }
+
+  flush() {
+    for (const entry of this.removed) {
+      if (entry.el) entry.el.remove();
+      entry.el = null;
+    }
+    this.removed.clear();
+    // Read every scroll position first, then write: one layout per frame, however many cards changed.
+    const dirty = Array.from(this.dirty);
+    this.dirty.clear();
+    const stick = dirty.map((entry) => {
+      const list = entry.refs && entry.refs.transcript;
+      return !list || list.scrollTop + list.clientHeight >= list.scrollHeight - 24;
+    });
+    for (const entry of dirty) {
+      if (!entry.el) this.build(entry);
+      this.update(entry);
+    }
+    dirty.forEach((entry, i) => {
+      if (stick[i] && entry.scrolled) entry.refs.transcript.scrollTop = entry.refs.transcript.scrollHeight;
+      entry.scrolled = false;
+    });
+    this.empty.hidden = this.calls.size > 0;
+    this.opts.onCount(this.calls.size);
+  }
+
+  build(entry) {
+    const refs = {
+      status: h("span", { class: "pd-live-status" }),
+      dir: h("span", { class: "pd-live-dir" }),
+      timer: h("span", { class: "pd-live-timer", title: "Duration" }),
+      caller: h("span", { class: "pd-party-num" }),
+      callee: h("span", { class: "pd-party-num" }),
+      mode: h("span", { class: "pd-live-mode" }),
+      providers: h("span", { class: "pd-providers" }),
+      transcript: h("ol", { class: "pd-transcript pd-transcript-live", "aria-live": "polite", "aria-label": "Transcript" }),
+      waiting: h("p", { class: "pd-live-waiting" }, "Waiting for the first words…"),
+      turns: h("span"),
+      latency: h("span"),
+      cost: h("span"),
+    };
+    const open = h("button", { type: "button", class: "pd-btn pd-btn-small pd-live-open" }, "Details");
+    open.addEventListener("click", () => this.opts.onOpen(entry.id));
+    const el = h("article", { class: "pd-card pd-live-card", dataset: { callId: entry.id } },
+      h("header", { class: "pd-live-head" }, refs.status, refs.dir, refs.timer),
+      h("div", { class: "pd-live-parties" },
+        h("div", { class: "pd-party" }, h("span", { class: "pd-k" }, "From"), refs.caller),
+        h("span", { class: "pd-party-arrow", "aria-hidden": "true" }, "→"),
+        h("div", { class: "pd-party" }, h("span", { class: "pd-k" }, "To"), refs.callee)),
+      h("div", { class: "pd-live-meta" }, refs.mode, refs.providers),
+      h("div", { class: "pd-live-body" }, refs.transcript, refs.waiting),
+      h("footer", { class: "pd-live-foot" },
+        h("span", { class: "pd-live-stats" }, refs.turns, refs.latency, refs.cost),
+        open));
+    entry.el = el;
+    entry.refs = refs;
+    this.grid.prepend(el);
+  }
+
+  update(entry) {
+    const { item, refs } = entry;
+    const shown = entry.shown || (entry.shown = {});
+    if (shown.status !== item.status) fill(refs.status, statusBadge(item.status));
+    if (shown.direction !== item.direction) fill(refs.dir, directionTag(item.direction));
+    if (shown.mode !== item.provider_mode) {
+      if (item.provider_mode) fill(refs.mode, modeChip(item.provider_mode));
+      else fill(refs.mode);
+    }
+    shown.status = item.status;
+    shown.direction = item.direction;
+    shown.mode = item.provider_mode;
+    setText(refs.caller, item.caller || fmt.DASH);
+    setText(refs.callee, item.callee || fmt.DASH);
+    setText(refs.providers, fmt.providerList(item.providers));
+    setText(refs.timer, fmt.clock(elapsed(item)));
+    const turns = typeof item.turn_count === "number" ? item.turn_count : null;
+    setText(refs.turns, turns === null ? "" : `${fmt.num(turns)} ${turns === 1 ? "turn" : "turns"}`);
+    setText(refs.latency, typeof item.latency_avg_ms === "number" ? `avg ${fmt.ms(item.latency_avg_ms)}` : "");
+    const total = item.cost && typeof item.cost.total === "number" ? item.cost.total : null;
+    setText(refs.cost, total === null ? "" : fmt.money(total));
+
+    if (entry.pending.length) {
+      const list = refs.transcript;
+      const frag = document.createDocumentFragment();
+      for (const line of entry.pending) frag.append(transcriptLine(line, { compact: true }));
+      entry.pending = [];
+      list.append(frag);
+      while (list.childElementCount > MAX_LINES) list.firstElementChild.remove();
+      entry.scrolled = true; // flush() scrolls it to the end if the reader was at the end
+    }
+    refs.waiting.hidden = refs.transcript.childElementCount > 0;
+  }
+
+  tick() {
+    const now = Date.now();
+    for (const entry of this.calls.values()) {
+      if (entry.refs) setText(entry.refs.timer, fmt.clock(elapsed(entry.item, now)));
+    }
+  }
+}
