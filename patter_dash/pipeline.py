@@ -43,6 +43,20 @@ def gevent_active() -> bool:
     return bool(monkey.is_module_patched("threading"))
 
 
+def _on_foreign_native_thread() -> bool:
+    """Under gevent, whether we run on an OS thread other than the main one.
+
+    Greenlets spawned there would belong to that thread's own hub, which
+    nobody runs; the event thread must start from the serving (main) thread.
+    """
+    if not gevent_active():
+        return False
+    from gevent.monkey import get_original
+
+    current, main = get_original("threading", ["current_thread", "main_thread"])
+    return current() is not main()
+
+
 class _Wakeup:
     """Wake the event thread from any thread or greenlet."""
 
@@ -124,7 +138,7 @@ class Pipeline:
 
     def ensure_started(self) -> None:
         """Start the event thread in this process if it is not running here yet."""
-        if self._pid == os.getpid():
+        if self._pid == os.getpid() or _on_foreign_native_thread():
             return
         with self._start_lock:
             if self._pid == os.getpid():

@@ -116,9 +116,14 @@ GEVENT_SCRIPT = textwrap.dedent(
     from patter_dash.app import create_app
     app = create_app()
     dash = app.extensions["patter_dash"]
+    start_new_thread = monkey.get_original("_thread", "start_new_thread")
+    early = []
+    start_new_thread(lambda: early.append(dash.feed("call_start", {{"call_id": "EARLY"}})), ())
+    gevent.sleep(0.2)
+    assert early == [True] and not dash.pipeline.running  # queued; not started on a foreign thread
     dash.start()
     gevent.sleep(0.6)  # let the event thread go to sleep
-    start_new_thread = monkey.get_original("_thread", "start_new_thread")
+    assert dash.store.get("EARLY") is not None
     sent = []
     def native():  # a real OS thread, as a runtime's own thread would be
         sent.append(time.perf_counter())
