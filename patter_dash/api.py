@@ -45,7 +45,7 @@ def active_calls() -> Response:
     return jsonify(data=data, count=len(data))
 
 
-@bp.get("/calls/<path:call_id>")
+@bp.get("/calls/<anypath:call_id>")  # converter registered by the blueprint module
 def call_detail(call_id: str) -> Response | tuple[Response, int]:
     call = current_dashboard().store.get(call_id)
     if call is None:

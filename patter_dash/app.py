@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, redirect, url_for
+from flask import Flask, redirect, request, url_for
 from werkzeug.wrappers import Response
 
+from . import auth
 from .extension import PatterDashboard
 
 
 def create_app(config: dict[str, Any] | None = None, **options: Any) -> Flask:
     """A Flask app with only the dashboard; ``config`` goes into ``app.config``."""
-    app = Flask("patter_dash")
+    # No app-level /static route: the blueprint serves its own files behind auth rules.
+    app = Flask("patter_dash", static_folder=None)
     app.config.update(config or {})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dash = PatterDashboard(app, **options)
@@ -23,6 +25,13 @@ def create_app(config: dict[str, Any] | None = None, **options: Any) -> Flask:
         @app.get(prefix + "/" if prefix else "/")
         def _root() -> Response:
             return redirect(url_for("patter_dash.ui.dashboard"))
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        # The blueprint adds these to its own routes; this covers the app's (redirect, 404s).
+        if request.blueprint is None:
+            auth.security_headers(response, dash.settings)
+        return response
 
     if dash.settings.DEMO:
         from .demo import DemoRuntime

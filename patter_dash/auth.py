@@ -117,6 +117,10 @@ def check(settings: Settings) -> Response | None:
     view = current_app.view_functions.get(request.endpoint or "")
     view_kind = getattr(view, "patter_auth", "read")
     token = settings.TOKEN
+    if is_preflight():
+        return None  # browsers send CORS preflights without credentials; the answer holds no data
+    if request.endpoint == "patter_dash.ui.static":
+        return None  # CSS, JS and images hold no data, and the login page needs them
     if request.headers.get("Upgrade", "").lower() == "websocket" and not origin_allowed(settings):
         response = jsonify(error="WebSocket Origin not allowed")
         response.status_code = 403
@@ -173,7 +177,15 @@ def security_headers(response: Response, settings: Settings) -> Response:
     if origin and origin.lower() in settings.CORS_ORIGINS:
         headers["Access-Control-Allow-Origin"] = origin
         headers["Vary"] = "Origin"
+        if is_preflight():
+            headers["Access-Control-Allow-Methods"] = headers.get("Allow", "GET, POST")
+            headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
+            headers["Access-Control-Max-Age"] = "600"
     return response
+
+
+def is_preflight() -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
 
 
 def _static_prefix(settings: Settings) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound, default_exceptions
+from werkzeug.routing import PathConverter
 
 from . import api, auth, export, ingest, openapi, streaming
 from .config import Settings
@@ -20,14 +21,23 @@ from .events import ValidationError
 from .extension import current_dashboard
 from .hub import HubFull
 from .params import BadParam
-from .pipeline import QueueFull
+from .pipeline import ApplyFailed, QueueFull
 
 log = logging.getLogger("patter_dash")
 API_PREFIX = "/api/v1"
+FALLBACK_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+class AnyPathConverter(PathConverter):
+    """``path``, newlines included: a call id is any string, and ``.`` stops at ``\\n``."""
+
+    regex = "[^/](?s:.*?)"
 
 
 def build_blueprint(settings: Settings) -> Blueprint:
     parent = Blueprint("patter_dash", __name__)
+    # Recorded before any rule below (and before the nested blueprints' rules) is added.
+    parent.record_once(lambda state: state.app.url_map.converters.setdefault("anypath", AnyPathConverter))
     parent.register_blueprint(api.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(streaming.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(export.bp, url_prefix=f"{API_PREFIX}/export")
@@ -46,19 +56,23 @@ def build_blueprint(settings: Settings) -> Blueprint:
 
     @parent.after_request
     def _headers(response: Response) -> Response:
+        if request.method == "OPTIONS" and "Allow" in response.headers:
+            # Flask's automatic OPTIONS lists the catch-all fallback's methods too.
+            response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request.path)))
         return auth.security_headers(response, current_dashboard().settings)
 
-    parent.add_url_rule(
-        f"{API_PREFIX}/<path:rest>",
-        "api_fallback",
-        _api_fallback,
-        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-    )
+    # Unknown paths and wrong methods answer JSON here, not the host app's HTML pages.
+    parent.add_url_rule(f"{API_PREFIX}/<anypath:rest>", "api_fallback", _api_fallback, methods=FALLBACK_METHODS)
+    parent.add_url_rule("/api/dashboard/ingest", "patter_ingest_fallback", _api_fallback, methods=["GET", "PUT", "PATCH", "DELETE"])
     parent.register_error_handler(BadParam, lambda e: _json_error(400, str(e)))
     parent.register_error_handler(ValidationError, _validation_error)
     parent.register_error_handler(QueueFull, _queue_full)
+    parent.register_error_handler(ApplyFailed, lambda e: _json_error(500, f"internal error: {e}"))
     parent.register_error_handler(HubFull, lambda e: _json_error(503, str(e)))
     parent.register_error_handler(HTTPException, _http_error)
+    for code in default_exceptions:
+        # Flask tries a host app's handler for a status code before a blueprint's class handler.
+        parent.register_error_handler(code, _http_error)
     parent.register_error_handler(Exception, _unexpected)
     return parent
 
@@ -78,7 +92,9 @@ def _queue_full(exc: QueueFull) -> tuple[Response, int]:
 
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
-    response, status = _json_error(exc.code or 500, exc.description or exc.name)
+    details = getattr(exc, "details", None)  # set by ingest on 413 and 415
+    extra = {} if details is None else {"details": details}
+    response, status = _json_error(exc.code or 500, exc.description or exc.name, **extra)
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response, status
@@ -89,17 +105,41 @@ def _unexpected(exc: Exception) -> tuple[Response, int]:
     return _json_error(500, "internal error")
 
 
-def _api_fallback(rest: str) -> tuple[Response, int]:
-    """Unknown paths and wrong methods under the API prefix answer JSON, not HTML."""
+def _allowed_methods(path: str) -> set[str]:
+    """The methods a real route (not a fallback) answers at ``path``."""
     adapter = current_app.url_map.bind_to_environ(request.environ)
     allowed = set()
     for method in ("GET", "POST"):
         try:
-            endpoint, _ = adapter.match(request.path, method=method)
-        except (NotFound, MethodNotAllowed):
+            endpoint, _ = adapter.match(path, method=method)
+        except HTTPException:
             continue
-        if not endpoint.endswith(".api_fallback"):
+        if not endpoint.endswith("_fallback"):
             allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    if allowed:
+        allowed.add("OPTIONS")
+    return allowed
+
+
+def _is_websocket_route(path: str) -> bool:
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        adapter.match(path, method="GET", websocket=True)
+    except HTTPException:
+        return False
+    return True
+
+
+def _api_fallback(rest: str = "") -> tuple[Response, int]:
+    """Unknown paths and wrong methods under the API prefix answer JSON, not HTML."""
+    allowed = _allowed_methods(request.path)
     if allowed:
         raise MethodNotAllowed(valid_methods=sorted(allowed))
+    if _is_websocket_route(request.path):
+        # Werkzeug would say 400 too; without this the catch-all would say 404.
+        if request.method == "GET":
+            raise BadRequest("this is a WebSocket route: connect with 'Upgrade: websocket'")
+        raise MethodNotAllowed(valid_methods=["GET"])
     raise NotFound(f"no API route {request.path}")

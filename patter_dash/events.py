@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -75,12 +76,20 @@ def parse_json(raw: bytes | str) -> Any:
 # ------------------------------------------------------------- sanitising
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: In ``json.dumps`` output: an integer of 16+ digits, or a float written with a
+#: positive exponent (Python does so from 1e16 up); either may exceed MAX_NUMBER.
+_HUGE_NUMBER = re.compile(r"\d{16}|e\+\d")
+#: Bigger numbers lose precision as doubles and overflow sums of nano-dollars.
+MAX_NUMBER = 2**53
+
+
 def _clean_text(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         # Lone surrogates cannot be written as UTF-8 by any reader.
-        value = value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        value = _SURROGATE.sub("\ufffd", value)
     if "\x00" in value:
         value = value.replace("\x00", "")
     if len(value) > MAX_TEXT_LENGTH:
@@ -111,7 +120,7 @@ def sanitize(value: Any, *, copy: bool = True) -> Any:
         raise ValidationError("nested too deeply", [{"field": "data", "error": "nested too deeply"}]) from None
     except (ValueError, TypeError):
         return _walk(value, "data")  # names the NaN or the unsupported value
-    if "\\u0000" in text or len(text) > MAX_TEXT_LENGTH or not _is_utf8(text):
+    if "\\u0000" in text or len(text) > MAX_TEXT_LENGTH or not _is_utf8(text) or _HUGE_NUMBER.search(text):
         return _walk(value, "data")
     if copy or not isinstance(value, (dict, list)):
         return json.loads(text)
@@ -131,13 +140,11 @@ def _walk(value: Any, path: str) -> Any:
         return _clean_text(value)
     if value is None or isinstance(value, bool):
         return value
-    if isinstance(value, int):
-        if abs(value) > 2**53:
-            raise ValidationError("number out of range", [{"field": path, "error": "integer out of range"}])
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValidationError("numbers must be finite", [{"field": path, "error": "NaN and Infinity are not allowed"}])
+        if abs(value) > MAX_NUMBER:
+            raise ValidationError("number out of range", [{"field": path, "error": f"must be within ±{MAX_NUMBER}"}])
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = _plain(value)

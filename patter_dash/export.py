@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -46,7 +47,11 @@ def safe_cell(value: str) -> str:
 def iso(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        # Past year 9999 (a runtime's bad clock): the raw number, rather than an export cut short.
+        return _number(ts)
 
 
 def _number(value: float | None) -> str:
@@ -91,7 +96,21 @@ def _csv(calls: list[Call]) -> Iterator[str]:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    except ValueError:
+        # A non-finite number in one record: null there, rather than an export cut short.
+        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json(calls: list[Call], ndjson: bool) -> Iterator[str]:

@@ -18,23 +18,43 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
 from . import auth
 from .events import ValidationError, event_from_patter_notify, events_from_body, parse_json
 from .extension import current_dashboard
-from .pipeline import Ack, QueueFull
+from .pipeline import Ack, ApplyFailed, QueueFull
 
 bp = Blueprint("ingest", __name__)
 sock = Sock()
 
 
+def _refusal(exc: HTTPException, field: str, error: str) -> HTTPException:
+    exc.details = [{"field": field, "error": error}]  # type: ignore[attr-defined]  # the blueprint's JSON body
+    return exc
+
+
 def _read_json() -> Any:
     """The request body as strict JSON, or raise (415, 413, ValidationError)."""
     if request.mimetype != "application/json":
-        raise UnsupportedMediaType("Content-Type must be application/json")
-    request.max_content_length = current_dashboard().settings.MAX_BODY  # also bounds chunked bodies
-    return parse_json(request.get_data(cache=False))
+        wrong = UnsupportedMediaType("Content-Type must be application/json")
+        raise _refusal(wrong, "Content-Type", f"must be application/json, got {request.mimetype or 'none'}")
+    limit = current_dashboard().settings.MAX_BODY
+    too_large = _refusal(
+        RequestEntityTooLarge(f"body larger than PATTER_DASH_MAX_BODY ({limit} bytes)"), "body", f"must be at most {limit} bytes"
+    )
+    if (request.content_length or 0) > limit:
+        raise too_large
+    # Werkzeug cuts a chunked body (no Content-Length) at max_content_length rather than
+    # refusing it, so read one byte more than allowed: getting it means the body is too large.
+    request.max_content_length = limit + 1
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise too_large from None
+    if len(raw) > limit:
+        raise too_large
+    return parse_json(raw)
 
 
 def _acks_view(acks: list[Ack]) -> dict[str, Any]:
@@ -44,16 +64,15 @@ def _acks_view(acks: list[Ack]) -> dict[str, Any]:
     return body
 
 
-def _status(acks: list[Ack]) -> int:
+def _answer(acks: list[Ack], **extra: Any) -> tuple[Response, int]:
     # A replayed id changes nothing: 200, not 202.
-    return 200 if all(a.duplicate for a in acks) else 202
+    return jsonify(**extra, **_acks_view(acks)), 200 if all(a.duplicate for a in acks) else 202
 
 
 @bp.post("/api/v1/ingest")
 @auth.ingest
 def ingest() -> tuple[Response, int]:
-    acks = current_dashboard().pipeline.submit(events_from_body(_read_json()))
-    return jsonify(_acks_view(acks)), _status(acks)
+    return _answer(current_dashboard().pipeline.submit(events_from_body(_read_json())))
 
 
 @bp.post("/api/dashboard/ingest")
@@ -62,7 +81,7 @@ def patter_ingest() -> tuple[Response, int]:
     event = event_from_patter_notify(_read_json())
     acks = current_dashboard().pipeline.submit([event])
     kind = {"call_initiated": "initiated", "call_end": "ended", "call_start": "started"}[event.type]
-    return jsonify(ok=True, call_id=event.call_id, event=kind, **_acks_view(acks)), _status(acks)
+    return _answer(acks, ok=True, call_id=event.call_id, event=kind)
 
 
 @sock.route("/api/v1/ingest/ws", bp=bp)
@@ -81,6 +100,8 @@ def ingest_ws(ws: Any) -> None:
                 reply = {"ok": False, "error": exc.message, "details": exc.details}
             except QueueFull as exc:
                 reply = {"ok": False, "error": f"{exc}; retry shortly", "retry": True}
+            except ApplyFailed as exc:
+                reply = {"ok": False, "error": f"internal error: {exc}"}
             ws.send(json.dumps(reply, separators=(",", ":")))
     except ConnectionClosed:
         return  # the peer left, or the size limit closed the socket (1009)

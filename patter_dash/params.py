@@ -7,10 +7,16 @@ blueprint turns into a 400 JSON error; nothing is silently ignored.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from .store import CallFilter
+
+# int() and float() also take "1_000", " 5", "+5" and non-ASCII digits ("１０");
+# a query string should mean one thing, so only plain ASCII numbers pass.
+_INTEGER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
 class BadParam(ValueError):
@@ -23,10 +29,10 @@ def integer(args: Mapping[str, str], name: str, default: int, lo: int, hi: int) 
     raw = args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParam(name, "must be an integer") from None
+    if not _INTEGER.fullmatch(raw):
+        raise BadParam(name, "must be an integer")
+    # int() refuses over 4,300 digits with a ValueError; anything this long is out of range anyway.
+    value = int(raw) if len(raw) <= 20 else hi + 1
     if not lo <= value <= hi:
         raise BadParam(name, f"must be between {lo} and {hi}")
     return value
@@ -37,11 +43,8 @@ def timestamp(args: Mapping[str, str], name: str) -> float | None:
     raw = (args.get(name) or "").strip()
     if not raw:
         return None
-    try:
+    if _NUMBER.fullmatch(raw):
         value = float(raw)
-    except ValueError:
-        pass
-    else:
         if not math.isfinite(value) or abs(value) > 1e11:
             raise BadParam(name, "epoch seconds out of range")
         return value

@@ -104,6 +104,10 @@ class QueueFull(Exception):
     """The ingest queue has no room for a batch; the client should retry."""
 
 
+class ApplyFailed(Exception):
+    """An event passed validation but could not be applied (logged with its traceback)."""
+
+
 class Pipeline:
     def __init__(
         self,
@@ -205,7 +209,10 @@ class Pipeline:
         self._wake()
         if not ticket.done.wait(timeout):
             raise QueueFull("events were queued but not applied in time")
-        return [a for a in ticket.acks if a is not None]
+        acks = [a for a in ticket.acks if a is not None]
+        if any(a.seq == 0 for a in acks):
+            raise ApplyFailed("an event could not be applied")
+        return acks
 
     def _wake(self) -> None:
         if self._sleeping and self._wakeup is not None:
@@ -276,11 +283,11 @@ class Pipeline:
                 return Ack(seen, True)
         self._seq += 1
         event.seq = self._seq
-        if event.key is not None:
+        call = self.store.apply(event)
+        if event.key is not None:  # only once applied: a failed event may be retried
             self._seen[event.key] = event.seq
             if len(self._seen) > SEEN_IDS:
                 self._seen.popitem(last=False)
-        call = self.store.apply(event)
         self.counters["accepted"] += 1
         self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, call))
         return Ack(event.seq, False)

@@ -4,7 +4,13 @@ Every test feeds events through the HTTP ingest API of a live server and
 watches the dashboard the way an operator would. A guard fails the test on
 any JavaScript dialog, console error, uncaught page error or CSP violation
 (the page runs under a strict CSP with Trusted Types required, so an
-innerHTML anywhere would show up here).
+innerHTML anywhere would show up here). Tests that break the connection on
+purpose read what the page went through from ``conn_states`` (the indicator's
+states) and ``stream_log`` (the EventSource's events, including the server's
+``reset`` / ``shutdown`` notices).
+
+Each test that covers a release-checklist item (/work/shared/release-checklist.md)
+carries ``@pytest.mark.checklist(n, ...)``: run ``-m checklist`` for just those.
 
 Screenshots: ``test_screenshots`` renders every view in light and dark, at
 desktop (1440x900) and phone (390x844) size. It writes them to
@@ -18,6 +24,7 @@ import json
 import math
 import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -30,6 +37,9 @@ import requests
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+from tests.conftest import wait_for  # noqa: E402
+from tests.sse import SSEClient  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -53,6 +63,32 @@ GUARD_SCRIPT = """
 window.__pdViolations = [];
 document.addEventListener("securitypolicyviolation", (e) => {
   window.__pdViolations.push({directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample});
+});
+"""
+
+# What the page's connection went through, for tests that break it on purpose:
+# __pdConn lists the indicator's states in order (#pd-conn data-state), and
+# __pdStream the EventSource's own events ("new" per EventSource, "open",
+# "error", and the server's "reset" / "overflow" / "shutdown" notices).
+WATCH_SCRIPT = """
+window.__pdConn = [];
+window.__pdStream = [];
+const NativeEventSource = window.EventSource;
+window.EventSource = class extends NativeEventSource {
+  constructor(url, options) {
+    super(url, options);
+    window.__pdStream.push("new");
+    for (const type of ["open", "error", "reset", "overflow", "shutdown"]) {
+      this.addEventListener(type, () => window.__pdStream.push(type));
+    }
+  }
+};
+document.addEventListener("DOMContentLoaded", () => {
+  const conn = document.getElementById("pd-conn");
+  if (!conn) return;
+  window.__pdConn.push(conn.dataset.state);
+  new MutationObserver(() => window.__pdConn.push(conn.dataset.state))
+    .observe(conn, {attributes: true, attributeFilter: ["data-state"]});
 });
 """
 
@@ -228,6 +264,7 @@ def open_page(browser: Browser) -> Iterator[Any]:
             color_scheme=color_scheme, locale="en-US", timezone_id=TZ, accept_downloads=True,
         )
         ctx.add_init_script(GUARD_SCRIPT)
+        ctx.add_init_script(WATCH_SCRIPT)
         contexts.append(ctx)
         page = ctx.new_page()
         page.set_default_timeout(10_000)
@@ -251,9 +288,29 @@ def history_rows(page: Page) -> Any:
     return page.locator("#pd-history-body tr.pd-row")
 
 
+def conn_states(page: Page) -> list[str]:
+    """Every state the connection indicator has shown since the page loaded, in order."""
+    return page.evaluate("window.__pdConn")
+
+
+def stream_log(page: Page) -> list[str]:
+    """The page's EventSource events since load ("new", "open", "error", "reset", ...)."""
+    return page.evaluate("window.__pdStream")
+
+
+def navigation_entries(page: Page) -> list[dict[str, Any]]:
+    """The tab's back/forward list as Chromium keeps it (CDP Page.getNavigationHistory)."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        return cdp.send("Page.getNavigationHistory")["entries"]
+    finally:
+        cdp.detach()
+
+
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.checklist(8)
 def test_live_call_lifecycle_and_detail(live_server: Any, open_page: Any) -> None:
     server = live_server()
     page, guard = open_page()
@@ -533,6 +590,7 @@ def test_export_buttons_follow_filters(live_server: Any, open_page: Any) -> None
     guard.check()
 
 
+@pytest.mark.checklist(39)
 def test_nested_url_prefix(live_server: Any, open_page: Any) -> None:
     server = live_server(PATTER_DASH_URL_PREFIX="/ops/voice")
     assert server.url.endswith("/ops/voice")
@@ -557,23 +615,85 @@ def test_nested_url_prefix(live_server: Any, open_page: Any) -> None:
     guard.check()
 
 
+@pytest.mark.checklist(35, 40)
 def test_token_in_url_is_swapped_for_cookie(live_server: Any, open_page: Any) -> None:
+    """A ?token= link signs the browser in and then disappears: the server answers 303 to the same
+    page without it plus an HttpOnly, SameSite=Lax session cookie scoped to the prefix; the dashboard
+    then shows calls, costs and the live stream (Patter's token regression), and neither the address
+    bar, the tab's history, any later request nor the access log carries the token."""
     token = "tok-3f9a7c21e0b4"
-    server = live_server(PATTER_DASH_TOKEN=token)
+    server = live_server(PATTER_DASH_TOKEN=token, PATTER_DASH_URL_PREFIX="/ops/voice")
     seed_history(server)
+    seeded_cost = cost_of(0.001, 0.012, 0.0004, 0.0085)["total"]  # finished_call's default, per call
+
+    swap = requests.get(f"{server.url}/dashboard?token={token}", allow_redirects=False, timeout=10)
+    assert swap.status_code == 303
+    assert requests.compat.urljoin(swap.url, swap.headers["Location"]) == f"{server.url}/dashboard"
+    set_cookie = swap.headers["Set-Cookie"]
+    attributes = {part.strip().split("=")[0].lower(): part.strip() for part in set_cookie.split(";")[1:]}
+    assert "httponly" in attributes, set_cookie
+    assert attributes.get("samesite", "").lower() == "samesite=lax", set_cookie
+    assert attributes.get("path") == "Path=/ops/voice", set_cookie
+    assert token not in set_cookie  # the cookie holds a derived value, not the token
+
     page, guard = open_page()
-    open_dashboard(page, server.url, "live", f"?token={token}")
-    assert "token" not in page.url
-    assert token not in page.evaluate("location.href")
-    server.post_events([call_start("CA-tok", "+15559990001", "+15550001234")])
-    expect(live_card(page, "+15559990001")).to_be_visible(timeout=1000)
-    page.click("a.pd-tab[data-view=history]")
-    expect(history_rows(page)).to_have_count(4)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    response = page.goto(f"{server.url}/dashboard?token={token}#history")
+    assert response is not None and response.status == 200
+    redirected = response.request.redirected_from
+    assert redirected is not None and redirected.response() is not None and redirected.response().status == 303
+    expect(page.locator("#pd-conn")).to_have_attribute("data-state", "live")
+    assert page.url == f"{server.url}/dashboard#history"
+    cookies = page.context.cookies(server.url + "/dashboard")
+    assert len(cookies) == 1 and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Lax", cookies
+    assert cookies[0]["path"] == "/ops/voice" and token not in cookies[0]["value"], cookies
+
+    # calls and their costs, in the table and in analytics
+    rows = history_rows(page)
+    expect(rows).to_have_count(4)
+    expect(rows.first).to_contain_text("+15554440004")
+    expect(rows.first).to_contain_text(money(seeded_cost))
     page.click("a.pd-tab[data-view=analytics]")
     expect(page.locator("#pd-tiles [data-tile=calls] .pd-tile-value")).to_have_text("4")
+    expect(page.locator("#pd-tiles [data-tile=cost] .pd-tile-value")).to_have_text(money(4 * seeded_cost))
+    expect(page.locator("#pd-chart-cost canvas")).to_have_count(1)
+    # the live stream, on the cookie alone
+    page.click("a.pd-tab[data-view=live]")
+    server.post_events([call_start("CA-tok", "+15559990001", "+15550001234"),
+                        line("CA-tok", "user", "Is my order on its way?")])
+    card = live_card(page, "+15559990001")
+    expect(card).to_be_visible(timeout=1000)
+    expect(card.locator(".pd-line")).to_contain_text("Is my order on its way?")
+    # a reload (the cookie, no token) works as well
+    page.reload()
+    expect(page.locator("#pd-conn")).to_have_attribute("data-state", "live")
+    expect(live_card(page, "+15559990001")).to_be_visible()
+
+    # no token anywhere the browser shows or keeps: the address bar, location, the back/forward list
+    assert token not in page.url and token not in page.evaluate("location.href")
+    entries = navigation_entries(page)
+    dashboard_entries = [e for e in entries if e["url"].startswith(server.url)]
+    assert dashboard_entries and all(token not in e["url"] for e in entries), entries
+    # (CDP also reports a `userTypedURL`: what was typed into the address bar, i.e. the link itself.
+    # That is the browser's record of the user's input; no response can change it.)
+    assert page.evaluate("history.length") == len(entries)
+    page.go_back()
+    page.go_back()
+    assert token not in page.url
+    expect(page.locator("#pd-conn")).to_have_attribute("data-state", "live")
+    # only the very first request carried it: no fetch, stream, export link or reload does
+    assert token in requested[0] and not [u for u in requested[1:] if token in u], requested
+    for export in ("#pd-export-csv", "#pd-export-json"):
+        assert token not in (page.locator(export).get_attribute("href") or "")
+    # the access log saw the sign-in request, without its query string
+    logs = server.logs()
+    assert '"GET /ops/voice/dashboard HTTP/1.1" 303' in logs, logs[-2000:]
+    assert token not in logs
     guard.check()
 
 
+@pytest.mark.checklist(33, 34)
 def test_sign_in_page(live_server: Any, open_page: Any) -> None:
     """No token: the sign-in page (401), styled; a wrong token is refused, the right one lets you in."""
     token = "tok-5d1e2b77aa09"
@@ -598,7 +718,11 @@ def test_sign_in_page(live_server: Any, open_page: Any) -> None:
     assert len(guard.console) == 2, guard.console  # the first visit and the wrong token: documents only
 
 
+@pytest.mark.checklist(5, 13)
 def test_reconnects_after_server_restart(live_server: Any, open_page: Any) -> None:
+    """A crash of the whole server (kill -9 of master and worker) and a graceful stop (SIGTERM: each
+    stream gets `event: shutdown`): the page shows Reconnecting…, comes back Live on the new server,
+    which answers its old Last-Event-ID with `reset`, and drops the cards the old process held."""
     server = live_server()
     page, guard = open_page()
     open_dashboard(page, server.url)
@@ -614,6 +738,8 @@ def test_reconnects_after_server_restart(live_server: Any, open_page: Any) -> No
     expect(conn).to_have_text("Live")
     # the new server has no calls: the stale card goes, and new events flow again
     expect(live_card(page, "+15551230001")).to_have_count(0, timeout=5000)
+    # the browser resumed with the old process's Last-Event-ID, and was told to reset
+    assert stream_log(page)[-2:] == ["open", "reset"], stream_log(page)
     server.post_events([call_start("CA-after", "+15551230002", "+15550001234")])
     expect(live_card(page, "+15551230002")).to_be_visible(timeout=2000)
 
@@ -626,11 +752,158 @@ def test_reconnects_after_server_restart(live_server: Any, open_page: Any) -> No
     guard.check(allow_network_errors=True)
 
 
+def healthy_new_worker(server: Any, old_pid: int) -> dict[str, Any] | None:
+    try:
+        response = requests.get(f"{server.url}/api/v1/health", timeout=1)
+    except requests.RequestException:
+        return None
+    if response.status_code != 200 or response.json()["pid"] == old_pid:
+        return None
+    return response.json()
+
+
+@pytest.mark.checklist(4, 13)
+def test_worker_kill_9_page_reconnects_to_the_respawned_worker(live_server: Any, open_page: Any) -> None:
+    """kill -9 of the worker (not the master) while the page and 4 other SSE clients are connected: the
+    master respawns it and /health answers within 5 s; the page shows Reconnecting…, then Live, then the
+    new worker's state (calls are kept in memory, so the old card goes) and new calls; the other clients,
+    resuming with their Last-Event-ID, are told to reset and then get new events."""
+    server = live_server()
+    page, guard = open_page()
+    open_dashboard(page, server.url)
+    conn = page.locator("#pd-conn")
+    others = [SSEClient(f"{server.url}/api/v1/events") for _ in range(4)]
+    for client in others:
+        assert client.status == 200 and client.next_block() is not None
+    assert server.get("/api/v1/health").json()["subscribers"]["count"] == 5
+
+    server.post_events([call_start("CA-pre-crash", "+15551240001", "+15550001234")])
+    expect(live_card(page, "+15551240001")).to_be_visible(timeout=1000)
+    last_ids = []
+    for client in others:
+        event = client.next_event()
+        assert event is not None and event["data"]["call_id"] == "CA-pre-crash"
+        last_ids.append(event["id"])
+
+    old_pid = server.worker_pid()
+    seen_before = len(conn_states(page))
+    os.kill(old_pid, signal.SIGKILL)
+    killed = time.monotonic()
+    health = wait_for(lambda: healthy_new_worker(server, old_pid), timeout=5, interval=0.05)
+    assert time.monotonic() - killed < 5 and health["status"] == "ok"
+    assert server.proc is not None and server.proc.poll() is None, "the master must survive and respawn"
+    for client in others:
+        assert client.next_block(time.monotonic() + 5) is None  # their streams ended with the worker
+
+    expect(conn).to_have_attribute("data-state", "live", timeout=10_000)
+    expect(conn).to_have_text("Live")
+    states = conn_states(page)[seen_before:]
+    assert "reconnecting" in states and states[-1] == "live", states
+    assert states.index("reconnecting") < len(states) - 1, states
+    # the new worker starts empty: the card of the call the old one held goes, without a reload
+    expect(live_card(page, "+15551240001")).to_have_count(0, timeout=5000)
+    assert "reset" in stream_log(page), stream_log(page)  # its resume point died with the old worker
+
+    again = [SSEClient(f"{server.url}/api/v1/events", headers={"Last-Event-ID": str(i)}) for i in last_ids]
+    for client in again:
+        event = client.next_event()
+        assert event is not None and event["event"] == "reset", event
+    server.post_events([call_start("CA-post-crash", "+15551240002", "+15550001234")])
+    expect(live_card(page, "+15551240002")).to_be_visible(timeout=2000)
+    for client in again:
+        event = client.next_event()
+        assert event is not None and event["data"]["call_id"] == "CA-post-crash", event
+        client.close()
+    # the stream broke mid-response: Chromium logs that as a failed load, and nothing else may appear
+    guard.check(allow_network_errors=True)
+
+
+@pytest.mark.checklist(13)
+def test_stream_reset_reloads_the_snapshot(live_server: Any, open_page: Any) -> None:
+    """`event: reset` (the page's place in the stream is older than the replay buffer) makes the page
+    reload active calls, history and analytics, so it shows the current state and no stale live card.
+
+    With a 10-event replay buffer, one ingest batch of ~35 events outruns the connected page: the server
+    cannot send them and says `reset` instead, with no reconnect involved."""
+    server = live_server(PATTER_DASH_REPLAY_SIZE=10)
+    server.post_events(finished_call("CA-rs-old", "+15556660001", ago=900))
+    page, guard = open_page()
+    open_dashboard(page, server.url, "analytics")
+    calls_tile = page.locator("#pd-tiles [data-tile=calls] .pd-tile-value")
+    expect(calls_tile).to_have_text("1")
+    page.click("a.pd-tab[data-view=live]")
+    server.post_events([call_start("CA-rs-ending", "+15556660002", "+15550001234")])
+    ending = live_card(page, "+15556660002")
+    expect(ending).to_be_visible(timeout=1000)
+
+    now = time.time()
+    burst = [call_end("CA-rs-ending", ended_at=now, duration=20.0, cost=cost_of(0.001, 0.01, 0.0004, 0.0085),
+                      turns=[turn_data(0, "", "Hello, how can I help?", GREETING_LATENCY, now - 18)])]
+    burst += finished_call("CA-rs-quick", "+15556660003", ago=1)
+    burst += [call_start("CA-rs-new", "+15556660004", "+15550001234")]
+    burst += [line("CA-rs-new", "user" if i % 2 else "assistant", f"said while the page was behind {i}", now + i * 0.01)
+              for i in range(30)]
+    server.post_events(burst)
+
+    wait_for(lambda: "reset" in stream_log(page), timeout=5)
+    expect(ending).to_have_count(0, timeout=3000)  # its call_end never reached the page: the snapshot removed it
+    fresh = live_card(page, "+15556660004")
+    expect(fresh).to_be_visible()
+    expect(fresh.locator(".pd-line")).to_have_count(30)
+    expect(fresh.locator(".pd-line").last).to_contain_text("said while the page was behind 29")
+    expect(page.locator("article.pd-live-card")).to_have_count(1)
+    expect(page.locator("#pd-live-count")).to_have_text("1")
+    page.click("a.pd-tab[data-view=history]")
+    expect(history_rows(page)).to_have_count(3)
+    expect(history_rows(page).filter(has_text="+15556660002")).to_have_count(1)
+    expect(history_rows(page).filter(has_text="+15556660003")).to_have_count(1)
+    page.click("a.pd-tab[data-view=analytics]")
+    expect(calls_tile).to_have_text("3")
+    expect(page.locator("#pd-tiles [data-tile=active] .pd-tile-value")).to_have_text("1")
+    # the reset alone did it: one EventSource, opened once, never dropped
+    assert stream_log(page) == ["new", "open", "reset"], stream_log(page)
+    assert conn_states(page)[-1] == "live"
+    # and the stream goes on from there
+    page.click("a.pd-tab[data-view=live]")
+    server.post_events([line("CA-rs-new", "user", "still there?", time.time() + 1)])
+    expect(fresh.locator(".pd-line").last).to_contain_text("still there?", timeout=1000)
+    guard.check()
+
+
+@pytest.mark.checklist(13)
+def test_network_blip_ends_live_with_every_call(live_server: Any, open_page: Any) -> None:
+    """The browser drops offline for a moment while more calls start than the replay buffer holds. Back
+    online, the indicator returns to Live (even though the stream itself survived the blip) and the page
+    shows every call, retrying its snapshot if the first attempt hit the still-down network."""
+    server = live_server(PATTER_DASH_REPLAY_SIZE=10)
+    page, guard = open_page()
+    open_dashboard(page, server.url)
+    conn = page.locator("#pd-conn")
+    page.context.set_offline(True)
+    expect(conn).to_have_attribute("data-state", "offline")
+    expect(conn).to_have_text("Offline")
+    server.post_events([call_start(f"CA-blip-{i}", f"+1555777{i:04d}", "+15550001234") for i in range(12)])
+    page.wait_for_timeout(500)
+    page.context.set_offline(False)
+    expect(conn).to_have_attribute("data-state", "live", timeout=5000)
+    expect(conn).to_have_text("Live")
+    expect(page.locator("article.pd-live-card")).to_have_count(12, timeout=10_000)
+    expect(page.locator("#pd-live-count")).to_have_text("12")
+    # the refetches that failed during the blip were retried: no error left on screen
+    page.click("a.pd-tab[data-view=history]")
+    expect(page.locator("#pd-history-error")).to_be_hidden()
+    page.click("a.pd-tab[data-view=analytics]")
+    expect(page.locator("#pd-analytics-error")).to_be_hidden()
+    expect(page.locator("#pd-tiles [data-tile=active] .pd-tile-value")).to_have_text("12")
+    guard.check(allow_network_errors=True)
+
+
 HOSTILE_TEXT = "<img src=x onerror=alert(1)>"
 HOSTILE_CALLER = '"><svg onload=alert(1)>'
 HOSTILE_ID = "x');alert(1);//"
 
 
+@pytest.mark.checklist(38, 39)
 def test_hostile_input_renders_literally(live_server: Any, open_page: Any) -> None:
     server = live_server()
     long_line = "A" * 5000
@@ -679,6 +952,80 @@ def test_hostile_input_renders_literally(live_server: Any, open_page: Any) -> No
         result = page.evaluate("() => { try { document.body.innerHTML = '<b>x</b>'; return 'assigned'; } catch (e) { return e.name; } }")
         assert result == "TypeError"
         assert any(v["directive"] == "require-trusted-types-for" for v in guard.violations())
+
+
+@pytest.mark.checklist(14)
+def test_stream_field_injection_stays_text(live_server: Any, open_page: Any) -> None:
+    """A caller name or transcript line carrying SSE field syntax (CR/LF + `event:`, a bare CR + `id:`)
+    or a NUL reaches the page as text in one event: the call is not ended by an injected call_end, and
+    the text shows as written (NUL removed)."""
+    server = live_server()
+    page, guard = open_page()
+    open_dashboard(page, server.url)
+    cid = "CA-inject"
+    caller = "x\r\nevent: call_end\r\ndata: {}"
+    server.post_events([call_start(cid, caller, "+15550001234"),
+                        line(cid, "user", "\rid: 9", time.time()),
+                        line(cid, "assistant", "before\x00after", time.time() + 1)])
+    card = page.locator("article.pd-live-card")
+    expect(card).to_have_count(1)
+    expect(card.locator(".pd-line")).to_have_count(2)
+    page.wait_for_timeout(500)  # an injected call_end would have removed the card by now
+    expect(card).to_have_count(1)
+    assert card.evaluate("el => el.dataset.callId") == cid
+    assert card.locator(".pd-party-num").first.text_content() == caller
+    assert card.locator(".pd-line .pd-text").nth(0).text_content() == "\rid: 9"
+    assert card.locator(".pd-line .pd-text").nth(1).text_content() == "beforeafter"
+    assert stream_log(page) == ["new", "open"], stream_log(page)  # no reset, no reconnect
+    guard.check()
+
+
+@pytest.mark.checklist(39)
+def test_page_works_offline_with_only_its_server(live_server: Any, open_page: Any) -> None:
+    """With every host but the dashboard's own unreachable, each view renders in full (styles, logo,
+    live stream, history, detail, charts), and every request the page makes goes to the server's
+    origin: no CDN, web font, analytics or other third party."""
+    server = live_server()
+    seed_history(server)
+    page, guard = open_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} {r.failure}"))
+    blocked: list[str] = []
+
+    def only_the_server(route: Any) -> None:
+        if route.request.url.startswith(server.origin + "/"):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    page.context.route("**/*", only_the_server)
+    open_dashboard(page, server.url)
+    assert page.locator("img.pd-logo").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.locator(".pd-tab").first.evaluate("el => getComputedStyle(el).display") != "inline"  # styled
+    server.post_events([call_start("CA-offline", "+15553210001", "+15550001234"),
+                        line("CA-offline", "user", "Hello from an air-gapped site")])
+    expect(live_card(page, "+15553210001").locator(".pd-line")).to_contain_text("Hello from an air-gapped site")
+
+    page.click("a.pd-tab[data-view=history]")
+    expect(history_rows(page)).to_have_count(4)
+    history_rows(page).first.click()
+    expect(page.locator("#pd-detail .pd-conversation .pd-line")).to_have_count(3)
+    expect(page.locator("#pd-detail .pd-turn")).to_have_count(2)
+    page.keyboard.press("Escape")
+
+    page.click("a.pd-tab[data-view=analytics]")
+    expect(page.locator("#pd-tiles [data-tile=calls] .pd-tile-value")).to_have_text("4")
+    expect(page.locator("#pd-chart-cost canvas")).to_have_count(1)
+    expect(page.locator("#pd-chart-latency canvas")).to_have_count(1)
+    expect(page.locator(".pd-donut-seg")).to_have_count(4)
+
+    assert requested and not blocked and not failed, {"blocked": blocked, "failed": failed}
+    elsewhere = [u for u in requested if not u.startswith(server.origin + "/")]
+    assert not elsewhere, elsewhere
+    guard.check()
 
 
 # --------------------------------------------------------------------------- screenshots

@@ -88,22 +88,50 @@ function main() {
     }
   }
 
+  /** Load the active calls; true when applied, false when it failed, null when a newer load took over. */
   async function loadSnapshot() {
     const gen = ++snapshotGen;
     snapshotting = true;
     let items = null;
+    let failed = false;
     try {
       const body = await getJSON(urls.active);
       items = Array.isArray(body && body.data) ? body.data : [];
     } catch (err) {
-      if (!isAbort(err)) items = null; // keep what we show; the next reconnect or reset tries again
+      failed = !isAbort(err); // keep what we show; resync() tries again
     }
-    if (gen !== snapshotGen) return; // a newer load is running; it replays the buffer
+    if (gen !== snapshotGen) return null; // a newer load is running; it replays the buffer
     snapshotting = false;
     if (items) live.applySnapshot(items);
     const pending = buffered;
     buffered = [];
     for (const [type, data] of pending) handleEvent(type, data);
+    return items ? true : failed ? false : null;
+  }
+
+  /* ---- resync: the stream (re)opened or said "reset", so what we show may be stale ----
+   * Reload the active calls, and (except on the very first open) history,
+   * analytics and an open detail. A failed snapshot is retried with backoff:
+   * the stream may stay open with nothing more to say, so no later event
+   * would ever repair a stale live view. */
+  let resyncTimer = null;
+  let resyncDelay = 2000;
+
+  async function resync(full) {
+    clearTimeout(resyncTimer);
+    resyncTimer = null;
+    if (full) {
+      history.refresh();
+      analytics.invalidate();
+      if (detail.openId !== null) detail.noteEvent(detail.openId);
+    }
+    const ok = await loadSnapshot();
+    if (ok === true) {
+      resyncDelay = 2000;
+    } else if (ok === false && resyncTimer === null) {
+      resyncTimer = setTimeout(() => resync(true), resyncDelay);
+      resyncDelay = Math.min(resyncDelay * 2, 30000);
+    }
   }
 
   const stream = new LiveStream(urls.events, byId("pd-conn"), {
@@ -112,12 +140,7 @@ function main() {
       else handleEvent(type, data);
     },
     onResync(reason) {
-      loadSnapshot();
-      if (reason !== "open") {
-        history.refresh();
-        analytics.invalidate();
-        if (detail.openId !== null) detail.noteEvent(detail.openId);
-      }
+      resync(reason !== "open");
     },
     onState() {},
   });

@@ -55,6 +55,7 @@ export class HistoryView {
     this.knownModes = new Set(BASE_MODES);
     this.loaded = false;
     this.refreshSoon = throttle(() => this.load(), 1000, 150);
+    this.retryTimer = null;
 
     this.buildHead();
     this.syncOptions();
@@ -163,9 +164,19 @@ export class HistoryView {
       if (isAbort(err)) return;
       setText(this.els.error, `Could not load call history${err && err.status ? ` (HTTP ${err.status})` : ""}. Retrying when the connection is back.`);
       this.els.error.hidden = false;
+      // A network failure or a server error passes; a 4xx (a bad filter) would only repeat.
+      if (!err || !err.status || err.status >= 500) this.retryLater();
     } finally {
       this.els.table.removeAttribute("aria-busy");
     }
+  }
+
+  retryLater() {
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.refreshSoon();
+    }, 5000);
   }
 
   /** Remember statuses and voice modes seen, so the filter menus offer them. */

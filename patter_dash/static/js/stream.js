@@ -51,7 +51,7 @@ export class LiveStream {
     this.retryTimer = null;
     this.lastSeq = null;
     this.everOpened = false;
-    window.addEventListener("online", () => this.connectNow());
+    window.addEventListener("online", () => this.wentOnline());
     window.addEventListener("offline", () => this.setState("offline"));
   }
 
@@ -148,6 +148,19 @@ export class LiveStream {
       this.setState("reconnecting");
       this.open();
     }, wait);
+  }
+
+  /**
+   * The browser is back online. A stream that survived the blip (an open
+   * connection often does) keeps flowing: show it as live again instead of
+   * leaving the indicator on "Offline". A closed one is reopened at once.
+   */
+  wentOnline() {
+    if (!this.es || this.es.readyState === EventSource.CLOSED) {
+      this.connectNow();
+    } else {
+      this.setState(this.es.readyState === EventSource.OPEN ? "live" : "reconnecting");
+    }
   }
 
   connectNow() {
