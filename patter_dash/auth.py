@@ -142,16 +142,25 @@ def check(settings: Settings) -> Response | None:
         if view_kind == "page" and request.method in ("GET", "HEAD"):
             return _login_redirect(settings, token)
         return None
+    if query_token is not None and view_kind == "page" and request.method in ("GET", "HEAD"):
+        # A mistyped token must not stay in the address bar or history either.
+        return redirect(_without_token(rejected=True), code=303)
     cookie = request.cookies.get(COOKIE)
     if cookie is not None and hmac.compare_digest(cookie.encode("utf-8", "replace"), session_value(token).encode()):
         return None
     return _unauthorized(view_kind)
 
 
+def _without_token(rejected: bool = False) -> str:
+    """This URL without ``token`` (and with ``token_rejected=1`` after a wrong one)."""
+    rest = [(k, v) for k, v in request.args.items(multi=True) if k not in ("token", "token_rejected")]
+    if rejected:
+        rest.append(("token_rejected", "1"))
+    return request.path + ("?" + urlencode(rest) if rest else "")
+
+
 def _login_redirect(settings: Settings, token: str) -> Response:
-    rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
-    target = request.path + ("?" + urlencode(rest) if rest else "")
-    response = redirect(target, code=303)
+    response = redirect(_without_token(), code=303)
     response.set_cookie(
         COOKIE,
         session_value(token),

@@ -120,6 +120,8 @@ class Hub:
     ) -> Subscription:
         """A new reader; ``after`` is a Last-Event-ID to resume from (None: live only)."""
         with self._cond:
+            if self._closing:
+                raise HubFull("server shutting down")
             if len(self._subs) >= self.max_subscribers:
                 raise HubFull(f"{self.max_subscribers} subscribers already connected")
             cursor = self.head if after is None else min(after, self.head)

@@ -67,7 +67,7 @@ def _shutdown_socket(how: int) -> Callable[[], None] | None:
 
 
 def _busy(exc: HubFull) -> tuple[Response, int]:
-    response = jsonify(error=f"too many live subscribers ({exc}); retry later")
+    response = jsonify(error=f"live stream unavailable: {exc}; retry later")
     response.headers["Retry-After"] = "5"
     return response, 503
 

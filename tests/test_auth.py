@@ -103,7 +103,11 @@ def test_wrong_credentials_are_401_never_500(secured: FlaskClient, headers: dict
 @pytest.mark.parametrize("query", ["token=", "token=wrong", "token=%C3%A9", "token=%FF%FE", "token=" + "a" * 10_240, f"token={TOKEN}%00"])
 def test_wrong_query_tokens_are_401(secured: FlaskClient, query: str) -> None:
     assert get(secured, f"/api/v1/calls?{query}").status_code == 401
-    assert get(secured, f"/dashboard?{query}").status_code == 401
+    # the page drops a wrong token from the URL too, then asks again
+    refused = get(secured, f"/dashboard?view=history&{query}")
+    assert refused.status_code == 303 and refused.headers["Location"] == "/dashboard?view=history&token_rejected=1"
+    again = get(secured, refused.headers["Location"])
+    assert again.status_code == 401 and b"not accepted" in again.data
 
 
 # --------------------------------------------------------------- ingest

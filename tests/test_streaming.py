@@ -170,6 +170,16 @@ def test_sigterm_ends_every_stream_promptly(live_server):
     assert time.monotonic() - t0 < 5
 
 
+def test_no_new_streams_once_shutdown_began():
+    from patter_dash.hub import Hub, HubFull
+
+    hub = Hub()
+    hub.subscribe()
+    hub.shutdown()
+    with pytest.raises(HubFull, match="shutting down"):
+        hub.subscribe()
+
+
 # --------------------------------------------------------------- WebSocket
 
 def ws_url(server, path: str) -> str:

@@ -709,6 +709,7 @@ def test_sign_in_page(live_server: Any, open_page: Any) -> None:
     field.fill("wrong-token")
     page.click("form button[type=submit]")
     expect(page.locator(".pd-alert")).to_contain_text("not accepted")
+    assert "wrong-token" not in page.url  # a mistyped token leaves the address bar too
     page.locator("form input[name=token]").fill(token)
     page.click("form button[type=submit]")
     expect(page.locator("#pd-conn")).to_have_attribute("data-state", "live")
