@@ -269,6 +269,7 @@ def test_health(client) -> None:
 # ------------------------------------------------------ JSON errors, routing
 
 
+@pytest.mark.checklist(32)
 def test_unknown_paths_and_methods_answer_json(client) -> None:
     response = client.get("/api/v1/nothing/here")
     assert (response.status_code, response.mimetype) == (404, "application/json")
@@ -294,6 +295,7 @@ def test_websocket_routes_refuse_plain_http_with_json(client) -> None:
         assert "WebSocket" in response.get_json()["error"]
 
 
+@pytest.mark.checklist(32)
 def test_a_host_apps_own_404_page_is_left_alone() -> None:
     host = Flask("host")
 

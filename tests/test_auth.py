@@ -57,6 +57,7 @@ def get(client: FlaskClient, path: str, **kwargs: Any):
 
 
 @pytest.mark.parametrize("path", READ_ROUTES)
+@pytest.mark.checklist(33)
 def test_every_read_route_needs_the_token(secured: FlaskClient, path: str) -> None:
     refused = get(secured, path)
     assert refused.status_code == 401
@@ -67,6 +68,7 @@ def test_every_read_route_needs_the_token(secured: FlaskClient, path: str) -> No
     assert get(secured, f"{path}{separator}token={TOKEN}").status_code == 200
 
 
+@pytest.mark.checklist(33)
 def test_the_dashboard_page_shows_sign_in_without_the_token(secured: FlaskClient) -> None:
     for path in ("/dashboard", "/dashboard/"):
         response = secured.get(path)
@@ -95,12 +97,14 @@ def test_the_dashboard_page_shows_sign_in_without_the_token(secured: FlaskClient
     ],
     ids=lambda h: repr(h)[:60],
 )
+@pytest.mark.checklist(34)
 def test_wrong_credentials_are_401_never_500(secured: FlaskClient, headers: dict[str, str]) -> None:
     for path in ("/api/v1/calls", "/api/v1/export/csv", "/dashboard"):
         assert get(secured, path, headers=headers).status_code == 401, path
 
 
 @pytest.mark.parametrize("query", ["token=", "token=wrong", "token=%C3%A9", "token=%FF%FE", "token=" + "a" * 10_240, f"token={TOKEN}%00"])
+@pytest.mark.checklist(34)
 def test_wrong_query_tokens_are_401(secured: FlaskClient, query: str) -> None:
     assert get(secured, f"/api/v1/calls?{query}").status_code == 401
     # the page drops a wrong token from the URL too, then asks again
@@ -113,6 +117,7 @@ def test_wrong_query_tokens_are_401(secured: FlaskClient, query: str) -> None:
 # --------------------------------------------------------------- ingest
 
 
+@pytest.mark.checklist(36)
 def test_ingest_takes_the_bearer_header_only(secured: FlaskClient) -> None:
     assert secured.post("/api/v1/ingest", json=START).status_code == 401
     assert secured.post(f"/api/v1/ingest?token={TOKEN}", json=START).status_code == 401
@@ -146,6 +151,7 @@ def test_patter_push_from_loopback_can_be_switched_off() -> None:
 # ------------------------------------------------------ the session cookie
 
 
+@pytest.mark.checklist(35)
 def test_token_in_the_url_becomes_a_cookie_and_leaves_the_address_bar(secured: FlaskClient) -> None:
     response = secured.get(f"/dashboard?view=history&token={TOKEN}&q=refund")
     assert response.status_code == 303
@@ -168,6 +174,7 @@ def test_the_redirect_keeps_repeated_parameters(secured: FlaskClient) -> None:
     assert response.headers["Location"] == "/dashboard/?status=a&status=b"
 
 
+@pytest.mark.checklist(35)
 def test_cookie_is_secure_over_https() -> None:
     app = make_app(token=TOKEN)
     client = app.test_client()
@@ -179,6 +186,7 @@ def test_cookie_is_secure_over_https() -> None:
         app.extensions["patter_dash"].stop()
 
 
+@pytest.mark.checklist(35)
 def test_cookie_path_is_the_url_prefix() -> None:
     host = Flask("host")
     dash = PatterDashboard(host, token=TOKEN, url_prefix="/ops/voice")
@@ -217,6 +225,7 @@ def test_without_a_token_everything_is_open_to_loopback_hosts(client: FlaskClien
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.1.nip.io", "10.0.0.5"])
+@pytest.mark.checklist(37)
 def test_without_a_token_other_hosts_are_refused(client: FlaskClient, host: str) -> None:
     for path in ("/api/v1/calls", "/api/v1/export/csv", "/dashboard"):
         assert get(client, path, headers={"Host": host}).status_code == 403, path
@@ -237,6 +246,7 @@ def test_allowed_hosts_lets_one_name_in() -> None:
 # ------------------------------------------------------------------ headers
 
 
+@pytest.mark.checklist(38)
 def test_every_response_has_the_basic_security_headers(secured: FlaskClient) -> None:
     responses = [
         secured.get("/api/v1/calls", headers=BEARER),
@@ -255,12 +265,14 @@ def test_every_response_has_the_basic_security_headers(secured: FlaskClient) -> 
         assert response.headers["Referrer-Policy"] == "no-referrer", response
 
 
+@pytest.mark.checklist(38)
 def test_api_and_exports_are_not_cached(secured: FlaskClient) -> None:
     for path in ("/api/v1/calls", "/api/v1/calls/c1", "/api/v1/nope", "/api/v1/export/csv", "/api/v1/export/json", "/api/v1/health"):
         assert get(secured, path, headers=BEARER).headers["Cache-Control"] == "no-store", path
     assert get(secured, "/api/v1/calls").headers["Cache-Control"] == "no-store"  # the 401 too
 
 
+@pytest.mark.checklist(38)
 def test_html_has_the_content_security_policy(secured: FlaskClient) -> None:
     for response in (secured.get("/dashboard", headers=BEARER), secured.get("/dashboard")):
         csp = response.headers["Content-Security-Policy"]
@@ -271,6 +283,7 @@ def test_html_has_the_content_security_policy(secured: FlaskClient) -> None:
         assert "unsafe-inline" not in csp
 
 
+@pytest.mark.checklist(36)
 def test_no_cors_headers_unless_the_origin_is_listed(secured: FlaskClient) -> None:
     response = secured.get("/api/v1/calls", headers={**BEARER, "Origin": "https://evil.example"})
     assert response.status_code == 200

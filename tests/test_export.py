@@ -64,6 +64,7 @@ def big_client():
     dash.stop()
 
 
+@pytest.mark.checklist(41, 42)
 def test_csv_export_of_100k_calls_is_complete_and_parses_back(big_client) -> None:
     response = big_client.get("/api/v1/export/csv")
     assert response.status_code == 200
@@ -81,6 +82,7 @@ def test_csv_export_of_100k_calls_is_complete_and_parses_back(big_client) -> Non
     assert last["started_at"] == "2026-05-28T20:26:40.000Z"
 
 
+@pytest.mark.checklist(42)
 def test_json_export_of_100k_calls_is_complete_strict_json(big_client) -> None:
     response = big_client.get("/api/v1/export/json")
     assert response.status_code == 200
@@ -129,6 +131,7 @@ HOSTILE_TEXT = {
 }
 
 
+@pytest.mark.checklist(41)
 def test_hostile_cells_round_trip_safely(client) -> None:
     for i, (text, _) in enumerate(HOSTILE_TEXT.items()):
         post(client, "call_end", ended(f"hostile-{i}", i, caller=text, callee=text, metrics={"provider_mode": text}))
@@ -146,6 +149,7 @@ def test_hostile_cells_round_trip_safely(client) -> None:
         assert exported[f"hostile-{i}"]["caller"] == text  # JSON keeps the exact value
 
 
+@pytest.mark.checklist(41)
 def test_negative_numbers_stay_numeric_and_call_ids_are_neutralised_too(client) -> None:
     post(client, "call_end", ended("-1", metrics={"cost": {**COST, "llm_cached_savings": -0.5, "total": -0.25}}))
     (row,) = csv_rows(client.get("/api/v1/export/csv").get_data(as_text=True))
@@ -153,6 +157,7 @@ def test_negative_numbers_stay_numeric_and_call_ids_are_neutralised_too(client) 
     assert row["cost_total"] == "-0.25"  # a number cell: left as a number
 
 
+@pytest.mark.checklist(28)
 def test_unsafe_unicode_and_huge_text_leave_exports_complete(client) -> None:
     # Lone surrogates cannot be encoded as UTF-8 at all; NUL breaks C-based readers.
     raw = (

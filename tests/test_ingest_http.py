@@ -121,6 +121,7 @@ def test_patter_push_classifies_initiated_calls(client) -> None:
 # ------------------------------------------------------- ids and batches
 
 
+@pytest.mark.checklist(29)
 def test_a_replayed_event_id_is_acknowledged_not_applied_twice(client) -> None:
     envelope = {"type": "call_start", "id": "evt-1", "data": {"call_id": "c1"}}
     first = ingest(client, envelope)
@@ -132,6 +133,12 @@ def test_a_replayed_event_id_is_acknowledged_not_applied_twice(client) -> None:
     assert again.get_json() == {"seq": seq, "duplicate": True, "accepted": [{"seq": seq, "duplicate": True}]}
     health = client.get("/api/v1/health").get_json()["events"]
     assert (health["accepted"], health["duplicates"]) == (1, 1)
+    # two different events of the same call, each with its own id, are both kept
+    for i, text in enumerate(("first line", "second line")):
+        line = {"type": "transcript", "id": f"line-{i}", "data": {"call_id": "c1", "role": "user", "text": text}}
+        assert ingest(client, line).status_code == 202
+    lines = client.get("/api/v1/calls/c1").get_json()["data"]["transcript"]
+    assert [ln["text"] for ln in lines] == ["first line", "second line"]
 
 
 def test_a_batch_is_applied_in_order_with_one_ack_each(client) -> None:
@@ -205,17 +212,20 @@ def test_an_event_the_server_fails_to_apply_is_not_reported_as_applied(app, clie
         ('{"events": {"type": "call_start"}}', 422, "events"),
     ],
 )
+@pytest.mark.checklist(22, 25, 26)
 def test_bad_bodies_are_refused_with_json_naming_the_field(client, raw: str, status: int, field: str | None) -> None:
     assert_refused(raw_ingest(client, raw), status, field)
     assert client.get("/api/v1/health").get_json()["events"]["accepted"] == 0
 
 
+@pytest.mark.checklist(25)
 def test_unknown_type_lists_the_allowed_types(client) -> None:
     body = assert_refused(ingest(client, {"type": "telepathy", "data": {"call_id": "x"}}), 422, "type")
     message = next(d["error"] for d in body["details"] if d["field"] == "type")
     assert all(t in message for t in EVENT_TYPES)
 
 
+@pytest.mark.checklist(27)
 def test_deep_nesting_is_refused_not_a_crash(client) -> None:
     assert_refused(raw_ingest(client, "[" * 100_000 + "]" * 100_000), 400)
     assert_refused(raw_ingest(client, '{"events": ' + "[" * 100_000 + "]" * 100_000 + "}"), 400)
@@ -231,6 +241,7 @@ def test_deep_nesting_is_refused_not_a_crash(client) -> None:
     ],
     ids=["huge-integer", "huge-float", "overflowing-cost"],
 )
+@pytest.mark.checklist(26)
 def test_numbers_beyond_2_53_are_refused(client, value: str, field: str) -> None:
     event_type, key = ("call_end", "metrics") if "cost" in value else ("call_start", "n")
     body = '{"type": "%s", "data": {"call_id": "x", "%s": %s}}' % (event_type, key, value)
@@ -238,6 +249,7 @@ def test_numbers_beyond_2_53_are_refused(client, value: str, field: str) -> None
     assert client.get("/api/v1/health").get_json()["events"]["accepted"] == 0
 
 
+@pytest.mark.checklist(26, 31)
 def test_extreme_but_allowed_times_keep_every_response_valid_json(client) -> None:
     body = '{"type": "call_end", "data": {"call_id": "far", "ended_at": 9e15, "metrics": {"duration_seconds": -9e15}}}'
     assert raw_ingest(client, body).status_code == 202
@@ -254,6 +266,7 @@ def test_unknown_nested_fields_are_kept_as_sent(client) -> None:
     assert json.dumps(extra, separators=(",", ":")) == nested.replace(" ", "")
 
 
+@pytest.mark.checklist(23)
 def test_wrong_content_type_is_415(client) -> None:
     for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
         body = assert_refused(raw_ingest(client, '{"type": "call_start", "data": {"call_id": "x"}}', content_type), 415, "Content-Type")
@@ -262,6 +275,7 @@ def test_wrong_content_type_is_415(client) -> None:
     assert ok.status_code == 202
 
 
+@pytest.mark.checklist(24)
 def test_body_over_the_limit_is_413() -> None:
     app = create_app({"TESTING": True, "PATTER_DASH_MAX_BODY": 1000})
     client = app.test_client()
@@ -289,6 +303,7 @@ def test_patter_push_refusals(client) -> None:
 # ------------------------------------------------------------- sanitising
 
 
+@pytest.mark.checklist(28)
 def test_nul_and_huge_text_are_sanitised_and_the_call_stays_readable(client) -> None:
     raw = (
         '{"type": "call_end", "data": {"call_id": "odd", "caller": "+1\\u0000555",'
@@ -304,6 +319,7 @@ def test_nul_and_huge_text_are_sanitised_and_the_call_stays_readable(client) -> 
     assert client.get("/api/v1/calls?q=word").get_json()["pagination"]["total"] == 1
 
 
+@pytest.mark.checklist(28)
 def test_lone_surrogates_are_replaced(client) -> None:
     raw = '{"type": "call_start", "data": {"call_id": "s\\udc80", "caller": "a\\ud800b", "callee": "\\ud83d\\ude80"}}'
     assert raw_ingest(client, raw).status_code == 202
@@ -323,6 +339,7 @@ def test_one_lone_surrogate_becomes_one_replacement_character(client) -> None:
 # ------------------------------------------------- through gunicorn + gevent
 
 
+@pytest.mark.checklist(24)
 def test_body_limits_hold_under_gunicorn_including_chunked_bodies(live_server) -> None:
     server = live_server(PATTER_DASH_TOKEN="live-token", PATTER_DASH_MAX_BODY=4096)
     url, headers = f"{server.url}/api/v1/ingest", {**server.headers, "Content-Type": "application/json"}
@@ -348,6 +365,7 @@ def test_body_limits_hold_under_gunicorn_including_chunked_bodies(live_server) -
     assert requests.get(f"{server.url}/api/v1/calls/small", headers=server.headers, timeout=10).status_code == 200
 
 
+@pytest.mark.checklist(22, 25, 26, 27)
 def test_hostile_bodies_under_gunicorn(live_server) -> None:
     server = live_server(PATTER_DASH_TOKEN="live-token")
     url, headers = f"{server.url}/api/v1/ingest", {**server.headers, "Content-Type": "application/json"}

@@ -20,15 +20,14 @@ from tests.conftest import ROOT, payload, wait_for
 @pytest.mark.checklist(7)
 def test_feed_never_blocks_or_raises_even_when_full():
     pipeline = Pipeline(queue_size=100)  # never started: nothing drains it
-    worst = 0.0
+    durations = []
     results = []
 
     def runtime_thread():
-        nonlocal worst
         for i in range(100_000):
             t0 = time.perf_counter()
             results.append(pipeline.feed("turn", {"call_id": f"c{i}"}))
-            worst = max(worst, time.perf_counter() - t0)
+            durations.append(time.perf_counter() - t0)
 
     thread = threading.Thread(target=runtime_thread)
     thread.start()
@@ -36,8 +35,11 @@ def test_feed_never_blocks_or_raises_even_when_full():
     assert results.count(True) == 100 and pipeline.counters["dropped"] == 99_900
     # Rubbish is queued like anything else and rejected later, on the event thread.
     assert pipeline.feed(None, object()) is False  # still full
-    print(f"worst feed() call: {worst * 1e6:.0f} µs")
-    assert worst < 0.05, "feed() must never block"
+    durations.sort()
+    p999, worst = durations[int(len(durations) * 0.999)], durations[-1]
+    print(f"feed(): p99.9 {p999 * 1e6:.1f} µs, worst {worst * 1e6:.0f} µs")
+    # The bar is 1 ms a call; the worst single call may include an OS preemption.
+    assert p999 < 0.001 and worst < 0.05, "feed() must never block"
 
 
 @pytest.mark.checklist(7)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import math
 import time
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ def test_real_payloads_build_one_complete_call():
     assert call.latency_ms() == 501.1 and call.latency_ms("latency_p95") == 512.6
 
 
+@pytest.mark.checklist(30)
 def test_end_without_start_derives_start_from_duration():
     store = CallStore()
     call = apply(store, "call_end", end_data("A", duration=40.0, ended_at=1_700_000_100.0))
@@ -66,6 +69,7 @@ def test_end_without_start_derives_start_from_duration():
     assert "no_start" in call.flags
 
 
+@pytest.mark.checklist(30)
 def test_duplicate_end_is_a_noop_and_late_turn_does_not_revive():
     store = CallStore()
     apply(store, "call_start", {"call_id": "A", "caller": "+1"})
@@ -79,6 +83,7 @@ def test_duplicate_end_is_a_noop_and_late_turn_does_not_revive():
     assert "late_turn" in call.flags
 
 
+@pytest.mark.checklist(30)
 def test_turn_before_start_creates_a_flagged_active_call():
     store = CallStore()
     call = apply(store, "turn", payload("turn_metrics.json"))
@@ -87,6 +92,7 @@ def test_turn_before_start_creates_a_flagged_active_call():
     assert call.caller == "+15553891776" and call.status == "in-progress"
 
 
+@pytest.mark.checklist(30)
 def test_terminal_status_ends_call_and_later_status_is_recorded_not_applied():
     store = CallStore()
     apply(store, "call_initiated", {"call_id": "B", "callee": "+1555"})
@@ -101,11 +107,15 @@ def test_terminal_status_ends_call_and_later_status_is_recorded_not_applied():
     assert call.status == "no-answer"
 
 
+@pytest.mark.checklist(31)
 def test_clock_skew_is_accepted_and_flagged():
     store = CallStore()
     now = time.time()
-    call = apply(store, "call_end", {"call_id": "S", "ended_at": now + 3600}, now=now)
-    assert "clock_skew" in call.flags and call.duration_seconds() >= 0
+    future = apply(store, "call_end", {"call_id": "S", "ended_at": now + 3600}, now=now)
+    assert "clock_skew" in future.flags and future.duration_seconds() >= 0
+    apply(store, "call_start", {"call_id": "B"}, now=now)
+    before = apply(store, "call_end", {"call_id": "B", "ended_at": now - 60}, now=now + 1)  # ends before it started
+    assert "clock_skew" in before.flags and before.duration_seconds() == 0 and before.status == "completed"
 
 
 def test_retention_evicts_oldest_and_aggregates_follow():
