@@ -10,7 +10,6 @@ ordering rules for late, early and repeated events live here, in one place.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass

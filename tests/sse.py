@@ -61,3 +61,11 @@ class SSEClient:
 
     def close(self) -> None:
         self.response.close()
+
+
+def open_streams(url: str, n: int, timeout: float = 10.0) -> list[SSEClient]:
+    """``n`` connected SSE clients, each past its first (``retry:``) block."""
+    streams = [SSEClient(url, timeout=timeout) for _ in range(n)]
+    for stream in streams:
+        stream.next_block()
+    return streams

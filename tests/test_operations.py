@@ -19,7 +19,7 @@ import requests
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.procinfo import open_fds, reset_peak, status
-from tests.sse import SSEClient
+from tests.sse import SSEClient, open_streams
 
 FULL = os.environ.get("PATTER_DASH_FULL") == "1"
 
@@ -74,9 +74,7 @@ def _get_json(url: str):
 @pytest.mark.checklist(4)
 def test_kill_9_of_the_worker_respawns_and_streams_reconnect(live_server):
     server = live_server()
-    streams = [SSEClient(f"{server.url}/api/v1/events", timeout=10) for _ in range(5)]
-    for s in streams:
-        s.next_block()
+    streams = open_streams(f"{server.url}/api/v1/events", 5)
     server.post_events([{"type": "call_start", "data": {"call_id": "BEFORE"}}])
     last_ids = [s.next_event()["id"] for s in streams]
     old_pid = server.worker_pid()
@@ -97,9 +95,7 @@ def test_kill_9_of_the_worker_respawns_and_streams_reconnect(live_server):
 @pytest.mark.checklist(5)
 def test_sigterm_with_50_streams_ends_each_within_2_s(live_server):
     server = live_server()
-    streams = [SSEClient(f"{server.url}/api/v1/events", timeout=10) for _ in range(50)]
-    for s in streams:
-        s.next_block()
+    streams = open_streams(f"{server.url}/api/v1/events", 50)
     t0 = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     for s in streams:
