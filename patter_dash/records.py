@@ -18,7 +18,6 @@ from typing import Any
 from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
 
 NAN = math.nan
-ACTIVE_STATUSES = frozenset({"initiated", "queued", "ringing", "in-progress", "answered"})
 TERMINAL_STATUSES = frozenset({"completed", "no-answer", "busy", "failed", "canceled", "cancelled"})
 #: Where "what the caller waited" lives in a packed latency block, in order of preference.
 _RESPONSE_INDEXES = (LATENCY_KEYS.index("agent_response_ms"), LATENCY_KEYS.index("total_ms"))

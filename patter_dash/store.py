@@ -19,7 +19,6 @@ from typing import Any
 from .aggregates import DAY, HOUR, Aggregates
 from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
 from .records import (
-    ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     Call,
     Turn,
@@ -222,17 +221,17 @@ class CallStore:
             call.flag("clock_skew")
         call.ended_at = max(ended_at, call.started_at)
         call.duration = max(0.0, duration) if duration is not None else call.ended_at - call.started_at
-        if metrics:
-            self._metrics(call, metrics)
         lines = data.get("conversation_history") or data.get("transcript")
         if lines:
             call.transcript = [
                 (_intern(line.get("role") or ""), line.get("text") or "", line.get("timestamp")) for line in lines[:MAX_LINES]
             ]
+        if metrics:
+            self._metrics(call, metrics)  # after the transcript: turns share its strings
         status = (data.get("status") or "").lower()
         if status in TERMINAL_STATUSES:
             call.status = _intern(status)
-        elif call.status in ACTIVE_STATUSES or call.status not in TERMINAL_STATUSES:
+        elif call.status not in TERMINAL_STATUSES:
             call.status = "completed"
 
     def _metrics(self, call: Call, metrics: Mapping[str, Any]) -> None:
