@@ -21,6 +21,7 @@ from flask import Blueprint, Response, request
 
 from . import params, records
 from .extension import current_dashboard
+from .pipeline import let_others_run
 from .records import Call
 
 bp = Blueprint("export", __name__)
@@ -80,7 +81,7 @@ def csv_row(call: Call) -> list[str]:
 def _batched(calls: list[Call]) -> Iterator[list[Call]]:
     for i in range(0, len(calls), BATCH):
         yield calls[i : i + BATCH]
-        time.sleep(0)  # a greenlet switch under gevent: other requests run between batches
+        let_others_run()
 
 
 def _csv(calls: list[Call]) -> Iterator[str]:

@@ -6,8 +6,8 @@ into that ring: its "queue" is the slice between its cursor and the head, so
 publishing costs O(1) whatever the number of readers, a slow reader never
 slows the publisher, and a reader that lagged more than ``max_lag`` events is
 told to reconnect (it resumes with Last-Event-ID and loses nothing that is
-still in the ring). Readers wait on one condition; the event thread never
-blocks on them.
+still in the ring). Readers wait on one shared event that each publish sets;
+the event thread never blocks on them and they never take a lock to read.
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ class Frame:
     seq: int
     type: str
     call_id: str
-    data: str  # one line of JSON (json.dumps escapes CR, LF and NUL)
+    sse: bytes  # the whole SSE event; data is one line of JSON (json.dumps escapes CR, LF, NUL)
+    ws: str  # the same event as one WebSocket text frame
 
-    @property
-    def sse(self) -> str:
-        return f"id: {self.seq}\nevent: {self.type}\ndata: {self.data}\n\n"
-
-    @property
-    def ws(self) -> str:
-        return f'{{"id":{self.seq},"event":"{self.type}","data":{self.data}}}'
+    @classmethod
+    def encode(cls, seq: int, event_type: str, call_id: str, payload: dict[str, Any]) -> Frame:
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        sse = f"id: {seq}\nevent: {event_type}\ndata: {data}\n\n".encode()
+        return cls(seq, event_type, call_id, sse, f'{{"id":{seq},"event":"{event_type}","data":{data}}}')
 
 
 class HubFull(Exception):
@@ -70,30 +69,40 @@ class Hub:
         self.head = 0
         self.overflows = 0
         self._ring: list[Frame | None] = [None] * replay_size
-        self._cond = threading.Condition()
         self._subs: set[Subscription] = set()
         self._closing = False
+        self.make_primitives()
+
+    def make_primitives(self) -> None:
+        """(Re)create the lock and the wake-up event, e.g. after gevent patched threading."""
+        self._lock = threading.Lock()
+        # Readers wait on the current tick; each publish sets it and starts a new
+        # one, so one call wakes every reader and readers never take a lock.
+        self._tick = threading.Event()
 
     # ------------------------------------------------------------- publishing
 
     def publish(self, seq: int, event_type: str, call_id: str, payload: dict[str, Any]) -> None:
-        frame = Frame(seq, event_type, call_id, json.dumps(payload, separators=(",", ":"), allow_nan=False))
-        with self._cond:
-            self._ring[seq % self.replay_size] = frame
-            self.head = seq
-            self._cond.notify_all()
+        """Called by the event thread only (the single writer)."""
+        frame = Frame.encode(seq, event_type, call_id, payload)
+        self._ring[seq % self.replay_size] = frame
+        self.head = seq  # after the frame is in place: readers go by head
+        tick, self._tick = self._tick, threading.Event()
+        tick.set()
 
     def reap(self) -> int:
-        """Cut off readers lagging past ``max_lag``; returns how many. Called periodically."""
-        with self._cond:
-            laggards = []
+        """Cut off readers lagging past ``max_lag``; returns how many. Called periodically.
+
+        A reader is stuck only if its cursor has not moved since the previous
+        reap: one that is busy writing a large backlog is left alone.
+        """
+        laggards = []
+        with self._lock:
             for sub in self._subs:
                 if sub.state == "open" and self.head - sub.cursor > self.max_lag and sub.cursor == sub.reaped_cursor:
                     sub.state = "overflow"
                     laggards.append(sub)
                 sub.reaped_cursor = sub.cursor
-            if laggards:
-                self._cond.notify_all()
         for sub in laggards:
             self.overflows += 1
             if sub.on_overflow is not None:
@@ -101,9 +110,8 @@ class Hub:
         return len(laggards)
 
     def shutdown(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
+        self._closing = True
+        self._tick.set()
 
     # --------------------------------------------------------------- reading
 
@@ -119,7 +127,7 @@ class Hub:
         on_overflow: Callable[[], None] | None = None,
     ) -> Subscription:
         """A new reader; ``after`` is a Last-Event-ID to resume from (None: live only)."""
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise HubFull("server shutting down")
             if len(self._subs) >= self.max_subscribers:
@@ -130,27 +138,30 @@ class Hub:
             return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        with self._cond:
+        with self._lock:
             sub.state = "closed"
             self._subs.discard(sub)
 
     def read(self, sub: Subscription, timeout: float) -> list[Frame] | str:
         """Frames after the cursor (possibly none after ``timeout``), or a verdict."""
-        with self._cond:
-            if sub.state == "open" and not self._closing and self.head <= sub.cursor:
-                self._cond.wait(timeout)
-            if self._closing:
-                return SHUTDOWN
-            if sub.state == "overflow":
-                return OVERFLOW
-            if self.head - sub.cursor > self.replay_size:
-                sub.cursor = self.head
-                return RESET
-            frames = [self._ring[s % self.replay_size] for s in range(sub.cursor + 1, self.head + 1)]
-            sub.cursor = self.head
+        tick = self._tick  # before looking at head: a publish in between sets this tick
+        if sub.state == "open" and not self._closing and self.head <= sub.cursor:
+            tick.wait(timeout)
+        if self._closing:
+            return SHUTDOWN
+        if sub.state == "overflow":
+            return OVERFLOW
+        head, size = self.head, self.replay_size
+        if head - sub.cursor > size:
+            sub.cursor = head
+            return RESET
+        frames = [self._ring[s % size] for s in range(sub.cursor + 1, head + 1)]
+        if frames and (frames[0] is None or frames[0].seq != sub.cursor + 1):
+            sub.cursor = head  # overwritten while we read: the resume point is gone
+            return RESET
+        sub.cursor = head
         return [f for f in frames if f is not None and sub.wants(f)]
 
     def check_resume(self, after: int) -> bool:
         """Whether every event after ``after`` is still in the ring."""
-        with self._cond:
-            return after >= self.head - self.replay_size and after <= self.head
+        return self.head - self.replay_size <= after <= self.head

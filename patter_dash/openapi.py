@@ -108,8 +108,10 @@ def _call_metrics() -> Schema:
     return {
         "type": "object",
         "description": (
-            "Patter's CallMetrics for the call. Turns only in full views; fields Patter adds beyond "
-            "the documented ones (provider_mode, *_provider, *_model, context_tokens, ...) are passed through."
+            "Patter's CallMetrics for the call, without its turns (they are the call's own `turns`). "
+            "History rows carry latency_avg, latency_p50 and latency_p95 and the provider fields; the "
+            "detail adds latency_p90, latency_p99 and every other field Patter sent (*_model, "
+            "context_tokens, ...), passed through."
         ),
         "properties": {
             "call_id": {"type": "string"},
@@ -120,9 +122,8 @@ def _call_metrics() -> Schema:
                 "required": list(COST_KEYS),
             },
             **{name: {"oneOf": [ref("Latency"), {"type": "null"}]} for name in PERCENTILE_KEYS},
-            "turns": {"type": "array", "items": ref("Turn")},
         },
-        "required": ["call_id", "duration_seconds", "cost", *PERCENTILE_KEYS],
+        "required": ["call_id", "duration_seconds", "cost", "latency_avg", "latency_p50", "latency_p95"],
         "additionalProperties": True,
     }
 

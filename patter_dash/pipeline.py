@@ -43,6 +43,16 @@ def gevent_active() -> bool:
     return bool(monkey.is_module_patched("threading"))
 
 
+def let_others_run() -> None:
+    """Pause a long job so other requests run, I/O included.
+
+    Under gevent, ``sleep(0)`` may resume us before the loop polls sockets, so a
+    long export starved every other client for seconds; any positive sleep waits
+    for the next loop iteration. In threaded hosts it releases the GIL.
+    """
+    time.sleep(1e-6)
+
+
 def _on_foreign_native_thread() -> bool:
     """Under gevent, whether we run on an OS thread other than the main one.
 
@@ -154,7 +164,7 @@ class Pipeline:
                 self.hub = Hub(self._options["replay_size"], self._options["max_subscribers"], self._options["subscriber_queue"])
             # Locks made before gevent patched threading (``--preload``) are not greenlet-aware.
             self.store.lock = threading.RLock()
-            self.hub._cond = threading.Condition()
+            self.hub.make_primitives()
             self._stopping = False
             # Numbering starts at the current time in µs, so ids keep increasing
             # across restarts: a reader resuming from before a restart gets a
@@ -242,7 +252,7 @@ class Pipeline:
                 self._handle(self._queue.popleft())
                 handled += 1
                 if handled % 100 == 0:
-                    time.sleep(0)  # let readers run during a burst (a greenlet switch under gevent)
+                    let_others_run()  # readers run during a burst
             now = time.monotonic()
             if now - last_reap >= 1.0:
                 self.hub.reap()

@@ -207,17 +207,23 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def metrics_view(call: Call, *, with_turns: bool) -> dict[str, Any]:
-    """Patter's ``CallMetrics`` dict for the call (turns only in full views)."""
+#: What a history row's ``metrics`` carries (Patter's own UI reads these); the rest is in detail.
+_LIGHT_PERCENTILES = ("latency_avg", "latency_p50", "latency_p95")
+_LIGHT_META = ("provider_mode", *PROVIDER_KEYS)
+
+
+def metrics_view(call: Call, *, full: bool) -> dict[str, Any]:
+    """Patter's ``CallMetrics`` dict, without ``turns`` (they are the record's own ``turns``).
+
+    ``full`` adds every percentile and every other field Patter sent.
+    """
     metrics: dict[str, Any] = {"call_id": call.call_id, "duration_seconds": call.duration_seconds()}
-    if with_turns:
-        metrics["turns"] = [t.to_dict() for t in call.turns]
     cost = unpack(call.cost, COST_KEYS)
     metrics["cost"] = cost if cost is not None else {k: 0.0 for k in COST_KEYS}
-    for name in PERCENTILE_KEYS:
+    for name in PERCENTILE_KEYS if full else _LIGHT_PERCENTILES:
         metrics[name] = call._percentile(name)
     if call.meta:
-        metrics.update(call.meta)
+        metrics.update(call.meta if full else {k: call.meta[k] for k in _LIGHT_META if k in call.meta})
     return metrics
 
 
@@ -245,7 +251,7 @@ def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, A
         "models": {k.removesuffix("_model"): meta(k) or "" for k in MODEL_KEYS},
         "turn_count": len(call.turns),
         "flags": list(call.flags),
-        **({"metrics": metrics_view(call, with_turns=False)} if with_metrics else {}),
+        **({"metrics": metrics_view(call, full=False)} if with_metrics else {}),
     }
 
 
@@ -255,10 +261,10 @@ def transcript_view(call: Call) -> list[dict[str, Any]]:
 
 def detail(call: Call, now: float) -> dict[str, Any]:
     """The full record: transcript, every turn, all percentiles, unknown fields."""
-    view = summary(call, now)
-    view["metrics"] = metrics_view(call, with_turns=True)
+    view = summary(call, now, with_metrics=False)
+    view["metrics"] = metrics_view(call, full=True)
     view["transcript"] = transcript_view(call)
-    view["turns"] = view["metrics"]["turns"]
+    view["turns"] = [t.to_dict() for t in call.turns]
     view["status_history"] = [{"status": s, "at": at} for s, at in call.status_history]
     if call.extra:
         view["extra"] = call.extra

@@ -86,7 +86,7 @@ def events() -> Response | tuple[Response, int]:
     hub, heartbeat = dash.pipeline.hub, dash.settings.HEARTBEAT
     end_keepalive = _shutdown_socket(socket.SHUT_RD)
 
-    def stream() -> Iterator[str]:
+    def stream() -> Iterator[str | bytes]:
         try:
             yield f"retry: {RETRY_MS}\n: connected, last id {hub.head}\n\n"
             if needs_reset:
@@ -104,7 +104,7 @@ def events() -> Response | tuple[Response, int]:
                 if result == RESET:
                     yield _notice("reset", reason="fell behind the replay buffer", last_id=hub.head)
                 elif result:
-                    yield "".join(frame.sse for frame in result)
+                    yield b"".join(frame.sse for frame in result)
                 else:
                     yield ": heartbeat\n\n"
         finally:

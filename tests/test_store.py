@@ -164,8 +164,8 @@ event_strategy = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(event_strategy, max_size=40), st.integers(1, 4))
-def test_invariants_hold_for_any_interleaving(events, retention):
+@given(st.lists(event_strategy, max_size=40), st.integers(1, 4), st.integers(-200_000, 200_000), st.integers(0, 400_000))
+def test_invariants_hold_for_any_interleaving(events, retention, range_start, range_length):
     store = CallStore(max_completed=retention)
     for event_type, data in events:
         apply(store, event_type, data)
@@ -179,6 +179,18 @@ def test_invariants_hold_for_any_interleaving(events, retention):
     assert store.aggregates.total.view() == recomputed.view()
     assert sum(store.aggregates.by_status.values()) == len(store.completed)
     assert sum(b.calls for b in store.aggregates.hours.values()) == len(store.completed)
+    assert sum(t.calls for t in store.aggregates.days.values()) == len(store.completed)
     assert store.costs(None, None, "hour")["calls_analyzed"] == len(store.completed)
+    # any date range (whole days, whole hours, edge hours) equals a recomputation
+    start = 1_790_000_000 + range_start
+    end = start + range_length
+    in_range = Totals()
+    for call in store.completed.values():
+        if start <= call.started_at < end:
+            in_range.add(call)
+    assert store.aggregates.between(start, end).view() == in_range.view()
+    for width in ("hour", "day"):
+        series = store.costs(start, end, width)["series"]
+        assert sum(p["calls"] for p in series) == in_range.calls
     for call in store.completed.values():
         assert call.duration_seconds() >= 0
