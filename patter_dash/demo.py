@@ -20,11 +20,10 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable
+
+from .events import Feed
 
 log = logging.getLogger(__name__)
-
-Feed = Callable[..., bool]
 Event = tuple[float, str, dict[str, Any]]
 
 # Prices in USD. The ElevenLabs flash figure is the one Patter's own table

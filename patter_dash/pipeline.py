@@ -328,5 +328,3 @@ class Pipeline:
             "subscribers": {"count": self.hub.subscriber_count, "max": self.hub.max_subscribers, "overflows": self.hub.overflows},
         }
 
-
-FeedFunction = Callable[..., bool]
