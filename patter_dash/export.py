@@ -60,7 +60,7 @@ def _number(value: float | None) -> str:
 
 
 def csv_row(call: Call) -> list[str]:
-    s = records.summary(call, time.time())
+    s = records.summary(call, time.time(), with_metrics=False)
     text = [s["call_id"], s["caller"], s["callee"], s["direction"], s["status"]]
     providers = s["providers"]
     return [
