@@ -59,12 +59,22 @@ def active_calls() -> Response:
     return jsonify(data=data, count=len(data))
 
 
-@bp.get("/calls/<anypath:call_id>")  # converter registered by the blueprint module
+@bp.get("/calls/<anypath:call_id>")
 def call_detail(call_id: str) -> Response | tuple[Response, int]:
     call = current_dashboard().store.get(call_id)
     if call is None:
         return jsonify(error="Call not found"), 404
-    return jsonify(data=records.detail(call, time.time()))
+    if call.active:  # its duration grows every second: never cached
+        body = json.dumps(records.detail(call, time.time()), separators=(",", ":"))
+    else:
+        body = _detail_json(call, call.seq)
+    return Response(f'{{"data":{body}}}', mimetype="application/json")
+
+
+@lru_cache(maxsize=1024)
+def _detail_json(call: Call, seq: int) -> str:
+    """A finished call's full record, encoded once per version (see :func:`_summary_json`)."""
+    return json.dumps(records.detail(call, time.time()), separators=(",", ":"))
 
 
 @bp.get("/analytics/overview")
