@@ -21,19 +21,27 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One published event, encoded once for every reader."""
+    """One published event, encoded once for every reader (the ring holds 10,000)."""
 
     seq: int
     type: str
     call_id: str
     sse: bytes  # the whole SSE event; data is one line of JSON (json.dumps escapes CR, LF, NUL)
-    ws: str  # the same event as one WebSocket text frame
 
     @classmethod
     def encode(cls, seq: int, event_type: str, call_id: str, payload: dict[str, Any]) -> Frame:
         data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-        sse = f"id: {seq}\nevent: {event_type}\ndata: {data}\n\n".encode()
-        return cls(seq, event_type, call_id, sse, f'{{"id":{seq},"event":"{event_type}","data":{data}}}')
+        return cls(seq, event_type, call_id, f"{cls._head(seq, event_type)}{data}\n\n".encode())
+
+    @staticmethod
+    def _head(seq: int, event_type: str) -> str:
+        return f"id: {seq}\nevent: {event_type}\ndata: "
+
+    @property
+    def ws(self) -> str:
+        """The same event as one WebSocket text frame (derived: WebSocket readers are few)."""
+        data = self.sse[len(self._head(self.seq, self.type)) : -2].decode()
+        return f'{{"id":{self.seq},"event":"{self.type}","data":{data}}}'
 
 
 class HubFull(Exception):
