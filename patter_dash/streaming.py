@@ -66,6 +66,30 @@ def _shutdown_socket(how: int) -> Callable[[], None] | None:
     return shutdown
 
 
+def _client_gone() -> Callable[[], bool]:
+    """A check whether the client closed its end, without reading or blocking.
+
+    A write to a closed peer usually succeeds once (the kernel takes it, the
+    reset comes back later), so relying on the heartbeat's write notices a
+    vanished client only at the second heartbeat. An SSE client sends nothing
+    after its request, so EOF on a non-blocking peek means it is gone.
+    """
+    raw = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    sock = getattr(raw, "_sock", raw)  # under gevent: the OS socket beneath, which never waits
+
+    def gone() -> bool:
+        if sock is None:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    return gone
+
+
 def _busy(exc: HubFull) -> tuple[Response, int]:
     response = jsonify(error=f"live stream unavailable: {exc}; retry later")
     response.headers["Retry-After"] = "5"
@@ -85,6 +109,7 @@ def events() -> Response | tuple[Response, int]:
     dash = current_dashboard()
     hub, heartbeat = dash.pipeline.hub, dash.settings.HEARTBEAT
     end_keepalive = _shutdown_socket(socket.SHUT_RD)
+    client_gone = _client_gone()
 
     def stream() -> Iterator[str | bytes]:
         try:
@@ -105,6 +130,8 @@ def events() -> Response | tuple[Response, int]:
                     yield _notice("reset", reason="fell behind the replay buffer", last_id=hub.head)
                 elif result:
                     yield b"".join(frame.sse for frame in result)
+                elif client_gone():
+                    return
                 else:
                     yield ": heartbeat\n\n"
         finally:
