@@ -115,6 +115,8 @@ class Aggregates:
         self.by_status: Counter[str] = Counter()
         self.hours: dict[int, Bucket] = {}
         self.days: dict[int, Totals] = {}
+        #: Bumped on every change, so readers can cache what they derive from these totals.
+        self.version = 0
 
     def add(self, call: Call) -> None:
         self._apply(call, 1)
@@ -123,6 +125,7 @@ class Aggregates:
         self._apply(call, -1)
 
     def _apply(self, call: Call, sign: int) -> None:
+        self.version += 1
         self.total.add(call, sign)
         self.by_status[call.status] += sign
         if not self.by_status[call.status]:

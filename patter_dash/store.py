@@ -79,6 +79,7 @@ class CallStore:
         self.completed: OrderedDict[str, Call] = OrderedDict()
         self.aggregates = Aggregates()
         self.evicted = 0
+        self._costs_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # ================================================================ writing
 
@@ -292,6 +293,23 @@ class CallStore:
         }
 
     def costs(self, start: float | None, end: float | None, bucket: str | None) -> dict[str, Any]:
+        """The period's cost and its series; cached until the aggregates change.
+
+        A series has one point per hour or day of data (44 days of history are
+        44 points, each with its own P95), and the dashboard asks again every
+        time a call ends or the page refreshes.
+        """
+        key = (start, end, bucket, self.aggregates.version)
+        cached = self._costs_cache.get(key)
+        if cached is not None:
+            return cached
+        result = self._costs(start, end, bucket)
+        if len(self._costs_cache) > 64:
+            self._costs_cache.clear()
+        self._costs_cache[key] = result
+        return result
+
+    def _costs(self, start: float | None, end: float | None, bucket: str | None) -> dict[str, Any]:
         with self.lock:
             totals = self.aggregates.between(start, end).view()
             span = self.aggregates.span()
