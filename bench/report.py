@@ -74,9 +74,15 @@ def main() -> None:
     meta = ours.get("meta", {})
     m = meta.get("machine", {})
     add("# Benchmark summary: patter-dash vs Patter 0.7.0 dashboard (same session)\n")
-    add(f"Started {meta.get('started', '?')}; machine: {m.get('nproc')} cores ({m.get('cpu_model', '?')}), "
+    runs = load(f"{d}/run-meta.json") or []
+    starts = sorted(x for x in (peer.get("meta", {}).get("started"), meta.get("started"), soak.get("meta", {}).get("started"),
+                                ox.get("meta", {}).get("started"), oc.get("meta", {}).get("started")) if x)
+    when = "; ".join(f"{r['started']} → {r.get('finished', '?')} (steps {','.join(r['steps'])}, load "
+                     f"{r['loadavg_at_start'].split()[0]} → {r.get('loadavg_at_end', '? ').split()[0]})" for r in runs) \
+        or f"{starts[0] if starts else '?'} … {starts[-1] if starts else '?'}"
+    add(f"Runs: {when}. Machine: {m.get('nproc')} cores ({m.get('cpu_model', '?')}), "
         f"{(m.get('mem_total_kb') or 0) / 2**20:.0f} GiB, {m.get('platform', '?')}, Python {m.get('python')}, "
-        f"wrk {(m.get('wrk') or '?').split()[0]}; load average at start of the ours run: {m.get('loadavg_at_start', '?')}.")
+        f"wrk {((m.get('wrk') or '? ?').split() + ['?'])[1]}. Other work (tests, a browser) shared the machine.")
     t = meta.get("target", {})
     add(f"patter-dash {t.get('commit', '?')}{' (uncommitted changes)' if t.get('dirty') else ''}; "
         f"gunicorn {t.get('gunicorn', '?')}, gevent {t.get('gevent', '?')}, flask {t.get('flask', '?')}; "

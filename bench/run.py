@@ -116,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     global OURS
     bench = BENCH
-    if not args.no_snapshot:
+    if not args.no_snapshot and set(args.steps.split(",")) - {"report"}:
         bench = os.path.join(snapshot(), "bench")
         OURS = os.path.join(bench, "peer_target.py")
     if args.quick:
@@ -133,6 +133,8 @@ def main() -> None:
             if os.path.exists(f):
                 os.remove(f)
     t0 = time.time()
+    run_meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "steps": steps,
+                "loadavg_at_start": open("/proc/loadavg").read().strip(), "bench_dir": bench}
     common = ["--runs", str(args.runs), "--dur", str(args.dur), "--w2b-dur", "2", "--seed", "1"]
     targets = (("patter", files["peer"]), (OURS, files["ours"]))
     if "w1" in steps:
@@ -173,6 +175,16 @@ def main() -> None:
         sh([PY, "run_bench.py", "--target", OURS, "--only", "sessions", "--sizes", "500", "--runs", str(args.runs),
             "--dur", str(args.dur), "--w2b-dur", "2", "--extra", '{"access_log": false}',
             "--out", files["ours-noaccesslog"]])
+    run_meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), elapsed_s=round(time.time() - t0),
+                    loadavg_at_end=open("/proc/loadavg").read().strip())
+    history = []
+    meta_path = os.path.join(out, "run-meta.json")
+    if os.path.exists(meta_path) and not (set(steps) == set(STEPS) and not args.keep):
+        with open(meta_path) as fh:
+            history = json.load(fh)
+    if set(steps) - {"report"}:
+        with open(meta_path, "w") as fh:
+            json.dump(history + [run_meta], fh, indent=1)
     if "report" in steps:
         with open(os.path.join(out, "compare.md"), "w") as fh:
             subprocess.run([PY, "compare.py", "--a", files["ours"], "--b", files["peer"]], cwd=PEER, check=True,
