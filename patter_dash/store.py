@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -339,10 +339,6 @@ class CallStore:
                 "max_completed": self.max_completed,
                 "evicted": self.evicted,
             }
-
-    def iter_completed(self) -> Iterator[Call]:
-        """Oldest first; for tests and recomputation only (holds no lock)."""
-        return iter(list(self.completed.values()))
 
 
 def _series_point(view: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,11 @@ def _subscribe() -> tuple[Subscription, bool]:
     return sub, needs_reset
 
 
+def _client_socket() -> Any:
+    """This request's client socket, where the server exposes it (gunicorn, werkzeug)."""
+    return request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+
+
 def _shutdown_socket(how: int) -> Callable[[], None] | None:
     """A callable that shuts down this request's client socket (``how``: SHUT_RD or SHUT_RDWR).
 
@@ -53,7 +58,7 @@ def _shutdown_socket(how: int) -> Callable[[], None] | None:
     after a final event makes gunicorn's keep-alive loop see EOF and close the
     connection, instead of holding the worker for the keep-alive timeout.
     """
-    raw = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    raw = _client_socket()
     if raw is None:
         return None
 
@@ -74,7 +79,7 @@ def _client_gone() -> Callable[[], bool]:
     vanished client only at the second heartbeat. An SSE client sends nothing
     after its request, so EOF on a non-blocking peek means it is gone.
     """
-    raw = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    raw = _client_socket()
     sock = getattr(raw, "_sock", raw)  # under gevent: the OS socket beneath, which never waits
 
     def gone() -> bool:
