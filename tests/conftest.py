@@ -17,9 +17,8 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-PAYLOADS = ROOT.parent / "shared" / "patter-payloads"
-if not PAYLOADS.is_dir():  # CI lays shared/ beside the clone
-    PAYLOADS = Path(os.environ.get("PATTER_PAYLOADS", "/work/shared/patter-payloads"))
+#: Real payloads from the Patter SDK, copied from shared/patter-payloads (see its README).
+PAYLOADS = ROOT / "tests" / "fixtures" / "patter-payloads"
 
 
 def payload(name: str) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from conftest import PAYLOADS
 from patter_dash.client import DashboardClient
 
-PAYLOADS = Path(__file__).resolve().parents[1].parent / "shared" / "patter-payloads"
 
 
 class Store:
@@ -395,8 +395,6 @@ def test_patter_callbacks_feed_the_remote_dashboard(servers, clients) -> None:
     events = pytest.importorskip("patter_dash.events")
     if not hasattr(events, "patter_callbacks"):
         pytest.skip("patter_dash.events.patter_callbacks not written yet")
-    if not PAYLOADS.is_dir():
-        pytest.skip("shared/patter-payloads not beside the repo")
     server = servers()
     client = clients(server.url)
     callbacks = client.patter_callbacks()

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import PAYLOADS
 from patter_dash.demo import LATENCY_KEYS, DemoRuntime, latency_stats, simulate_call
 
 NOW = 1_800_000_000.0
-PAYLOADS = Path(__file__).resolve().parents[1].parent / "shared" / "patter-payloads"
 CALL_ID = re.compile(r"^CA[0-9a-f]{32}$")
 E164 = re.compile(r"^\+1555\d{7}$")
 FAILED = {"no-answer", "busy", "failed", "canceled"}
@@ -166,7 +166,6 @@ def test_same_seed_same_call() -> None:
     assert simulate_call(random.Random(7), NOW) != simulate_call(random.Random(8), NOW)
 
 
-@pytest.mark.skipif(not PAYLOADS.is_dir(), reason="shared/patter-payloads not beside the repo")
 def test_shapes_match_the_captured_patter_payloads() -> None:
     real = {name: json.loads((PAYLOADS / f"{name}.json").read_text())
             for name in ("call_start", "transcript_user", "turn_metrics", "call_end")}
@@ -183,8 +182,6 @@ def test_shapes_match_the_captured_patter_payloads() -> None:
 
 
 def test_latency_stats_reproduce_patters_own_figures() -> None:
-    if not PAYLOADS.is_dir():
-        pytest.skip("shared/patter-payloads not beside the repo")
     metrics = json.loads((PAYLOADS / "call_end.json").read_text())["metrics"]
     stats = latency_stats(metrics["turns"])
     for name in ("latency_avg", "latency_p50", "latency_p90", "latency_p95", "latency_p99"):
