@@ -17,17 +17,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-EVENT_TYPES: tuple[str, ...] = (
-    "call_initiated",
-    "call_start",
-    "transcript",
-    "turn",
-    "call_status",
-    "call_end",
-)
+from .schema import COST_KEYS, EVENT_TYPES, LATENCY_KEYS, MAX_ID_LENGTH, PERCENTILE_KEYS, field_error
+
+__all__ = ["COST_KEYS", "EVENT_TYPES", "LATENCY_KEYS", "PERCENTILE_KEYS", "Event", "ValidationError", "make_event"]
 
 #: Limits on untrusted input; documented in the README.
-MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 20_000
 TRUNCATION_MARK = "…[truncated]"
 
@@ -97,6 +91,14 @@ def _clean_text(value: str) -> str:
     return value
 
 
+def _clean_key(key: Any, path: str) -> str:
+    if isinstance(key, str):
+        return _clean_text(key)[:MAX_ID_LENGTH]
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)  # what json.dumps itself makes of such a key
+    raise ValidationError("unsupported key", [{"field": path, "error": f"keys must be strings, got {type(key).__name__}"}])
+
+
 def _plain(value: Any) -> Any:
     """json.dumps fallback: Patter's frozen dataclasses become dicts."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -149,151 +151,15 @@ def _walk(value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = _plain(value)
     if isinstance(value, Mapping):
-        return {str(k): _walk(v, f"{path}.{k}") for k, v in value.items()}
+        # Keys are text from the same caller: cleaned like values (NUL, lone
+        # surrogates, length), and a non-string key becomes its JSON spelling.
+        return {_clean_key(k, path): _walk(v, f"{path}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
     raise ValidationError("unsupported value", [{"field": path, "error": f"unsupported type {type(value).__name__}"}])
 
 
 # ------------------------------------------------------------- validation
-
-_NUMBER = (int, float)  # exact types: bool is not a number here
-
-
-class _Checker:
-    """Collects every field error of one event, so the client sees them all."""
-
-    def __init__(self) -> None:
-        self.details: list[dict[str, str]] = []
-
-    def fail(self, field: str, error: str) -> None:
-        self.details.append({"field": field, "error": error})
-
-    def string(self, obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> None:
-        if key not in obj or obj[key] is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return
-        if not isinstance(obj[key], str):
-            self.fail(f"{path}.{key}", "must be a string")
-
-    def number(self, obj: Mapping[str, Any], key: str, path: str) -> None:
-        value = obj.get(key)
-        if value is not None and type(value) not in _NUMBER:
-            self.fail(f"{path}.{key}", "must be a number or null")
-
-    def numbers(self, obj: Mapping[str, Any], path: str, keys: tuple[str, ...] | None = None) -> None:
-        """Every value (or every one of ``keys``) a number or null; fast when they are."""
-        values = obj.values() if keys is None else (obj.get(k) for k in keys)
-        if all(v is None or type(v) in _NUMBER for v in values):
-            return
-        for key in obj if keys is None else keys:
-            self.number(obj, key, path)
-
-    def mapping(self, obj: Mapping[str, Any], key: str, path: str, *, required: bool = False) -> Mapping[str, Any] | None:
-        value = obj.get(key)
-        if value is None:
-            if required:
-                self.fail(f"{path}.{key}", "is required")
-            return None
-        if not isinstance(value, Mapping):
-            self.fail(f"{path}.{key}", "must be an object")
-            return None
-        return value
-
-    def lines(self, obj: Mapping[str, Any], key: str, path: str) -> None:
-        value = obj.get(key)
-        if value is None:
-            return
-        if not isinstance(value, list):
-            self.fail(f"{path}.{key}", "must be a list")
-            return
-        for i, line in enumerate(value):
-            where = f"{path}.{key}[{i}]"
-            if not isinstance(line, Mapping):
-                self.fail(where, "must be an object")
-                continue
-            self.string(line, "role", where)
-            self.string(line, "text", where)
-            self.number(line, "timestamp", where)
-
-
-COST_KEYS = ("stt", "tts", "llm", "telephony", "total", "llm_cached_savings")
-LATENCY_KEYS = (
-    "stt_ms",
-    "llm_ms",
-    "tts_ms",
-    "total_ms",
-    "user_speech_duration_ms",
-    "llm_ttft_ms",
-    "llm_total_ms",
-    "endpoint_ms",
-    "bargein_ms",
-    "tts_total_ms",
-    "agent_response_ms",
-)
-PERCENTILE_KEYS = ("latency_avg", "latency_p50", "latency_p90", "latency_p95", "latency_p99")
-
-
-def _check_turn(c: _Checker, turn: Mapping[str, Any], path: str) -> None:
-    for key in ("turn_index", "timestamp", "stt_audio_seconds", "tts_characters"):
-        c.number(turn, key, path)
-    c.string(turn, "user_text", path)
-    c.string(turn, "agent_text", path)
-    latency = c.mapping(turn, "latency", path)
-    if latency is not None:
-        c.numbers(latency, f"{path}.latency")
-
-
-def _check_metrics(c: _Checker, metrics: Mapping[str, Any], path: str) -> None:
-    c.number(metrics, "duration_seconds", path)
-    cost = c.mapping(metrics, "cost", path)
-    if cost is not None:
-        c.numbers(cost, f"{path}.cost", COST_KEYS)
-    for name in PERCENTILE_KEYS:
-        block = c.mapping(metrics, name, path)
-        if block is not None:
-            c.numbers(block, f"{path}.{name}")
-    turns = metrics.get("turns")
-    if turns is not None:
-        if not isinstance(turns, list):
-            c.fail(f"{path}.turns", "must be a list")
-        else:
-            for i, turn in enumerate(turns):
-                if isinstance(turn, Mapping):
-                    _check_turn(c, turn, f"{path}.turns[{i}]")
-                else:
-                    c.fail(f"{path}.turns[{i}]", "must be an object")
-    for key in ("provider_mode", "stt_provider", "tts_provider", "llm_provider", "telephony_provider"):
-        c.string(metrics, key, path)
-
-
-def _check(event_type: str, data: Mapping[str, Any]) -> list[dict[str, str]]:
-    c = _Checker()
-    for key in ("caller", "callee", "direction", "status"):
-        c.string(data, key, "data")
-    c.number(data, "timestamp", "data")
-    c.number(data, "started_at", "data")
-    if event_type == "transcript":
-        c.string(data, "role", "data", required=True)
-        c.string(data, "text", "data", required=True)
-    elif event_type == "turn":
-        turn = c.mapping(data, "turn", "data", required=True)
-        if turn is not None:
-            _check_turn(c, turn, "data.turn")
-        cost = c.mapping(data, "cost_so_far", "data")
-        if cost is not None:
-            c.numbers(cost, "data.cost_so_far", COST_KEYS)
-    elif event_type == "call_status":
-        c.string(data, "status", "data", required=True)
-    elif event_type == "call_end":
-        c.number(data, "ended_at", "data")
-        c.lines(data, "transcript", "data")
-        c.lines(data, "conversation_history", "data")
-        metrics = c.mapping(data, "metrics", "data")
-        if metrics is not None:
-            _check_metrics(c, metrics, "data.metrics")
-    return c.details
 
 
 def _call_id_of(data: Mapping[str, Any]) -> Any:
@@ -318,18 +184,30 @@ def make_event(event_type: Any, data: Any, key: Any = None, *, now: float | None
     clean = sanitize(data, copy=copy)
     if not isinstance(clean, dict):
         raise ValidationError("data must be an object", [{"field": "data", "error": "must be an object"}])
-    if event_type == "transcript":
-        # Patter repeats the whole conversation on every line; storing it per
-        # line would make a call's memory quadratic in its length.
-        clean.pop("history", None)
     call_id = _call_id_of(clean)
-    details = []
-    if not isinstance(call_id, str) or not call_id or len(call_id) > MAX_ID_LENGTH:
-        details.append({"field": "data.call_id", "error": f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"})
-    details += _check(event_type, clean)
-    if details:
-        raise ValidationError("invalid event data", details)
+    error = field_error(event_type, clean)
+    if error is None and (not isinstance(call_id, str) or not call_id):
+        error = {"field": "data.call_id", "error": f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"}
+    if error is not None:
+        raise ValidationError("invalid event data", [error])
+    if event_type == "transcript":
+        _stamp_from_history(clean)
     return Event(event_type, call_id, clean, key, time.time() if now is None else now)
+
+
+def _stamp_from_history(data: dict[str, Any]) -> None:
+    """Give a Patter line its own timestamp, then drop the history.
+
+    Patter's ``on_transcript`` sends no timestamp but repeats the whole
+    conversation, this line last and stamped. The stamp is what tells a line
+    delivered twice from a caller who said the same words again; the history
+    itself, kept per line, would make a call's memory quadratic in its length.
+    """
+    history = data.pop("history", None)
+    if data.get("timestamp") is None and history:
+        last = history[-1]
+        if last.get("role") == data["role"] and last.get("text") == data["text"] and last.get("timestamp") is not None:
+            data["timestamp"] = last["timestamp"]
 
 
 def event_from_envelope(envelope: Any, path: str = "") -> Event:

@@ -614,7 +614,7 @@ def _ingest_operation(settings: Settings) -> Schema:
         },
         "responses": {
             "202": json_body(ref("Ack"), "Applied; answered once every event is in the store."),
-            "200": json_body(ref("Ack"), "Every event id was seen before: nothing changed (duplicate: true)."),
+            "200": json_body(ref("Ack"), "Every event was seen before (its id, or a line or call_end already held): nothing changed (duplicate: true)."),
             **_refusals(),
         },
     }
@@ -634,7 +634,11 @@ def _patter_ingest_operation(settings: Settings) -> Schema:
             "is on (the default); others need the Bearer header."
         ),
         "requestBody": {"required": True, "content": {"application/json": {"schema": ref("PatterCall")}}},
-        "responses": {"202": json_body(ref("PatterAck"), "Applied."), **_refusals()},
+        "responses": {
+            "202": json_body(ref("PatterAck"), "Applied."),
+            "200": json_body(ref("PatterAck"), "Already held (e.g. the same call_end from the callbacks): nothing changed."),
+            **_refusals(),
+        },
     }
     if settings.TOKEN:
         operation["security"] = [{"bearerAuth": []}, {}] if settings.LOOPBACK_INGEST else [{"bearerAuth": []}]

@@ -291,13 +291,17 @@ class Pipeline:
             if seen is not None:
                 self.counters["duplicates"] += 1
                 return Ack(seen, True)
-        self._seq += 1
-        event.seq = self._seq
-        call = self.store.apply(event)
+        event.seq = self._seq + 1
+        call, changed = self.store.apply(event)
+        if changed:
+            self._seq = event.seq  # only now: readers take a gap in ids for a lost event
         if event.key is not None:  # only once applied: a failed event may be retried
-            self._seen[event.key] = event.seq
+            self._seen[event.key] = call.seq
             if len(self._seen) > SEEN_IDS:
                 self._seen.popitem(last=False)
+        if not changed:
+            self.counters["duplicates"] += 1
+            return Ack(call.seq, True)
         self.counters["accepted"] += 1
         self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, call))
         return Ack(event.seq, False)

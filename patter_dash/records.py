@@ -107,7 +107,7 @@ class Call:
     __slots__ = (
         "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at",
         "duration", "cost", "percentiles", "meta", "turns", "transcript", "extra",
-        "flags", "status_history", "ended_by_end_event", "seq",
+        "flags", "status_history", "ended_by_end_event", "seq", "turn_mark",
     )
 
     def __init__(self, call_id: str, started_at: float) -> None:
@@ -131,6 +131,8 @@ class Call:
         self.status_history: tuple[tuple[str, float], ...] = ()
         self.ended_by_end_event = False
         self.seq = 0
+        #: Transcript lines before this index belong to turns already recorded.
+        self.turn_mark = 0
 
     # --------------------------------------------------------- derived values
 

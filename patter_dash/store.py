@@ -36,6 +36,24 @@ _METRICS_MODELLED = frozenset({"call_id", "duration_seconds", "turns", "cost", *
 MAX_LINES = 10_000
 #: Tolerance before an event's own clock is called skewed against ours.
 CLOCK_SKEW_SECONDS = 300.0
+#: No call in a runtime's records is older than this (2000-01-01 UTC); before it, the clock is wrong.
+EARLIEST_TIME = 946_684_800.0
+#: How far back a line is compared when telling a re-delivery from a repeat.
+RECENT_LINES = 50
+
+
+def sane_time(call: Call, value: float | None, received: float) -> float:
+    """A runtime's timestamp, if believable for an event that arrived at ``received``.
+
+    Outside [2000-01-01, arrival + 5 min] the arrival time stands in and the
+    call is flagged ``clock_skew``: no duration or average uses such a clock.
+    """
+    if value is None:
+        return received
+    if EARLIEST_TIME <= value <= received + CLOCK_SKEW_SECONDS:
+        return value
+    call.flag("clock_skew")
+    return received
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,20 +101,28 @@ class CallStore:
 
     # ================================================================ writing
 
-    def apply(self, event: Event) -> Call:
-        """Apply one event; returns the call it touched (never raises on order)."""
+    def apply(self, event: Event) -> tuple[Call, bool]:
+        """Apply one event; returns the call it touched and whether anything changed.
+
+        Never raises on order. ``False`` means the event repeated what the
+        call already holds (a re-delivered line, a second ``call_end``).
+        """
         with self.lock:
             call = self._find_or_create(event)
-            handler: Callable[[Call, Event], None] = getattr(self, f"_on_{event.type}")
+            handler: Callable[[Call, Event], bool | None] = getattr(self, f"_on_{event.type}")
             if call.active:
-                handler(call, event)
-                call.seq = event.seq
+                changed = handler(call, event) is not False
                 if not call.active:
                     self._complete(call)
             else:
-                self._update_completed(call, lambda c: handler(c, event))
+                self.aggregates.remove(call)
+                try:
+                    changed = handler(call, event) is not False
+                finally:
+                    self.aggregates.add(call)
+            if changed:
                 call.seq = event.seq
-            return call
+            return call, changed
 
     def _find_or_create(self, event: Event) -> Call:
         call = self.active.get(event.call_id) or self.completed.get(event.call_id)
@@ -107,13 +133,6 @@ class CallStore:
             call.flag("no_start")  # turn/transcript/end before any start
         self.active[call.call_id] = call
         return call
-
-    def _update_completed(self, call: Call, change: Callable[[Call], None]) -> None:
-        self.aggregates.remove(call)
-        try:
-            change(call)
-        finally:
-            self.aggregates.add(call)
 
     def _complete(self, call: Call) -> None:
         del self.active[call.call_id]
@@ -150,43 +169,69 @@ class CallStore:
                 # A turn or line came first; the start is the earliest we saw.
                 call.started_at = min(call.started_at, event.received_at)
 
-    def _on_transcript(self, call: Call, event: Event) -> None:
+    def _on_transcript(self, call: Call, event: Event) -> bool:
         data = event.data
-        self._add_line(call, data["role"], data["text"], data.get("timestamp") or event.received_at)
+        sent_at = data.get("timestamp")
+        if sent_at is not None and self._holds_line(call, data["role"], data["text"], sent_at):
+            return False  # the same line, stamped the same: delivered twice
+        return self._add_line(call, data["role"], data["text"], sane_time(call, sent_at, event.received_at))
 
-    def _add_line(self, call: Call, role: str, text: str, timestamp: float | None) -> None:
+    @staticmethod
+    def _holds_line(call: Call, role: str, text: str, sent_at: float) -> bool:
+        # A re-delivery follows its original closely; a look further back would
+        # make a long call's lines quadratic.
+        return any(r == role and t == text and ts == sent_at for r, t, ts in call.transcript[-RECENT_LINES:])
+
+    def _add_line(self, call: Call, role: str, text: str, timestamp: float) -> bool:
         if not text:
-            return
-        recent = call.transcript[-6:]
-        if any(r == role and t == text for r, t, _ in recent):
-            return  # the same line from both on_transcript and on_metrics
+            return False
         if len(call.transcript) >= MAX_LINES:
             call.flag("transcript_truncated")
-            return
+            return True
         call.transcript.append((_intern(role), text, timestamp))
+        return True
 
     def _on_turn(self, call: Call, event: Event) -> None:
         data = event.data
         texts = {t: t for _, t, _ in call.transcript[-12:]}  # the lines this turn spoke
         turn = Turn(data["turn"], texts)
+        repeated = turn.index is not None and any(t.index == turn.index for t in call.turns)
         turns = [t for t in call.turns if turn.index is None or t.index != turn.index]
         turns.append(turn)
         turns.sort(key=lambda t: (t.index is None, t.index if t.index is not None else 0))
         call.turns = tuple(turns)
-        if call.active:
-            if data.get("cost_so_far"):
-                call.cost = pack(data["cost_so_far"], COST_KEYS)
-            ts = turn.timestamp
-            if turn.user_text:
-                self._add_line(call, "user", turn.user_text, ts)
-            if turn.agent_text:
-                self._add_line(call, "assistant", turn.agent_text, ts)
-        else:
+        if not call.active:
             call.flag("late_turn")
+            return
+        if data.get("cost_so_far"):
+            call.cost = pack(data["cost_so_far"], COST_KEYS)
+        if not repeated:
+            self._mirror_turn(call, turn, sane_time(call, turn.timestamp, event.received_at))
+
+    def _mirror_turn(self, call: Call, turn: Turn, at: float) -> None:
+        """Put the turn's words into the transcript unless its own lines already did.
+
+        Patter sends each line through ``on_transcript`` and then the whole turn
+        through ``on_metrics``; a turn's lines are the ones since the previous
+        turn's. Matching there, and only there, keeps a caller who says "Yes."
+        again, and a line of the next turn that came early stays unclaimed.
+        """
+        claimed = call.turn_mark
+        for role, text in (("user", turn.user_text), ("assistant", turn.agent_text)):
+            if not text:
+                continue
+            found = next(
+                (i for i in range(call.turn_mark, len(call.transcript)) if call.transcript[i][:2] == (role, text)), None
+            )
+            if found is None:
+                self._add_line(call, role, text, at)
+                found = len(call.transcript) - 1
+            claimed = max(claimed, found + 1)
+        call.turn_mark = claimed
 
     def _on_call_status(self, call: Call, event: Event) -> None:
         status = _intern(event.data["status"].strip().lower())
-        at = event.data.get("timestamp") or event.received_at
+        at = sane_time(call, event.data.get("timestamp"), event.received_at)
         call.status_history = (*call.status_history, (status, at))
         if not call.active:
             call.flag("late_status")  # recorded above, not applied
@@ -196,19 +241,24 @@ class CallStore:
         if status in TERMINAL_STATUSES:
             call.ended_at = max(at, call.started_at)
 
-    def _on_call_end(self, call: Call, event: Event) -> None:
+    def _on_call_end(self, call: Call, event: Event) -> bool:
         if call.ended_by_end_event:
-            return  # a repeated call_end is a no-op
+            return False  # a repeated call_end is a no-op
         data = event.data
         call.ended_by_end_event = True
         self._identity(call, data, overwrite=False)
         metrics = data.get("metrics") or {}
         ended_at = data.get("ended_at")
-        if ended_at is None:
-            ended_at = call.ended_at if call.ended_at is not None else event.received_at
-        elif ended_at > event.received_at + CLOCK_SKEW_SECONDS:
-            call.flag("clock_skew")
+        if ended_at is not None:
+            ended_at = sane_time(call, ended_at, event.received_at)
+        elif call.ended_at is not None:
+            ended_at = call.ended_at
+        else:
+            ended_at = event.received_at
         duration = metrics.get("duration_seconds")
+        if duration is not None and not EARLIEST_TIME <= ended_at - duration:
+            call.flag("clock_skew")  # a start before 2000: the duration is not believable
+            duration = None
         if duration is not None:
             # Patter's call_end carries ended_at and the duration but no start;
             # deriving it keeps the call consistent with the runtime's own clock.
@@ -217,7 +267,7 @@ class CallStore:
                 call.flag("clock_skew")
             call.started_at = started
         elif "no_start" in call.flags and data.get("started_at") is not None:
-            call.started_at = data["started_at"]
+            call.started_at = sane_time(call, data["started_at"], event.received_at)
         if ended_at < call.started_at:
             call.flag("clock_skew")
         call.ended_at = max(ended_at, call.started_at)
@@ -234,6 +284,7 @@ class CallStore:
             call.status = _intern(status)
         elif call.status not in TERMINAL_STATUSES:
             call.status = "completed"
+        return True
 
     def _metrics(self, call: Call, metrics: Mapping[str, Any]) -> None:
         if metrics.get("cost"):

@@ -251,8 +251,12 @@ def test_numbers_beyond_2_53_are_refused(client, value: str, field: str) -> None
 
 @pytest.mark.checklist(26, 31)
 def test_extreme_but_allowed_times_keep_every_response_valid_json(client) -> None:
-    body = '{"type": "call_end", "data": {"call_id": "far", "ended_at": 9e15, "metrics": {"duration_seconds": -9e15}}}'
+    negative = '{"type": "call_end", "data": {"call_id": "far", "ended_at": 9e15, "metrics": {"duration_seconds": -9e15}}}'
+    assert_refused(raw_ingest(client, negative), 422, "data.metrics.duration_seconds")
+    body = '{"type": "call_end", "data": {"call_id": "far", "ended_at": 9e15, "metrics": {"duration_seconds": 9e15}}}'
     assert raw_ingest(client, body).status_code == 202
+    far = client.get("/api/v1/calls/far").get_json()["data"]
+    assert "clock_skew" in far["flags"] and far["ended_at"] < 1e11 and far["duration_seconds"] < 60
     for path in ("/api/v1/calls", "/api/v1/calls/far", "/api/v1/analytics/overview", "/api/v1/analytics/costs", "/api/v1/export/json"):
         response = client.get(path)
         assert response.status_code == 200, path

@@ -24,7 +24,8 @@ def apply(store: CallStore, event_type: str, data: dict, now: float | None = Non
     _seq += 1
     event = make_event(event_type, data, now=now)
     event.seq = _seq
-    return store.apply(event)
+    call, _ = store.apply(event)
+    return call
 
 
 def end_data(call_id: str, duration: float = 30.0, total: float = 0.02, ended_at: float | None = None, latency: float = 500.0) -> dict:
@@ -113,9 +114,38 @@ def test_clock_skew_is_accepted_and_flagged():
     now = time.time()
     future = apply(store, "call_end", {"call_id": "S", "ended_at": now + 3600}, now=now)
     assert "clock_skew" in future.flags and future.duration_seconds() >= 0
+    assert future.ended_at == now  # the arrival time stands in for a clock an hour ahead
     apply(store, "call_start", {"call_id": "B"}, now=now)
     before = apply(store, "call_end", {"call_id": "B", "ended_at": now - 60}, now=now + 1)  # ends before it started
     assert "clock_skew" in before.flags and before.duration_seconds() == 0 and before.status == "completed"
+
+
+@pytest.mark.parametrize("field", ["ended_at", "started_at", "status_at", "line_at"])
+@pytest.mark.parametrize("when", [9e15, 1e9 * 100, -5.0, 0.0, 100.0])
+def test_absurd_clocks_never_reach_durations_or_averages(field: str, when: float) -> None:
+    store = CallStore()
+    now = 1_800_000_000.0
+    apply(store, "transcript", {"call_id": "A", "role": "user", "text": "hi", **({"timestamp": when} if field == "line_at" else {})}, now=now)
+    if field == "status_at":
+        apply(store, "call_status", {"call_id": "A", "status": "completed", "timestamp": when}, now=now + 10)
+    end = {"ended_at": when} if field == "ended_at" else {"started_at": when} if field == "started_at" else {}
+    call = apply(store, "call_end", {"call_id": "A", **end}, now=now + 10)
+    assert "clock_skew" in call.flags
+    assert now <= call.started_at <= call.ended_at <= now + 10
+    assert 0 <= call.duration_seconds() <= 10
+    assert all(now <= ts <= now + 10 for _, _, ts in call.transcript)
+    overview = store.overview(None, None)
+    assert overview["avg_duration"] <= 10 and overview["total_minutes"] <= 0.17
+    assert store.costs(None, None, None)["series"][0]["t"] >= now - 86400
+
+
+@pytest.mark.parametrize("duration", [86400 * 365 * 40, 1e12])
+def test_a_duration_reaching_before_2000_is_not_believed(duration: float) -> None:
+    store = CallStore()
+    now = 1_800_000_000.0
+    apply(store, "call_start", {"call_id": "D"}, now=now)
+    call = apply(store, "call_end", {"call_id": "D", "ended_at": now + 5, "metrics": {"duration_seconds": duration}}, now=now + 5)
+    assert "clock_skew" in call.flags and call.duration_seconds() == 5
 
 
 def test_retention_evicts_oldest_and_aggregates_follow():
