@@ -7,8 +7,8 @@ declared here are only kept and given back, never read, so any cleaned JSON
 is fine there. The models validate; the event keeps its cleaned dict, so
 unknown fields survive as they came (msgspec's structs would drop them).
 
-msgspec over pydantic: the same checks in about 1 µs an event instead of
-15-40 µs, with the field's path in the error (measured in bench/experiments).
+Why msgspec: the check of Patter's turn payload costs about 1 µs and the
+error names the field's path (``bench/experiments/schema_check.py``).
 """
 
 from __future__ import annotations
