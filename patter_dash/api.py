@@ -48,15 +48,52 @@ def _summary_json(call: Call, seq: int) -> str:
     return json.dumps(records.summary(call, time.time()), separators=(",", ":"))
 
 
+#: Transcript characters one ``/calls/active`` page carries in all, shared
+#: evenly by its calls: the page size, not the calls' length, bounds the body.
+ACTIVE_PAGE_TEXT = 1_000_000
+#: Newest transcript lines per live call in the list (what a live card shows).
+ACTIVE_LINES = 200
+
+
 @bp.get("/calls/active")
 def active_calls() -> Response:
+    limit = params.integer(request.args, "limit", 50, 1, 1000)
+    offset = params.integer(request.args, "offset", 0, 0, 10**9)
+    store = current_dashboard().store
+    total = len(store.active)
+    calls = store.active_calls(limit, offset)
     now = time.time()
-    data = []
-    for call in current_dashboard().store.active_calls():
+    share = ACTIVE_PAGE_TEXT // limit
+    rows = []
+    for call in calls:
         item = records.summary(call, now)
-        item["transcript"] = records.transcript_view(call)
-        data.append(item)
-    return jsonify(data=data, count=len(data))
+        lines = call.transcript  # replaced whole, never shrunk in place: safe to read unlocked
+        item["transcript"], item["transcript_partial"] = _tail(lines, share)
+        item["transcript_lines"] = len(lines)
+        rows.append(json.dumps(item, separators=(",", ":")))
+    pagination = json.dumps({"limit": limit, "offset": offset, "count": len(rows), "total": total})
+    body = f'{{"data":[{",".join(rows)}],"count":{len(rows)},"pagination":{pagination}}}'
+    return Response(body, mimetype="application/json")
+
+
+def _tail(lines: list[tuple[str, str, float | None]], budget: int) -> tuple[list[dict[str, object]], bool]:
+    """The newest lines that fit ``budget`` characters (at most :data:`ACTIVE_LINES`), and whether any was left out.
+
+    When even the newest line is longer than the budget, its start is kept:
+    a live card still shows what is being said.
+    """
+    tail: list[dict[str, object]] = []
+    cut = False
+    for role, text, ts in reversed(lines[-ACTIVE_LINES:]):
+        if len(text) > budget:
+            if not tail:
+                tail.append({"role": role, "text": text[:budget], "timestamp": ts})
+            cut = True
+            break
+        budget -= len(text)
+        tail.append({"role": role, "text": text, "timestamp": ts})
+    tail.reverse()
+    return tail, cut or len(tail) < len(lines)
 
 
 @bp.get("/calls/<anypath:call_id>")

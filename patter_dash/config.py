@@ -92,6 +92,8 @@ class Settings:
     ALLOWED_HOSTS: tuple[str, ...] = ()
     CORS_ORIGINS: tuple[str, ...] = ()
     LOOPBACK_INGEST: bool = True
+    MAX_CALL_TEXT: int = 2_000_000
+    MAX_ACTIVE_CALLS: int = 10_000
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})
@@ -114,6 +116,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "ALLOWED_HOSTS": _list,
     "CORS_ORIGINS": _list,
     "LOOPBACK_INGEST": _bool,
+    "MAX_CALL_TEXT": _positive_int,
+    "MAX_ACTIVE_CALLS": _positive_int,
 }
 PREFIX = "PATTER_DASH_"
 

@@ -45,6 +45,8 @@ class PatterDashboard:
             replay_size=s.REPLAY_SIZE,
             max_subscribers=s.MAX_SUBSCRIBERS,
             subscriber_queue=s.SUBSCRIBER_QUEUE,
+            max_call_text=s.MAX_CALL_TEXT,
+            max_active_calls=s.MAX_ACTIVE_CALLS,
         )
         app.extensions[EXTENSION_KEY] = self
         # flask-sock reads its server options from app.config; a host app's own

@@ -27,7 +27,7 @@ from typing import Any
 from . import records
 from .events import Event, ValidationError, make_event
 from .hub import Hub
-from .store import CallStore
+from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, CallStore
 
 log = logging.getLogger("patter_dash")
 
@@ -127,9 +127,12 @@ class Pipeline:
         replay_size: int = 10_000,
         max_subscribers: int = 1_000,
         subscriber_queue: int = 2_000,
+        max_call_text: int = MAX_CALL_TEXT,
+        max_active_calls: int = MAX_ACTIVE_CALLS,
     ) -> None:
         self.queue_size = queue_size
         self._options = dict(max_calls=max_calls, replay_size=replay_size, max_subscribers=max_subscribers, subscriber_queue=subscriber_queue)
+        self._store_options = dict(max_completed=max_calls, max_call_text=max_call_text, max_active=max_active_calls)
         self._queue: deque[tuple[Any, ...]] = deque()
         self._pid: int | None = None
         self._start_lock = threading.Lock()
@@ -142,7 +145,7 @@ class Pipeline:
         self._drops_since_warning = 0
         self.started_at = time.time()
         self.counters = {"accepted": 0, "duplicates": 0, "dropped": 0, "rejected": 0, "busy": 0, "errors": 0}
-        self.store = CallStore(max_calls)
+        self.store = CallStore(**self._store_options)
         self.hub = Hub(replay_size, max_subscribers, subscriber_queue)
         self._wakeup: _Wakeup | None = None
         #: Called once in each process where the event thread starts (e.g. the demo runtime).
@@ -160,7 +163,7 @@ class Pipeline:
             if self._pid is not None:
                 # A forked child: the parent's thread, queue and state are not ours.
                 self._queue.clear()
-                self.store = CallStore(self._options["max_calls"])
+                self.store = CallStore(**self._store_options)
                 self.hub = Hub(self._options["replay_size"], self._options["max_subscribers"], self._options["subscriber_queue"])
             # Locks made before gevent patched threading (``--preload``) are not greenlet-aware.
             self.store.lock = threading.RLock()

@@ -108,6 +108,7 @@ class Call:
         "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at",
         "duration", "cost", "percentiles", "meta", "turns", "transcript", "extra",
         "flags", "status_history", "ended_by_end_event", "seq", "turn_mark",
+        "text_chars", "dropped_lines", "last_event_at",
     )
 
     def __init__(self, call_id: str, started_at: float) -> None:
@@ -133,6 +134,11 @@ class Call:
         self.seq = 0
         #: Transcript lines before this index belong to turns already recorded.
         self.turn_mark = 0
+        # The store's per-call bounds: transcript characters held, lines refused
+        # past the budget, and when the call last had an event (idle eviction).
+        self.text_chars = 0
+        self.dropped_lines = 0
+        self.last_event_at = started_at
 
     # --------------------------------------------------------- derived values
 
@@ -268,6 +274,7 @@ def detail(call: Call, now: float) -> dict[str, Any]:
     view["transcript"] = transcript_view(call)
     view["turns"] = [t.to_dict() for t in call.turns]
     view["status_history"] = [{"status": s, "at": at} for s, at in call.status_history]
+    view["dropped_lines"] = call.dropped_lines
     if call.extra:
         view["extra"] = call.extra
     return view

@@ -34,6 +34,13 @@ _KNOWN_FIELDS = frozenset({
 _METRICS_MODELLED = frozenset({"call_id", "duration_seconds", "turns", "cost", *PERCENTILE_KEYS})
 #: Transcript lines kept per call; a runaway call cannot exhaust memory.
 MAX_LINES = 10_000
+#: Transcript characters kept per call (``PATTER_DASH_MAX_CALL_TEXT``): 10,000
+#: lines of 20,000 characters would otherwise be 200 M characters in one call.
+MAX_CALL_TEXT = 2_000_000
+#: Live calls held at once (``PATTER_DASH_MAX_ACTIVE_CALLS``); past it the longest idle is closed.
+MAX_ACTIVE_CALLS = 10_000
+#: Status given to a live call closed to make room for a new one.
+IDLE_STATUS = "timeout"
 #: Tolerance before an event's own clock is called skewed against ours.
 CLOCK_SKEW_SECONDS = 300.0
 #: No call in a runtime's records is older than this (2000-01-01 UTC); before it, the clock is wrong.
@@ -90,13 +97,20 @@ class CallFilter:
 class CallStore:
     """Active calls plus a bounded ring of completed ones, with live aggregates."""
 
-    def __init__(self, max_completed: int = 10_000) -> None:
+    def __init__(
+        self, max_completed: int = 10_000, *, max_call_text: int = MAX_CALL_TEXT, max_active: int = MAX_ACTIVE_CALLS
+    ) -> None:
         self.max_completed = max_completed
+        self.max_call_text = max_call_text
+        self.max_active = max_active
         self.lock = threading.RLock()
         self.active: dict[str, Call] = {}
         self.completed: OrderedDict[str, Call] = OrderedDict()
         self.aggregates = Aggregates()
         self.evicted = 0
+        #: Live calls, least recently touched first: the front is the longest idle (O(1) to find).
+        self._idle: OrderedDict[str, Call] = OrderedDict()
+        self.evicted_idle = 0
         self._costs_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # ================================================================ writing
@@ -127,15 +141,41 @@ class CallStore:
     def _find_or_create(self, event: Event) -> Call:
         call = self.active.get(event.call_id) or self.completed.get(event.call_id)
         if call is not None:
+            if call.active:
+                self._touch(call, event.received_at)
             return call
+        self._make_room()
         call = Call(event.call_id, event.received_at)
         if event.type not in ("call_start", "call_initiated"):
             call.flag("no_start")  # turn/transcript/end before any start
         self.active[call.call_id] = call
+        self._touch(call, event.received_at)
         return call
+
+    def _touch(self, call: Call, at: float) -> None:
+        call.last_event_at = max(call.last_event_at, at)
+        self._idle[call.call_id] = call
+        self._idle.move_to_end(call.call_id)
+
+    def _make_room(self) -> None:
+        """Close the longest-idle live calls until a new one fits (nothing new is refused).
+
+        A runtime that never sends call_end (crash, lost network) would
+        otherwise grow the live set forever. The closed call ends at its last
+        event, as status ``timeout`` flagged ``evicted_idle``, and counts in
+        history and analytics like any finished call.
+        """
+        while len(self.active) >= self.max_active and self._idle:
+            _, call = self._idle.popitem(last=False)
+            call.status = IDLE_STATUS
+            call.ended_at = max(call.last_event_at, call.started_at)
+            call.flag("evicted_idle")
+            self.evicted_idle += 1
+            self._complete(call)
 
     def _complete(self, call: Call) -> None:
         del self.active[call.call_id]
+        self._idle.pop(call.call_id, None)
         self.completed[call.call_id] = call
         self.aggregates.add(call)
         while len(self.completed) > self.max_completed:
@@ -185,9 +225,8 @@ class CallStore:
     def _add_line(self, call: Call, role: str, text: str, timestamp: float) -> bool:
         if not text:
             return False
-        if len(call.transcript) >= MAX_LINES:
-            call.flag("transcript_truncated")
-            return True
+        if not self._admit_line(call, text, len(call.transcript)):
+            return True  # counted and flagged: the call changed
         call.transcript.append((_intern(role), text, timestamp))
         return True
 
@@ -274,9 +313,7 @@ class CallStore:
         call.duration = max(0.0, duration) if duration is not None else call.ended_at - call.started_at
         lines = data.get("conversation_history") or data.get("transcript")
         if lines:
-            call.transcript = [
-                (_intern(line.get("role") or ""), line.get("text") or "", line.get("timestamp")) for line in lines[:MAX_LINES]
-            ]
+            call.transcript = self._bounded_transcript(call, lines)
         if metrics:
             self._metrics(call, metrics)  # after the transcript: turns share its strings
         status = (data.get("status") or "").lower()
@@ -285,6 +322,34 @@ class CallStore:
         elif call.status not in TERMINAL_STATUSES:
             call.status = "completed"
         return True
+
+    def _admit_line(self, call: Call, text: str, held: int) -> bool:
+        """Whether one more line fits the call's budgets (lines and characters).
+
+        A refused line is counted, and the call flagged, instead of grown.
+        """
+        if held >= MAX_LINES or call.text_chars + len(text) > self.max_call_text:
+            call.dropped_lines += 1
+            call.flag("transcript_truncated")
+            return False
+        call.text_chars += len(text)
+        return True
+
+    def _bounded_transcript(self, call: Call, lines: list[Mapping[str, Any]]) -> list[tuple[str, str, float | None]]:
+        """call_end's whole transcript, within the same budgets as live lines.
+
+        It replaces what the live lines built, so the counts start again; a
+        complete final transcript clears the live phase's truncation flag.
+        """
+        call.text_chars = call.dropped_lines = 0
+        kept: list[tuple[str, str, float | None]] = []
+        for line in lines:
+            text = line.get("text") or ""
+            if self._admit_line(call, text, len(kept)):
+                kept.append((_intern(line.get("role") or ""), text, line.get("timestamp")))
+        if not call.dropped_lines and "transcript_truncated" in call.flags:
+            call.flags = tuple(f for f in call.flags if f != "transcript_truncated")
+        return kept
 
     def _metrics(self, call: Call, metrics: Mapping[str, Any]) -> None:
         if metrics.get("cost"):
@@ -303,9 +368,15 @@ class CallStore:
         with self.lock:
             return self.active.get(call_id) or self.completed.get(call_id)
 
-    def active_calls(self) -> list[Call]:
+    def active_calls(self, limit: int | None = None, offset: int = 0) -> list[Call]:
+        """Live calls newest first (by when the dashboard first saw each), one page of them.
+
+        Arrival order is the dict's own, so a page costs O(offset + limit), not
+        a sort of every live call under the lock.
+        """
         with self.lock:
-            return sorted(self.active.values(), key=lambda c: c.started_at, reverse=True)
+            newest_first = reversed(self.active.values())
+            return list(islice(newest_first, offset, None if limit is None else offset + limit))
 
     def page(self, flt: CallFilter, limit: int, offset: int) -> tuple[list[Call], int]:
         """Newest-first page of completed calls matching ``flt``, and the match count."""
@@ -389,6 +460,8 @@ class CallStore:
                 "completed": len(self.completed),
                 "max_completed": self.max_completed,
                 "evicted": self.evicted,
+                "max_active": self.max_active,
+                "evicted_idle": self.evicted_idle,
             }
 
 

@@ -9,10 +9,11 @@
  */
 
 import { byId, setText } from "./dom.js";
-import { TIME_ZONE } from "./format.js";
-import { urls, getJSON, isAbort } from "./api.js";
+import { TIME_ZONE, num } from "./format.js";
+import { urls, getJSON, isAbort, withParams } from "./api.js";
+import { throttle } from "./scheduler.js";
 import { LiveStream } from "./stream.js";
-import { LiveView } from "./live.js";
+import { LiveView, PAGE_SIZE } from "./live.js";
 import { HistoryView } from "./history.js";
 import { DetailView } from "./detail.js";
 import { AnalyticsView } from "./analytics.js";
@@ -37,15 +38,26 @@ function main() {
 
   const liveCount = byId("pd-live-count");
   const liveSub = byId("pd-live-sub");
+  const livePager = byId("pd-live-pager");
+  const livePrev = byId("pd-live-prev");
+  const liveNext = byId("pd-live-next");
   let analytics = null;
+  let refreshLive = () => {};
   const live = new LiveView(byId("pd-live-grid"), byId("pd-live-empty"), {
     onOpen: openDetail,
-    onCount: (n) => {
-      setText(liveCount, String(n));
-      setText(liveSub, n === 1 ? "1 call in progress" : `${n} calls in progress`);
-      document.title = n > 0 ? `(${n}) Calls · patter-dash` : "Calls · patter-dash";
+    onCount: (n, offset, shown) => {
+      setText(liveCount, num(n));
+      const paged = offset > 0 || shown < n;
+      let sub = n === 1 ? "1 call in progress" : `${num(n)} calls in progress`;
+      if (paged) sub = shown ? `Showing ${num(offset + 1)}–${num(offset + shown)} of ${num(n)} live calls` : `Showing 0 of ${num(n)} live calls`;
+      setText(liveSub, sub);
+      livePager.hidden = !paged;
+      livePrev.disabled = offset === 0;
+      liveNext.disabled = offset + shown >= n;
+      document.title = n > 0 ? `(${num(n)}) Calls · patter-dash` : "Calls · patter-dash";
       if (analytics) analytics.setActiveCount(n);
     },
+    onStale: () => refreshLive(),
   });
 
   const history = new HistoryView({
@@ -94,15 +106,23 @@ function main() {
     snapshotting = true;
     let items = null;
     let failed = false;
+    let pagination = null;
     try {
-      const body = await getJSON(urls.active);
+      const body = await getJSON(withParams(urls.active, { limit: PAGE_SIZE, offset: live.offset || "" }));
       items = Array.isArray(body && body.data) ? body.data : [];
+      pagination = body && body.pagination;
     } catch (err) {
       failed = !isAbort(err); // keep what we show; resync() tries again
     }
     if (gen !== snapshotGen) return null; // a newer load is running; it replays the buffer
+    const lastPage = pagination && pagination.total > 0 ? Math.floor((pagination.total - 1) / PAGE_SIZE) * PAGE_SIZE : 0;
+    if (items && !items.length && pagination && pagination.offset > lastPage) {
+      // The calls of this page ended: show the last page that has any.
+      live.offset = lastPage;
+      return loadSnapshot();
+    }
     snapshotting = false;
-    if (items) live.applySnapshot(items);
+    if (items) live.applySnapshot(items, pagination);
     const pending = buffered;
     buffered = [];
     for (const [type, data] of pending) handleEvent(type, data);
@@ -133,6 +153,15 @@ function main() {
       resyncDelay = Math.min(resyncDelay * 2, 30000);
     }
   }
+
+  // A page the stream cannot keep right by itself is refetched, at most once a second.
+  refreshLive = throttle(() => loadSnapshot(), 1000, 100);
+  const goLive = (offset) => {
+    live.offset = Math.max(0, offset);
+    loadSnapshot();
+  };
+  livePrev.addEventListener("click", () => goLive(live.offset - PAGE_SIZE));
+  liveNext.addEventListener("click", () => goLive(live.offset + PAGE_SIZE));
 
   const stream = new LiveStream(urls.events, byId("pd-conn"), {
     onEvent(type, data) {

@@ -227,8 +227,13 @@ export class DetailView {
   transcript(call) {
     let lines = (Array.isArray(call.transcript) ? call.transcript : []).map(normLine).filter((l) => l.text);
     if (!lines.length && Array.isArray(call.turns)) lines = call.turns.flatMap(linesFromTurn);
+    const dropped = typeof call.dropped_lines === "number" && call.dropped_lines > 0 ? call.dropped_lines : 0;
     return h("section", { class: "pd-detail-section" },
       h("h3", null, "Transcript"),
+      dropped
+        ? h("p", { class: "pd-muted pd-dropped" },
+          `${fmt.num(dropped)} later ${dropped === 1 ? "line was" : "lines were"} not kept: the call reached its transcript size limit.`)
+        : null,
       lines.length
         ? h("ol", { class: "pd-transcript pd-conversation" }, lines.map((l) => transcriptLine(l)))
         : h("p", { class: "pd-muted" }, "Nothing said yet."));

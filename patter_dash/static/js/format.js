@@ -172,6 +172,8 @@ const FLAG_NAMES = {
   no_start: "No start event",
   late_turn: "Late turn",
   late_status: "Late status",
+  transcript_truncated: "Transcript truncated",
+  evicted_idle: "Closed when idle",
 };
 
 export function flag(v) {

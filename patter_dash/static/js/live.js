@@ -1,11 +1,18 @@
 /*
  * live.js — the "Live calls" view.
  *
- * Owns: the in-memory model of active calls (item + transcript), applying
- * snapshots from the active-calls endpoint and call events from the stream,
- * and the card per active call (caller, callee, direction, status, ticking
- * duration, voice mode, providers, growing transcript). DOM work is batched
- * per animation frame through scheduler.js; durations tick once a second.
+ * Owns: the in-memory model of the shown page of active calls (item +
+ * transcript), applying pages from the active-calls endpoint and call events
+ * from the stream, and the card per shown call (caller, callee, direction,
+ * status, ticking duration, voice mode, providers, growing transcript). DOM
+ * work is batched per animation frame through scheduler.js; durations tick
+ * once a second.
+ *
+ * Only one page (PAGE_SIZE calls, newest first) is ever held or drawn: a
+ * server with 100,000 live calls must not make the browser fetch or render
+ * them all. Stream events update the shown cards; a change this page cannot
+ * place by itself (a new call while the page is full, or a call ending that
+ * may leave a gap) asks the app for a fresh page through opts.onStale().
  */
 
 import { h, setText, fill } from "./dom.js";
@@ -16,45 +23,58 @@ import {
 } from "./calls.js";
 
 const MAX_LINES = 200; // per live card; older lines stay in the call's detail view
+export const PAGE_SIZE = 50; // live calls per page
 const RECENT = 6; // lines compared when de-duplicating (the store's rule, so live cards match the detail view)
 
 export class LiveView {
   /**
    * @param {HTMLElement} grid     container of the cards
    * @param {HTMLElement} empty    "no active calls" message
-   * @param {object} opts          {onOpen(callId), onCount(n)}
+   * @param {object} opts          {onOpen(callId), onCount(total, first, shown), onStale()}
    */
   constructor(grid, empty, opts) {
     this.grid = grid;
     this.empty = empty;
     this.opts = opts;
-    this.calls = new Map(); // call_id → entry
+    this.calls = new Map(); // call_id → entry, in display order (newest first)
+    this.offset = 0; // the shown page
+    this.total = 0; // live calls on the server, all pages
     this.removed = new Set(); // entries whose card must go
     this.dirty = new Set();
     this.timer = setInterval(() => this.tick(), 1000);
   }
 
   get count() {
-    return this.calls.size;
+    return this.total;
+  }
+
+  /** Whether every live call is on this page, so an unknown call id is a new call. */
+  get showsAll() {
+    return this.offset === 0 && this.calls.size >= this.total && this.calls.size < PAGE_SIZE;
   }
 
   has(callId) {
     return this.calls.has(callId);
   }
 
-  /** Replace the whole model with the active-calls endpoint's answer. */
-  applySnapshot(items) {
-    const seen = new Set();
-    for (const item of items) {
+  /** Replace the whole model with one page of the active-calls endpoint's answer. */
+  applySnapshot(items, pagination) {
+    const page = new Map();
+    for (const item of items.slice(0, PAGE_SIZE)) {
       if (!item || item.call_id == null || isEnded(item)) continue;
       const id = String(item.call_id);
-      seen.add(id);
       const entry = this.upsert(item);
+      page.set(id, entry);
       for (const line of Array.isArray(item.transcript) ? item.transcript : []) this.addLine(entry, normLine(line));
     }
     for (const [id, entry] of this.calls) {
-      if (!seen.has(id)) this.remove(id, entry);
+      if (!page.has(id)) this.remove(id, entry);
     }
+    this.calls = page;
+    const total = pagination && Number.isInteger(pagination.total) ? pagination.total : page.size;
+    this.total = Math.max(total, page.size);
+    if (pagination && Number.isInteger(pagination.offset)) this.offset = pagination.offset;
+    this.reorder = true;
     this.render();
   }
 
@@ -68,12 +88,32 @@ export class LiveView {
     const call = data.call && typeof data.call === "object" ? data.call : null;
     if (type === "call_end" || (call && isEnded(call))) {
       const entry = this.calls.get(id);
-      if (entry) this.remove(id, entry);
+      if (entry) {
+        this.remove(id, entry);
+        this.total = Math.max(this.calls.size, this.total - 1);
+        // A later page's first call moves up into the gap.
+        if (this.offset + this.calls.size < this.total) this.opts.onStale();
+      } else if (type === "call_end" && !this.showsAll) {
+        this.opts.onStale(); // maybe a live call on another page: the total changed
+      }
       this.render();
       return true;
     }
-    const entry = call ? this.upsert(call) : this.calls.get(id);
-    if (!entry) return false;
+    let entry = this.calls.get(id);
+    if (!entry) {
+      if (!call) return false;
+      if (!this.showsAll) {
+        // Not shown: a call on another page, or a new one that belongs on top of a full first page.
+        if (type === "call_start" || type === "call_initiated") this.opts.onStale();
+        return false;
+      }
+      entry = this.upsert(call);
+      this.calls = new Map([[id, entry], ...this.calls]); // newest first
+      this.total += 1;
+      this.reorder = true;
+    } else if (call) {
+      this.upsert(call);
+    }
     if (type === "transcript" && data.line) {
       this.addLine(entry, normLine(data.line));
     } else if (type === "turn" && data.turn) {
@@ -98,7 +138,7 @@ export class LiveView {
   }
 
   remove(id, entry) {
-    this.calls.delete(id);
+    if (this.calls.get(id) === entry) this.calls.delete(id);
     this.dirty.delete(entry);
     this.removed.add(entry);
   }
@@ -141,12 +181,24 @@ export class LiveView {
       if (!entry.el) this.build(entry);
       this.update(entry);
     }
+    if (this.reorder) this.placeCards();
     dirty.forEach((entry, i) => {
       if (stick[i] && entry.scrolled) entry.refs.transcript.scrollTop = entry.refs.transcript.scrollHeight;
       entry.scrolled = false;
     });
     this.empty.hidden = this.calls.size > 0;
-    this.opts.onCount(this.calls.size);
+    this.opts.onCount(this.total, this.offset, this.calls.size);
+  }
+
+  /** Put the cards in display order, moving only those out of place (a moved card loses its scroll position). */
+  placeCards() {
+    this.reorder = false;
+    let next = this.grid.firstElementChild;
+    for (const entry of this.calls.values()) {
+      if (!entry.el) continue;
+      if (entry.el === next) next = next.nextElementSibling;
+      else this.grid.insertBefore(entry.el, next);
+    }
   }
 
   build(entry) {
@@ -180,6 +232,7 @@ export class LiveView {
     entry.el = el;
     entry.refs = refs;
     this.grid.prepend(el);
+    this.reorder = true;
   }
 
   update(entry) {
