@@ -135,7 +135,7 @@ def _call_summary() -> Schema:
             "caller": {"type": "string", "description": "E.164 number, or empty (outbound media streams carry none)."},
             "callee": {"type": "string"},
             "direction": {"type": "string", "description": "inbound, outbound, or empty when never reported."},
-            "status": {"type": "string", "description": "in-progress, initiated, completed, no-answer, busy, failed, ..."},
+            "status": {"type": "string", "description": "in-progress, initiated, completed, no-answer, busy, failed, timeout (closed when idle), ..."},
             "started_at": {"type": "number", "description": "Epoch seconds."},
             "ended_at": {**nullable("number"), "description": "Epoch seconds; null while the call is live."},
             "duration_seconds": {**nullable("number"), "description": "So far, for a live call."},
@@ -149,7 +149,11 @@ def _call_summary() -> Schema:
             "flags": {
                 "type": "array",
                 "items": {"type": "string"},
-                "description": "Data-quality notes: no_start, late_turn, late_status, clock_skew.",
+                "description": (
+                    "Data-quality notes: no_start, late_turn, late_status, clock_skew, transcript_truncated "
+                    "(lines were dropped, see dropped_lines), evicted_idle (a live call closed as status timeout "
+                    "to make room under PATTER_DASH_MAX_ACTIVE_CALLS)."
+                ),
             },
             "metrics": ref("CallMetrics"),
         },
@@ -170,20 +174,47 @@ def _call_detail() -> Schema:
                         "type": "array",
                         "items": obj({"status": {"type": "string"}, "at": {"type": "number"}}),
                     },
+                    "dropped_lines": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": (
+                            "Transcript lines not kept: past 10,000 lines or PATTER_DASH_MAX_CALL_TEXT characters "
+                            "(the call is then flagged transcript_truncated)."
+                        ),
+                    },
                     "extra": {
                         "type": "object",
                         "additionalProperties": True,
                         "description": "Top-level fields Patter sent that are not modelled (e.g. custom_params).",
                     },
                 },
-                required=("transcript", "turns", "status_history"),
+                required=("transcript", "turns", "status_history", "dropped_lines"),
             ),
         ],
     }
 
 
 def _active_call() -> Schema:
-    return {"allOf": [ref("CallSummary"), obj({"transcript": {"type": "array", "items": ref("TranscriptLine")}})]}
+    return {
+        "allOf": [
+            ref("CallSummary"),
+            obj(
+                {
+                    "transcript": {
+                        "type": "array",
+                        "items": ref("TranscriptLine"),
+                        "description": (
+                            "The newest lines (at most 200) that fit this call's share of the page's 1,000,000-character "
+                            "transcript budget (1,000,000 / limit); when even the newest line is longer, its start. "
+                            "The whole transcript is in GET /calls/{call_id}."
+                        ),
+                    },
+                    "transcript_lines": {"type": "integer", "minimum": 0, "description": "Lines the call holds."},
+                    "transcript_partial": {"type": "boolean", "description": "Some of the call's lines or text are left out here."},
+                }
+            ),
+        ]
+    }
 
 
 def _overview() -> Schema:
@@ -358,7 +389,7 @@ def schemas() -> dict[str, Schema]:
                 "limit": {"type": "integer"},
                 "offset": {"type": "integer"},
                 "count": {"type": "integer", "description": "Items in this page."},
-                "total": {"type": "integer", "description": "Calls matching the filters."},
+                "total": {"type": "integer", "description": "Calls matching the filters (live calls, for /calls/active)."},
             }
         ),
         "Overview": _overview(),
@@ -498,10 +529,16 @@ def paths(settings: Settings) -> dict[str, Schema]:
         f"{V1}/calls/active": _get(
             "listActiveCalls", "calls",
             json_body(
-                obj({"data": {"type": "array", "items": ref("ActiveCall")}, "count": {"type": "integer"}}),
-                "Live calls, newest first.",
+                obj(
+                    {
+                        "data": {"type": "array", "items": ref("ActiveCall")},
+                        "count": {"type": "integer", "description": "Items in this page (as pagination.count)."},
+                        "pagination": ref("Pagination"),
+                    }
+                ),
+                "Live calls, newest first (by when the dashboard first saw each), one page.",
             ),
-            errors={},
+            ("limit", "offset"),
         ),
         f"{V1}/calls/{{call_id}}": _get(
             "getCall", "calls", json_body(_data(ref("CallDetail")), "The call, live or completed."), ("call_id",),
