@@ -20,6 +20,11 @@ from patter_dash.config import ConfigError, load_settings
 from patter_dash.events import make_event
 from patter_dash.store import MAX_LINES, CallStore
 
+try:  # the browser test borrows test_ui_browser's Chromium fixtures
+    from tests.test_ui_browser import CHROMIUM, browser, open_dashboard, open_page  # noqa: F401
+except pytest.skip.Exception:
+    CHROMIUM = ""
+
 ROOT = Path(__file__).resolve().parent.parent
 LONG = 20_000  # the longest line ingest keeps (events.MAX_TEXT_LENGTH)
 
@@ -221,3 +226,54 @@ def test_bench_script_runs_at_toy_size(tmp_path: Path) -> None:
     health = result["health"]
     assert health["count"] > 10 and health["errors"] == 0 and health["max_ms"] >= health["p99_ms"] > 0
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in result["readers"].values())
+
+
+# ------------------------------------------------------------ the browser's live view
+
+
+@pytest.mark.skipif(not CHROMIUM or not Path(CHROMIUM).exists(), reason="Playwright and Chromium needed")
+@pytest.mark.timeout(180)
+def test_live_view_shows_one_page_and_keeps_updating_its_cards(live_server: Any, open_page: Any) -> None:
+    from playwright.sync_api import expect
+
+    server = live_server()
+    server.post_events([envelope("call_start", call_id=f"P{i:03d}", caller=f"+1555000{i:04d}") for i in range(130)])
+    page, guard = open_page()
+    active_urls: list[str] = []
+    page.on("request", lambda r: active_urls.append(r.url) if "/calls/active" in r.url else None)
+    open_dashboard(page, server.url)
+    cards = page.locator("article.pd-live-card")
+    expect(cards).to_have_count(50)
+    expect(cards.first).to_contain_text("+15550000129")  # newest first
+    expect(page.locator("#pd-live-sub")).to_have_text("Showing 1–50 of 130 live calls")
+    expect(page.locator("#pd-live-count")).to_have_text("130")
+    assert all("limit=50" in url for url in active_urls), active_urls
+
+    # a shown call's line lands on its card; an unshown call's line is not drawn
+    server.post_events([envelope("transcript", call_id="P120", role="user", text="shown card speaks"),
+                        envelope("transcript", call_id="P005", role="user", text="unshown card speaks")])
+    expect(cards.filter(has_text="+15550000120")).to_contain_text("shown card speaks")
+    page.wait_for_timeout(300)
+    expect(page.locator("text=unshown card speaks")).to_have_count(0)
+
+    page.click("#pd-live-next")
+    expect(page.locator("#pd-live-sub")).to_have_text("Showing 51–100 of 130 live calls")
+    page.click("#pd-live-next")
+    expect(cards).to_have_count(30)
+    expect(page.locator("#pd-live-next")).to_be_disabled()
+    expect(cards.last).to_contain_text("+15550000000")
+    expect(cards.filter(has_text="+15550000005")).to_contain_text("unshown card speaks")  # from the page's snapshot
+
+    # a call ending on this page leaves it; the count follows
+    server.post_events([envelope("call_end", call_id="P000", ended_at=time.time())])
+    expect(cards).to_have_count(29)
+    expect(page.locator("#pd-live-count")).to_have_text("129")
+    page.click("#pd-live-prev")
+    page.click("#pd-live-prev")
+    expect(page.locator("#pd-live-sub")).to_have_text("Showing 1–50 of 129 live calls")
+    # a new call on a full first page: the page is refetched and it tops the list
+    server.post_events([envelope("call_start", call_id="P999", caller="+15559999999")])
+    expect(cards.first).to_contain_text("+15559999999", timeout=5000)
+    expect(page.locator("#pd-live-count")).to_have_text("130")
+    expect(cards).to_have_count(50)
+    guard.check()
