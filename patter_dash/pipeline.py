@@ -307,6 +307,12 @@ class Pipeline:
             return Ack(call.seq, True)
         self.counters["accepted"] += 1
         self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, call))
+        for closed in self.store.take_closed():
+            # A live call closed to make room ends on every open page as if its status said so.
+            self._seq = closed.seq = self._seq + 1
+            payload = {"seq": self._seq, "type": "call_status", "call_id": closed.call_id,
+                       "call": records.summary(closed, time.time(), with_metrics=False)}
+            self.hub.publish(self._seq, "call_status", closed.call_id, payload)
         return Ack(event.seq, False)
 
     @staticmethod

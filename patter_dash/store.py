@@ -111,6 +111,7 @@ class CallStore:
         #: Live calls, least recently touched first: the front is the longest idle (O(1) to find).
         self._idle: OrderedDict[str, Call] = OrderedDict()
         self.evicted_idle = 0
+        self._closed: list[Call] = []
         self._costs_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     # ================================================================ writing
@@ -172,6 +173,13 @@ class CallStore:
             call.flag("evicted_idle")
             self.evicted_idle += 1
             self._complete(call)
+            self._closed.append(call)
+
+    def take_closed(self) -> list[Call]:
+        """The calls closed to make room since the last call, for the writer to announce."""
+        with self.lock:
+            closed, self._closed = self._closed, []
+        return closed
 
     def _complete(self, call: Call) -> None:
         del self.active[call.call_id]

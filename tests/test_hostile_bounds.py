@@ -19,6 +19,7 @@ from patter_dash import records
 from patter_dash.config import ConfigError, load_settings
 from patter_dash.events import make_event
 from patter_dash.store import MAX_LINES, CallStore
+from sse import SSEClient
 
 try:  # the browser test borrows test_ui_browser's Chromium fixtures
     from tests.test_ui_browser import CHROMIUM, browser, open_dashboard, open_page  # noqa: F401
@@ -201,6 +202,8 @@ def test_max_call_text_setting_bounds_a_call_over_http(live_server: Any) -> None
 
 def test_max_active_calls_setting_closes_the_idle_over_http(live_server: Any) -> None:
     server = live_server(PATTER_DASH_MAX_ACTIVE_CALLS=5)
+    stream = SSEClient(f"{server.url}/api/v1/events?types=call_status", timeout=10)
+    assert stream.next_block(time.monotonic() + 5).startswith("retry:")
     for i in range(8):
         server.post_events([envelope("call_start", call_id=f"A{i}")])
     active = server.get("/api/v1/calls/active").json()
@@ -212,6 +215,14 @@ def test_max_active_calls_setting_closes_the_idle_over_http(live_server: Any) ->
     assert overview["active_calls"] == 5 and overview["calls_by_status"] == {"timeout": 3}
     store = server.get("/api/v1/health").json()["store"]
     assert store["evicted_idle"] == 3 and store["max_active"] == 5
+    # Every open page hears that the closed calls ended.
+    closed = []
+    while len(closed) < 3:
+        block = stream.next_block(time.monotonic() + 5)
+        data = [line[6:] for line in block.split("\n") if line.startswith("data: ")]
+        closed += [json.loads(d)["call"] for d in data]  # none in a heartbeat
+    stream.response.close()
+    assert [(c["call_id"], c["status"]) for c in closed] == [("A0", "timeout"), ("A1", "timeout"), ("A2", "timeout")]
 
 
 def test_bench_script_runs_at_toy_size(tmp_path: Path) -> None:
