@@ -92,6 +92,8 @@ class Settings:
     ALLOWED_HOSTS: tuple[str, ...] = ()
     CORS_ORIGINS: tuple[str, ...] = ()
     LOOPBACK_INGEST: bool = True
+    BODY_TIMEOUT: float = 30.0
+    SESSION_MAX_AGE: int = 43_200
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})
@@ -114,6 +116,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "ALLOWED_HOSTS": _list,
     "CORS_ORIGINS": _list,
     "LOOPBACK_INGEST": _bool,
+    "BODY_TIMEOUT": _positive_float,
+    "SESSION_MAX_AGE": _positive_int,
 }
 PREFIX = "PATTER_DASH_"
 
