@@ -607,13 +607,11 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "tags": ["ui"],
                 "operationId": "logout",
                 "description": (
-                    "Sign out: clears the session cookie and answers 303 to /dashboard. Needs no credentials "
-                    "(a stale cookie can be cleared too); a browser Origin other than this server is refused."
+                    "Sign out: clears the session cookie the request carried (Set-Cookie with Max-Age=0) and "
+                    "answers 303 to /dashboard. Needs no credentials, so a stale cookie is cleared too; the cookie "
+                    "is SameSite=Lax, so a cross-site POST carries none and clears nothing."
                 ),
-                "responses": {
-                    "303": {"description": "Cookie cleared (Set-Cookie with Max-Age=0)."},
-                    "403": error("The browser's Origin is neither this server nor in PATTER_DASH_CORS_ORIGINS."),
-                },
+                "responses": {"303": {"description": "Signed out; the page now asks for the token."}},
             }
         }
     return routes

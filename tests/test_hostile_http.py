@@ -23,6 +23,7 @@ import requests
 import websocket  # websocket-client
 
 from tests.conftest import free_port, payload, wait_for
+from tests.test_ui_browser import browser, open_page  # noqa: F401  (fixtures for the sign-out browser test)
 
 TOKEN = "hostile-http-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -214,7 +215,7 @@ class SlowClient:
     def on_readable(self, now: float) -> None:
         try:
             chunk = self.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, TimeoutError):
             return
         except OSError:
             chunk = b""
@@ -455,23 +456,79 @@ def test_session_cookie_expires_and_its_issue_time_is_signed(live_server):
     assert page.status_code == 401 and "Sign in" in page.text
 
 
-def test_sign_out_clears_the_cookie_and_refuses_other_sites(live_server):
+def test_sign_out_clears_the_cookie_and_only_its_own(live_server):
     server = live_server(PATTER_DASH_TOKEN=TOKEN, PATTER_DASH_URL_PREFIX="/ops/voice")
     login = _login(server)
     cookies = {"patter_dash_session": _cookie_value(login)}
     page = requests.get(f"{server.url}/dashboard", cookies=cookies, timeout=5)
     assert page.status_code == 200 and 'action="/ops/voice/dashboard/logout"' in page.text and "Sign out" in page.text
     url = f"{server.url}/dashboard/logout"
-    # Another site cannot sign you out (a form POST carries its Origin).
-    foreign = requests.post(url, cookies=cookies, headers={"Origin": "https://evil.example"}, allow_redirects=False, timeout=5)
-    assert foreign.status_code == 403 and "Set-Cookie" not in foreign.headers
+    # Another site's form POST carries no SameSite=Lax cookie, and without one nothing is cleared.
+    foreign = requests.post(url, headers={"Origin": "https://evil.example"}, allow_redirects=False, timeout=5)
+    assert foreign.status_code == 303 and "Set-Cookie" not in foreign.headers
     assert requests.get(url, cookies=cookies, allow_redirects=False, timeout=5).status_code == 405
-    out = requests.post(url, cookies=cookies, headers={"Origin": server.origin}, allow_redirects=False, timeout=5)
+    # The page's own form: Referrer-Policy no-referrer makes the browser send "Origin: null".
+    out = requests.post(url, cookies=cookies, headers={"Origin": "null"}, allow_redirects=False, timeout=5)
     assert out.status_code == 303 and out.headers["Location"].rstrip("/") == "/ops/voice/dashboard"
     cleared = out.headers["Set-Cookie"]
     assert cleared.startswith("patter_dash_session=;") and "Max-Age=0" in cleared and "Path=/ops/voice" in cleared
-    # Without credentials (a stale cookie) signing out still works.
-    assert requests.post(url, allow_redirects=False, timeout=5).status_code == 303
+    # A stale cookie (from an old token) is cleared all the same.
+    stale = requests.post(url, cookies={"patter_dash_session": "1.deadbeef"}, allow_redirects=False, timeout=5)
+    assert stale.status_code == 303 and "Max-Age=0" in stale.headers["Set-Cookie"]
     # No sign-out button where there is no token to sign out of.
     open_ = live_server()
     assert "Sign out" not in requests.get(f"{open_.url}/dashboard", timeout=5).text
+
+
+def test_slow_body_under_a_threaded_server_gets_408_too():
+    """A host app on a threaded server (Werkzeug's, here for real on a socket) gets the deadline too."""
+    from werkzeug.serving import make_server
+
+    from patter_dash.app import create_app
+
+    app = create_app({"PATTER_DASH_TOKEN": TOKEN, "PATTER_DASH_BODY_TIMEOUT": "1"})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = SlowClient(server.server_port, "/api/v1/ingest", 0.3)
+        client.sock.setblocking(True)
+        client.sock.settimeout(0.3)
+        while client.closed_at is None and time.monotonic() - client.opened < 6:
+            client.on_readable(time.monotonic())
+            client.tick(time.monotonic())
+        assert client.answered_at is not None and 0.9 <= client.answered_at - client.opened <= 2.5
+        status, body = client.response()
+        assert status == 408 and "PATTER_DASH_BODY_TIMEOUT" in body["error"]
+        assert client.closed_at is not None
+        client.sock.close()
+        fine = requests.post(
+            f"http://127.0.0.1:{server.server_port}/api/v1/ingest",
+            json={"type": "call_start", "data": {"call_id": "THREADED"}}, headers=BEARER, timeout=5,
+        )
+        assert fine.status_code == 202
+    finally:
+        server.shutdown()
+        app.extensions["patter_dash"].stop()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium not installed")
+def test_sign_out_button_in_the_browser(live_server, open_page):  # noqa: F811
+    """The header's "Sign out" clears the session: the page then asks for the token again."""
+    from playwright.sync_api import expect
+
+    server = live_server(PATTER_DASH_TOKEN=TOKEN, PATTER_DASH_URL_PREFIX="/ops/voice")
+    page, guard = open_page(viewport=(390, 844))  # phone width: the button must fit the header
+    page.goto(f"{server.url}/dashboard?token={TOKEN}")
+    expect(page.locator("#pd-conn")).to_have_attribute("data-state", "live")
+    button = page.locator("#pd-signout")
+    expect(button).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert len(page.context.cookies(server.url + "/dashboard")) == 1
+    button.click()
+    expect(page.locator("form input[type=password][name=token]")).to_be_visible()
+    assert page.context.cookies(server.url + "/dashboard") == []
+    assert page.url.rstrip("/") == f"{server.url}/dashboard"
+    # Chromium logs the 401 of the sign-in document itself; nothing else may fail
+    guard.check(allow=r"^Failed to load resource: the server responded with a status of 401")
