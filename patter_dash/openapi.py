@@ -611,6 +611,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
                     "answers 303 to /dashboard. Needs no credentials, so a stale cookie is cleared too; the cookie "
                     "is SameSite=Lax, so a cross-site POST carries none and clears nothing."
                 ),
+                "security": [{}],  # no credentials needed
                 "responses": {"303": {"description": "Signed out; the page now asks for the token."}},
             }
         }
@@ -685,6 +686,8 @@ def document(server_url: str, settings: Settings | None = None) -> dict[str, Any
     )
     for item in routes.values():
         for operation in item.values():
+            if guarded and operation["operationId"] == "logout":
+                continue  # signing out needs no token
             operation["responses"].setdefault(code, error(refusal))
     return {
         "openapi": "3.1.0",
