@@ -1,6 +1,6 @@
 """Auth: the optional token, the browser session cookie, Host checks and headers.
 
-Three kinds of route, marked on the view function:
+Kinds of route, marked on the view function:
 
 * ``page``: the dashboard HTML. ``?token=`` is swapped for an HttpOnly,
   SameSite=Lax, path-scoped cookie and a 303 to the same URL without it, so
@@ -286,8 +286,8 @@ def origin_allowed(settings: Settings) -> bool:
     Used for WebSocket upgrades: browsers do not apply CORS to them.
     """
     origin = request.headers.get("Origin")
-    if origin is None:
-        return True  # not a browser
+    if not origin:
+        return True  # not a browser (browsers send "null", never an empty Origin)
     if origin.lower() in settings.CORS_ORIGINS:
         return True
     key = _origin_key(origin)
