@@ -1,6 +1,6 @@
 """Auth: the optional token, the browser session cookie, Host checks and headers.
 
-Three kinds of route, marked on the view function:
+Kinds of route, marked on the view function:
 
 * ``page``: the dashboard HTML. ``?token=`` is swapped for an HttpOnly,
   SameSite=Lax, path-scoped cookie and a 303 to the same URL without it, so
@@ -8,10 +8,22 @@ Three kinds of route, marked on the view function:
 * ``read`` (default): REST, export, SSE. Bearer header, ``?token=`` or the cookie.
 * ``ingest``: Bearer header only (no cookie, so no CSRF). Patter's own
   ``notify_dashboard`` cannot send a token, so its path is accepted from
-  loopback clients when ``PATTER_DASH_LOOPBACK_INGEST`` is on.
+  local clients when ``PATTER_DASH_LOOPBACK_INGEST`` is on.
+* ``logout``: clears the session cookie the request carried; needs no token
+  (a stale cookie must be clearable). Only a same-site request carries the
+  SameSite=Lax cookie, so no other site can sign you out.
 
 With no token, everything is open but only for a loopback ``Host`` (or one in
 ``PATTER_DASH_ALLOWED_HOSTS``), which defeats DNS rebinding.
+
+"Local" means a loopback peer address *and* no proxy header: behind a reverse
+proxy every peer is loopback, so a request a proxy forwarded (it carries
+``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``, ``Via``, ...) never counts as
+local, neither for the ingest exemption nor for the loopback-``Host`` rule.
+
+The session cookie is ``<issued_at>.<hmac>``: signed with a key derived from
+the token, refused past ``PATTER_DASH_SESSION_MAX_AGE`` even if a browser (or
+someone who copied it) still sends it.
 """
 
 from __future__ import annotations
@@ -19,9 +31,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import Response, current_app, jsonify, redirect, render_template, request
 
@@ -31,6 +44,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 COOKIE = "patter_dash_session"
 MAX_TOKEN_BYTES = 4096
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+#: Headers a reverse proxy adds (any ``X-Forwarded-*`` counts too). A request
+#: carrying one came through a proxy, whatever its peer address says.
+PROXY_HEADERS = frozenset(
+    {
+        "forwarded", "via", "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip",
+        "cf-connecting-ip", "fastly-client-ip", "x-original-forwarded-for",
+    }
+)
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A session issued this far in the future is refused (clock steps, not forgery: forgery fails the HMAC).
+SESSION_CLOCK_SLACK = 60
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -52,6 +76,7 @@ def kind(name: str) -> Callable[[F], F]:
 page = kind("page")
 ingest = kind("ingest")
 patter_ingest = kind("patter_ingest")
+logout = kind("logout")
 
 
 def _digest(value: str) -> bytes:
@@ -65,10 +90,26 @@ def token_matches(candidate: str | None, token: str) -> bool:
     return hmac.compare_digest(_digest(candidate), _digest(token))
 
 
-def session_value(token: str) -> str:
-    # Derived, not the token itself: a leaked cookie does not reveal the token,
-    # and changing the token logs every browser out.
-    return hmac.new(token.encode(), b"patter-dash session v1", hashlib.sha256).hexdigest()
+def session_value(token: str, issued_at: int) -> str:
+    """``<issued_at>.<hmac>``; the key is derived from the token, not the token itself.
+
+    A leaked cookie does not reveal the token, changing the token logs every
+    browser out, and the signed issue time lets the server expire a copy.
+    """
+    key = hmac.new(token.encode(), b"patter-dash session v2", hashlib.sha256).digest()
+    mac = hmac.new(key, str(issued_at).encode(), hashlib.sha256).hexdigest()
+    return f"{issued_at}.{mac}"
+
+
+def session_valid(cookie: str, token: str, max_age: int, now: float | None = None) -> bool:
+    issued, _, _ = cookie.partition(".")
+    if not issued.isascii() or not issued.isdigit() or len(issued) > 12:
+        return False
+    issued_at = int(issued)
+    now = time.time() if now is None else now
+    if not now - max_age <= issued_at <= now + SESSION_CLOCK_SLACK:
+        return False
+    return hmac.compare_digest(cookie.encode("utf-8", "replace"), session_value(token, issued_at).encode())
 
 
 def bearer() -> str | None:
@@ -77,7 +118,15 @@ def bearer() -> str | None:
     return value.strip() if scheme.lower() == "bearer" else None
 
 
-def is_loopback_client() -> bool:
+def proxied() -> bool:
+    """Whether a proxy forwarded this request (it added one of its headers)."""
+    return any(name.lower() in PROXY_HEADERS or name.lower().startswith("x-forwarded-") for name in request.headers.keys())
+
+
+def is_local_client() -> bool:
+    """A loopback peer that no proxy forwarded: a process on this machine."""
+    if proxied():
+        return False
     try:
         return ipaddress.ip_address((request.remote_addr or "").split("%")[0]).is_loopback
     except ValueError:
@@ -90,6 +139,10 @@ def host_allowed(settings: Settings) -> bool:
     name = name.strip("[]")
     if name in settings.ALLOWED_HOSTS or host in settings.ALLOWED_HOSTS or "*" in settings.ALLOWED_HOSTS:
         return True
+    if proxied():
+        # A proxy passes on whatever Host the remote client sent: a loopback
+        # name proves nothing about where that client is.
+        return False
     if name in LOOPBACK_NAMES:
         return True
     try:
@@ -131,12 +184,14 @@ def check(settings: Settings) -> Response | None:
             response.status_code = 403
             return response
         return None
+    if view_kind == "logout":
+        return None  # needs no credentials: it only ever clears the cookie the request itself carried
     if token_matches(bearer(), token):
         return None
     if view_kind == "ingest":
         return _unauthorized(view_kind)
     if view_kind == "patter_ingest":
-        return None if settings.LOOPBACK_INGEST and is_loopback_client() else _unauthorized(view_kind)
+        return None if settings.LOOPBACK_INGEST and is_local_client() else _unauthorized(view_kind)
     query_token = request.args.get("token")
     if query_token is not None and token_matches(query_token, token):
         if view_kind == "page" and request.method in ("GET", "HEAD"):
@@ -146,9 +201,12 @@ def check(settings: Settings) -> Response | None:
         # A mistyped token must not stay in the address bar or history either.
         return redirect(_without_token(rejected=True), code=303)
     cookie = request.cookies.get(COOKIE)
-    if cookie is not None and hmac.compare_digest(cookie.encode("utf-8", "replace"), session_value(token).encode()):
+    if cookie is not None and session_valid(cookie, token, settings.SESSION_MAX_AGE):
         return None
-    return _unauthorized(view_kind)
+    response = _unauthorized(view_kind)
+    if cookie is not None:
+        clear_session(response, settings)  # expired or from an old token: the browser may drop it
+    return response
 
 
 def _without_token(rejected: bool = False) -> str:
@@ -163,12 +221,19 @@ def _login_redirect(settings: Settings, token: str) -> Response:
     response = redirect(_without_token(), code=303)
     response.set_cookie(
         COOKIE,
-        session_value(token),
+        session_value(token, int(time.time())),
+        max_age=settings.SESSION_MAX_AGE,
         httponly=True,
         samesite="Lax",
         secure=request.is_secure,
         path=cookie_path(settings),
     )
+    return response
+
+
+def clear_session(response: Response, settings: Settings) -> Response:
+    """Tell the browser to drop the session cookie (same attributes, so it matches)."""
+    response.delete_cookie(COOKIE, path=cookie_path(settings), secure=request.is_secure, httponly=True, samesite="Lax")
     return response
 
 
@@ -201,12 +266,36 @@ def _static_prefix(settings: Settings) -> str:
     return f"{settings.URL_PREFIX}/dashboard/static/"
 
 
+def _origin_key(origin: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin, the default port filled in; None if it is not one."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
+
+
 def origin_allowed(settings: Settings) -> bool:
-    """For WebSocket upgrades: a browser's Origin must be this host or a CORS origin."""
+    """A browser's Origin must be this server (scheme, host and port) or a CORS origin.
+
+    Used for WebSocket upgrades: browsers do not apply CORS to them.
+    """
     origin = request.headers.get("Origin")
     if not origin:
-        return True  # not a browser
-    origin = origin.lower()
-    if origin in settings.CORS_ORIGINS:
+        return True  # not a browser (browsers send "null", never an empty Origin)
+    if origin.lower() in settings.CORS_ORIGINS:
         return True
-    return origin.split("://", 1)[-1] == (request.host or "").lower()
+    key = _origin_key(origin)
+    if key is None:
+        return False  # "null" (sandboxed or file pages) and anything malformed
+    if any(_origin_key(listed) == key for listed in settings.CORS_ORIGINS):
+        return True
+    # request.is_secure is the scheme this server was reached by (gunicorn takes
+    # X-Forwarded-Proto from its forwarded_allow_ips only).
+    own = _origin_key(f"{'https' if request.is_secure else 'http'}://{request.host}")
+    return own is not None and key == own

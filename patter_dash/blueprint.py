@@ -9,6 +9,8 @@ every error under the API into JSON (never a stack trace or an HTML page).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import time
 
@@ -57,7 +59,10 @@ def build_blueprint(settings: Settings) -> Blueprint:
         time.sleep(0)
         dash = current_dashboard()
         dash.pipeline.ensure_started()
-        return auth.check(dash.settings)
+        refusal = auth.check(dash.settings)
+        if refusal is None and request.url_rule is not None and request.url_rule.websocket:
+            _check_websocket_handshake()
+        return refusal
 
     @parent.after_request
     def _headers(response: Response) -> Response:
@@ -102,6 +107,7 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
     response, status = _json_error(exc.code or 500, exc.description or exc.name, **extra)
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
+    response.headers.update(getattr(exc, "response_headers", {}))
     return response, status
 
 
@@ -135,6 +141,29 @@ def _is_websocket_route(path: str) -> bool:
     except HTTPException:
         return False
     return True
+
+
+def _check_websocket_handshake() -> None:
+    """Refuse a malformed upgrade with 400 before the WebSocket library sees it (it would raise: 500)."""
+    key = request.headers.get("Sec-WebSocket-Key", "").strip()
+    version = request.headers.get("Sec-WebSocket-Version", "").strip()
+    problem = None
+    if version != "13":
+        problem = f"Sec-WebSocket-Version must be 13, got {version or 'none'}"
+    elif not key:
+        problem = "Sec-WebSocket-Key is missing"
+    else:
+        try:
+            nonce = base64.b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            nonce = b""
+        if len(nonce) != 16:
+            problem = "Sec-WebSocket-Key must be 16 bytes in base64"
+    if problem is not None:
+        exc = BadRequest(f"bad WebSocket handshake: {problem}")
+        # RFC 6455 4.4: a refused handshake names the versions the server speaks.
+        exc.response_headers = {"Sec-WebSocket-Version": "13"}  # type: ignore[attr-defined]
+        raise exc
 
 
 def _api_fallback(rest: str = "") -> tuple[Response, int]:

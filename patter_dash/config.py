@@ -94,6 +94,8 @@ class Settings:
     LOOPBACK_INGEST: bool = True
     MAX_CALL_TEXT: int = 2_000_000
     MAX_ACTIVE_CALLS: int = 10_000
+    BODY_TIMEOUT: float = 30.0
+    SESSION_MAX_AGE: int = 43_200
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})
@@ -118,6 +120,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "LOOPBACK_INGEST": _bool,
     "MAX_CALL_TEXT": _positive_int,
     "MAX_ACTIVE_CALLS": _positive_int,
+    "BODY_TIMEOUT": _positive_float,
+    "SESSION_MAX_AGE": _positive_int,
 }
 PREFIX = "PATTER_DASH_"
 

@@ -89,7 +89,11 @@ class PatterDashboard:
         return self.pipeline.store
 
     def health(self) -> dict[str, Any]:
-        return self.pipeline.health()
+        token = self.settings.TOKEN is not None
+        # loopback_ingest: whether Patter's tokenless push is accepted from local clients
+        # right now (without a token everything is open, so there is no exemption).
+        auth = {"token": token, "loopback_ingest": token and self.settings.LOOPBACK_INGEST}
+        return {**self.pipeline.health(), "auth": auth}
 
 
 def current_dashboard() -> PatterDashboard:

@@ -21,6 +21,7 @@ from simple_websocket import ConnectionClosed
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
 
 from . import auth
+from .deadline import read_body
 from .events import ValidationError, event_from_patter_notify, events_from_body, parse_json
 from .extension import current_dashboard
 from .pipeline import Ack, ApplyFailed, QueueFull
@@ -35,11 +36,12 @@ def _refusal(exc: HTTPException, field: str, error: str) -> HTTPException:
 
 
 def _read_json() -> Any:
-    """The request body as strict JSON, or raise (415, 413, ValidationError)."""
+    """The request body as strict JSON, or raise (415, 413, 408, ValidationError)."""
     if request.mimetype != "application/json":
         wrong = UnsupportedMediaType("Content-Type must be application/json")
         raise _refusal(wrong, "Content-Type", f"must be application/json, got {request.mimetype or 'none'}")
-    limit = current_dashboard().settings.MAX_BODY
+    settings = current_dashboard().settings
+    limit = settings.MAX_BODY
     too_large = _refusal(
         RequestEntityTooLarge(f"body larger than PATTER_DASH_MAX_BODY ({limit} bytes)"), "body", f"must be at most {limit} bytes"
     )
@@ -49,7 +51,7 @@ def _read_json() -> Any:
     # refusing it, so read one byte more than allowed: getting it means the body is too large.
     request.max_content_length = limit + 1
     try:
-        raw = request.get_data(cache=False)
+        raw = read_body(settings.BODY_TIMEOUT)
     except RequestEntityTooLarge:
         raise too_large from None
     if len(raw) > limit:

@@ -270,6 +270,13 @@ def _health() -> Schema:
             "events": counts,
             "store": counts,
             "subscribers": counts,
+            "auth": obj(
+                {"token": {"type": "boolean"}, "loopback_ingest": {"type": "boolean"}},
+                description=(
+                    "token: PATTER_DASH_TOKEN is set. loopback_ingest: POST /api/dashboard/ingest is accepted "
+                    "without the token from local clients (a token is set and PATTER_DASH_LOOPBACK_INGEST is on)."
+                ),
+            ),
         }
     )
 
@@ -507,8 +514,14 @@ def _websocket(summary: str, tag: str, description: str, params: tuple[str, ...]
             "parameters": [param_ref(n) for n in params],
             "responses": {
                 "101": {"description": "Switching Protocols: the WebSocket is open."},
-                "400": error("Not a WebSocket upgrade request, or a bad query parameter."),
-                "403": error("The browser's Origin is neither this host nor in PATTER_DASH_CORS_ORIGINS."),
+                "400": error(
+                    "Not a WebSocket upgrade request, a bad query parameter, or a malformed handshake "
+                    "(Sec-WebSocket-Key missing or not 16 bytes of base64, Sec-WebSocket-Version not 13; "
+                    "the answer carries Sec-WebSocket-Version: 13)."
+                ),
+                "403": error(
+                    "The browser's Origin is neither this server (same scheme, host and port) nor in PATTER_DASH_CORS_ORIGINS."
+                ),
             },
         }
     }
@@ -625,12 +638,27 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 },
             }
         }
+        routes["/dashboard/logout"] = {
+            "post": {
+                "summary": "logout",
+                "tags": ["ui"],
+                "operationId": "logout",
+                "description": (
+                    "Sign out: clears the session cookie the request carried (Set-Cookie with Max-Age=0) and "
+                    "answers 303 to /dashboard. Needs no credentials, so a stale cookie is cleared too; the cookie "
+                    "is SameSite=Lax, so a cross-site POST carries none and clears nothing."
+                ),
+                "security": [{}],  # no credentials needed
+                "responses": {"303": {"description": "Signed out; the page now asks for the token."}},
+            }
+        }
     return routes
 
 
 def _refusals() -> dict[str, Schema]:
     return {
         "400": error("Malformed JSON, NaN/Infinity, or nesting too deep."),
+        "408": error("The body did not arrive within PATTER_DASH_BODY_TIMEOUT seconds; the connection is closed."),
         "413": error("Body larger than PATTER_DASH_MAX_BODY (chunked bodies included)."),
         "415": error("Content-Type is not application/json."),
         "422": error("Valid JSON, but not an acceptable event; details name each field and what it must be."),
@@ -667,7 +695,8 @@ def _patter_ingest_operation(settings: Settings) -> Schema:
         "operationId": "patterIngest",
         "description": (
             "Patter's own dashboard push (getpatter.dashboard.persistence.notify_dashboard), body unchanged. "
-            "Patter sends no token: loopback clients are accepted without one while PATTER_DASH_LOOPBACK_INGEST "
+            "Patter sends no token: local clients (a loopback address and no proxy header such as Forwarded, "
+            "X-Forwarded-*, X-Real-IP or Via) are accepted without one while PATTER_DASH_LOOPBACK_INGEST "
             "is on (the default); others need the Bearer header."
         ),
         "requestBody": {"required": True, "content": {"application/json": {"schema": ref("PatterCall")}}},
@@ -698,6 +727,8 @@ def document(server_url: str, settings: Settings | None = None) -> dict[str, Any
     )
     for item in routes.values():
         for operation in item.values():
+            if guarded and operation["operationId"] == "logout":
+                continue  # signing out needs no token
             operation["responses"].setdefault(code, error(refusal))
     return {
         "openapi": "3.1.0",

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, render_template
+from flask import Blueprint, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
 
 from . import auth
+from .extension import current_dashboard
 
-__all__ = ["bp", "TEMPLATE_DIR", "dashboard"]
+__all__ = ["bp", "TEMPLATE_DIR", "dashboard", "logout"]
 
 
 def _template_dir() -> Path:
@@ -62,4 +64,20 @@ bp = Blueprint(
 @auth.page
 def dashboard() -> str:
     """Render the single-page dashboard (live calls, history, analytics)."""
-    return render_template("patter_dash/dashboard.html")
+    return render_template("patter_dash/dashboard.html", signed_in=current_dashboard().settings.TOKEN is not None)
+
+
+@bp.post("/dashboard/logout")
+@auth.logout
+def logout() -> Response:
+    """Sign out: drop the session cookie and go back to the (now sign-in) page.
+
+    Only a cookie this request carried is cleared, and a SameSite=Lax cookie
+    rides on same-site requests only: another site's form cannot sign you out.
+    (Not an Origin check: with ``Referrer-Policy: no-referrer`` the page's own
+    form POST says ``Origin: null``.)
+    """
+    response = redirect(url_for("patter_dash.ui.dashboard"), code=303)
+    if auth.COOKIE in request.cookies:
+        auth.clear_session(response, current_dashboard().settings)
+    return response

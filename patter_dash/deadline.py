@@ -1,0 +1,95 @@
+"""Deadline: a request body must arrive within ``PATTER_DASH_BODY_TIMEOUT`` seconds.
+
+A client that sends its body a byte at a time would otherwise hold a
+connection (one of gunicorn's ``worker_connections``) for ever; enough of them
+and nothing else is served. :func:`read_body` reads the whole body under one
+deadline, counted from the first read; past it the client gets 408 and, once
+the answer is written, its connection is shut (the rest of its body is never
+read, so the connection cannot serve another request).
+
+Under gevent the deadline is a ``gevent.Timeout`` (exact, nothing blocks).
+Under threads (Werkzeug's dev server, gunicorn's sync/gthread workers) a
+timer shuts the socket's read side at the deadline, which ends the read.
+A server that exposes no socket gets no deadline.
+
+Request line and headers are not read here: gunicorn's gevent worker reads
+them under its ``keepalive`` timeout (see the README's Deployment section).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from flask import Response, after_this_request, request
+from werkzeug.exceptions import ClientDisconnected, RequestTimeout
+
+
+class _Expired(Exception):
+    """Raised inside the read by the gevent timeout; never escapes this module."""
+
+
+def _client_socket() -> Any:
+    return request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+
+
+def _under_gevent() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+def _shutdown(sock: Any, how: int) -> None:
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass  # already gone
+
+
+def read_body(timeout: float) -> bytes:
+    """``request.get_data()``, or raise 408 if it has not all arrived within ``timeout`` seconds.
+
+    Other errors of the read (413 from ``max_content_length``) pass through.
+    """
+    sock = _client_socket()
+    expired = False
+    if _under_gevent():
+        import gevent
+
+        try:
+            with gevent.Timeout(timeout, _Expired):
+                return request.get_data(cache=False)
+        except _Expired:
+            expired = True
+    elif sock is not None:
+        watchdog = threading.Timer(timeout, _shutdown, (sock, socket.SHUT_RD))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            data = request.get_data(cache=False)
+        except ClientDisconnected:
+            if watchdog.is_alive():
+                raise  # the client really left
+            expired = True
+        finally:
+            watchdog.cancel()
+        if not expired:
+            return data
+    else:
+        return request.get_data(cache=False)
+    _close_after_answer(sock)
+    raise RequestTimeout(f"the request body did not arrive within PATTER_DASH_BODY_TIMEOUT ({timeout:g} s)")
+
+
+def _close_after_answer(sock: Any) -> None:
+    """Close this connection once the 408 is written: the rest of the body is still on the wire."""
+
+    @after_this_request
+    def _close(response: Response) -> Response:
+        response.headers["Connection"] = "close"  # honoured by Werkzeug's server; gunicorn decides itself
+        if sock is not None:
+            response.call_on_close(lambda: _shutdown(sock, socket.SHUT_RDWR))
+        return response
