@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from .bodies import StreamStats
 from .config import Settings, load_settings
 from .events import patter_callbacks
 from .pipeline import Pipeline
@@ -31,6 +32,7 @@ class PatterDashboard:
         self.options = {k.upper(): v for k, v in options.items()}
         self.settings = Settings()
         self.pipeline = Pipeline()
+        self.streams = StreamStats()
         self.app: Flask | None = None
         if app is not None:
             self.init_app(app)
@@ -87,7 +89,7 @@ class PatterDashboard:
         return self.pipeline.store
 
     def health(self) -> dict[str, Any]:
-        return self.pipeline.health()
+        return {**self.pipeline.health(), "export": self.streams.view()}
 
 
 def current_dashboard() -> PatterDashboard:
