@@ -52,6 +52,7 @@ LEADING_CONTROLS = ("\t", "\r", "\n", "\x00")
 #: spaces, separators and format/control/unassigned/private characters
 #: (NBSP, zero-width space, BOM, ideographic space, ...), combining marks and
 #: the blank letters Unicode counts as ignorable (Hangul fillers, braille blank).
+_ASCII_TRIGGERS = frozenset("=+-@")
 _INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cn", "Co", "Cs", "Mn", "Me"})
 _INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
@@ -78,6 +79,8 @@ def safe_cell(value: str) -> str:
     written in fullwidth form (＝) counts too. Only text cells come here:
     numeric columns are written as numbers.
     """
+    if not value or ("!" <= value[0] <= "~" and value[0] not in _ASCII_TRIGGERS):
+        return value  # the common case, decided by the first character (NFKC leaves ASCII alone)
     if value.startswith(LEADING_CONTROLS) or visible_start(value).startswith(FORMULA_TRIGGERS):
         return "'" + value
     return value
@@ -128,11 +131,16 @@ class _RowGuard:
     def __init__(self, stats: StreamStats, fmt: str) -> None:
         self.stats, self.fmt, self.skipped = stats, fmt, 0
 
-    def encode(self, batch: list[Call], row: Callable[[Call], str]) -> list[bytes]:
+    def encode(self, batch: list[Call], render: Callable[[list[Call]], list[str]]) -> list[bytes]:
+        """``render(batch)`` as UTF-8; if it fails, row by row, leaving out the rows that fail."""
+        try:
+            return [text.encode("utf-8") for text in render(batch)]
+        except Exception:
+            pass  # rare: find the culprit(s) one row at a time
         out = []
         for call in batch:
             try:
-                out.append(row(call).encode("utf-8"))  # encoded per row: one bad row cannot spoil a batch
+                out.extend(text.encode("utf-8") for text in render([call]))
             except Exception:
                 self.skipped += 1
                 self.stats.add("row_errors")
@@ -156,15 +164,15 @@ def _csv(calls: list[Call], rows: _RowGuard) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
-    def line(call: Call) -> str:
+    def render(batch: list[Call]) -> list[str]:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow(csv_row(call))
-        return buffer.getvalue()
+        writer.writerows(csv_row(c) for c in batch)
+        return [buffer.getvalue()]
 
     yield ",".join(CSV_COLUMNS).encode() + b"\r\n"
     for batch in _batched(calls):
-        yield b"".join(rows.encode(batch, line))
+        yield b"".join(rows.encode(batch, render))
 
 
 def _dump(value: Any) -> str:
@@ -191,7 +199,7 @@ def _json(calls: list[Call], rows: _RowGuard, ndjson: bool) -> Iterator[bytes]:
         yield b"["
     for batch in _batched(calls):
         now = time.time()
-        encoded = rows.encode(batch, lambda c: _dump(records.detail(c, now)))
+        encoded = rows.encode(batch, lambda b: [_dump(records.detail(c, now)) for c in b])
         if ndjson:
             yield b"".join(r + b"\n" for r in encoded)
         elif encoded:
