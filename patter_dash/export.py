@@ -4,6 +4,10 @@ The store gives a snapshot of references (not copies); rows are encoded in
 small batches and the generator yields to other greenlets between them, so a
 100,000-call export neither builds the file in memory nor stalls the server.
 CSV cells that a spreadsheet would run as a formula are prefixed with ``'``.
+The snapshot is taken when the body starts and dropped when it ends or the
+client leaves (a ``HEAD`` takes none). A row that cannot be encoded is
+skipped, logged and counted (``/api/v1/health`` ``export.row_errors``): the
+file stays well-formed, never cut short.
 """
 
 from __future__ import annotations
@@ -11,19 +15,25 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
+import socket
 import time
-from collections.abc import Iterable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, Response, request
 
 from . import params, records
-from .extension import current_dashboard
+from .bodies import StreamStats, describe, guarded, shutdown_socket
+from .extension import PatterDashboard, current_dashboard
 from .pipeline import let_others_run
 from .records import Call
+from .store import CallFilter
 
+log = logging.getLogger("patter_dash")
 bp = Blueprint("export", __name__)
 BATCH = 200  # rows encoded between two yields
 
@@ -33,7 +43,31 @@ CSV_COLUMNS = (
     "latency_avg_ms", "latency_p95_ms", "turn_count", "provider_mode",
     "stt_provider", "tts_provider", "llm_provider", "telephony_provider", "flags",
 )
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n", "\x00")
+#: What a spreadsheet runs as a formula when a cell starts with it.
+FORMULA_TRIGGERS = ("=", "+", "-", "@")
+#: Also neutralised when a cell starts with them (OWASP's list: a tab or CR
+#: first can smuggle a formula past naive checks).
+LEADING_CONTROLS = ("\t", "\r", "\n", "\x00")
+#: Characters a spreadsheet skips or shows as nothing before a formula: all
+#: spaces, separators and format/control/unassigned/private characters
+#: (NBSP, zero-width space, BOM, ideographic space, ...), combining marks and
+#: the blank letters Unicode counts as ignorable (Hangul fillers, braille blank).
+_ASCII_TRIGGERS = frozenset("=+-@")
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cn", "Co", "Cs", "Mn", "Me"})
+_INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _invisible(ch: str) -> bool:
+    return ch.isspace() or ch in _INVISIBLE_LETTERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
+
+
+def visible_start(value: str) -> str:
+    """``value`` as a spreadsheet would first see it: NFKC (so ＝ is =), invisible lead skipped."""
+    text = unicodedata.normalize("NFKC", value)
+    i = 0
+    while i < len(text) and _invisible(text[i]):
+        i += 1
+    return text[i:]
 
 
 def safe_cell(value: str) -> str:
@@ -41,8 +75,15 @@ def safe_cell(value: str) -> str:
 
     Spreadsheets read a leading apostrophe as "this cell is text" and do not
     display it, so the number still reads as itself, but nothing is evaluated.
+    A trigger hidden behind spaces, zero-width or no-break spaces, a BOM, or
+    written in fullwidth form (＝) counts too. Only text cells come here:
+    numeric columns are written as numbers.
     """
-    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
+    if not value or ("!" <= value[0] <= "~" and value[0] not in _ASCII_TRIGGERS):
+        return value  # the common case, decided by the first character (NFKC leaves ASCII alone)
+    if value.startswith(LEADING_CONTROLS) or visible_start(value).startswith(FORMULA_TRIGGERS):
+        return "'" + value
+    return value
 
 
 def iso(ts: float | None) -> str:
@@ -84,16 +125,54 @@ def _batched(calls: list[Call]) -> Iterator[list[Call]]:
         let_others_run()
 
 
-def _csv(calls: list[Call]) -> Iterator[str]:
+class _RowGuard:
+    """Encodes one export's rows; a row that fails is skipped, counted and logged, never fatal."""
+
+    def __init__(self, stats: StreamStats, fmt: str) -> None:
+        self.stats, self.fmt, self.skipped = stats, fmt, 0
+
+    def encode(self, batch: list[Call], render: Callable[[list[Call]], list[str]]) -> list[bytes]:
+        """``render(batch)`` as UTF-8; if it fails, row by row, leaving out the rows that fail."""
+        try:
+            return [text.encode("utf-8") for text in render(batch)]
+        except Exception:
+            pass  # rare: find the culprit(s) one row at a time
+        out = []
+        for call in batch:
+            try:
+                out.extend(text.encode("utf-8") for text in render([call]))
+            except Exception:
+                self.skipped += 1
+                self.stats.add("row_errors")
+                if self.skipped == 1:  # one traceback per export, not one per bad row
+                    log.exception("patter-dash: %s export skipped call %s: it could not be encoded", self.fmt, _name(call))
+        return out
+
+    def report(self) -> None:
+        if self.skipped:
+            log.error("patter-dash: %s export skipped %d row(s) that could not be encoded", self.fmt, self.skipped)
+
+
+def _name(call: Any) -> str:
+    try:
+        return repr(call.call_id)[:100]
+    except Exception:
+        return "(unnamed)"
+
+
+def _csv(calls: list[Call], rows: _RowGuard) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for batch in _batched(calls):
-        writer.writerows(csv_row(c) for c in batch)
-        yield buffer.getvalue()
+
+    def render(batch: list[Call]) -> list[str]:
         buffer.seek(0)
         buffer.truncate()
-    yield buffer.getvalue()
+        writer.writerows(csv_row(c) for c in batch)
+        return [buffer.getvalue()]
+
+    yield ",".join(CSV_COLUMNS).encode() + b"\r\n"
+    for batch in _batched(calls):
+        yield b"".join(rows.encode(batch, render))
 
 
 def _dump(value: Any) -> str:
@@ -114,23 +193,48 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _json(calls: list[Call], ndjson: bool) -> Iterator[str]:
-    if not ndjson:
-        yield "["
+def _json(calls: list[Call], rows: _RowGuard, ndjson: bool) -> Iterator[bytes]:
     first = True
+    if not ndjson:
+        yield b"["
     for batch in _batched(calls):
         now = time.time()
-        rows = [_dump(records.detail(c, now)) for c in batch]
+        encoded = rows.encode(batch, lambda b: [_dump(records.detail(c, now)) for c in b])
         if ndjson:
-            yield "".join(r + "\n" for r in rows)
-        else:
-            yield ("" if first else ",\n") + ",\n".join(rows)
-        first = False
+            yield b"".join(r + b"\n" for r in encoded)
+        elif encoded:
+            yield (b"" if first else b",\n") + b",\n".join(encoded)
+            first = False
     if not ndjson:
-        yield "]\n"
+        yield b"]\n"
 
 
-def _download(body: Iterable[str], mimetype: str, extension: str) -> Response:
+#: format -> (mimetype, file extension)
+FORMATS = {"csv": ("text/csv", "csv"), "json": ("application/json", "json"), "ndjson": ("application/x-ndjson", "ndjson")}
+
+
+def _body(dash: PatterDashboard, flt: CallFilter, fmt: str) -> Iterator[bytes]:
+    """The export, snapshot included: taken on the first iteration, dropped when the body ends or is closed."""
+    stats = dash.streams
+    stats.add("open")
+    rows = _RowGuard(stats, fmt)
+    try:
+        calls = dash.store.snapshot(flt)
+        yield from _csv(calls, rows) if fmt == "csv" else _json(calls, rows, fmt == "ndjson")
+        rows.report()
+    finally:
+        stats.add("open", -1)
+
+
+def _download(fmt: str) -> Response:
+    flt = params.call_filter(request.args)  # bad input: a 400 before anything is streamed
+    dash = current_dashboard()
+    mimetype, extension = FORMATS[fmt]
+    if request.method == "HEAD":
+        body: Iterable[bytes] = iter(())  # headers only: no snapshot
+    else:
+        abort = shutdown_socket(socket.SHUT_RDWR)
+        body = guarded(_body(dash, flt, fmt), describe(), abort, lambda: dash.streams.add("failed"))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     response = Response(body, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="patter-calls-{stamp}.{extension}"'
@@ -139,14 +243,9 @@ def _download(body: Iterable[str], mimetype: str, extension: str) -> Response:
 
 @bp.get("/csv")
 def csv_export() -> Response:
-    calls = current_dashboard().store.snapshot(params.call_filter(request.args))
-    return _download(_csv(calls), "text/csv", "csv")
+    return _download("csv")
 
 
 @bp.get("/json")
 def json_export() -> Response:
-    fmt = params.choice(request.args, "format", ("json", "ndjson")) or "json"
-    calls = current_dashboard().store.snapshot(params.call_filter(request.args))
-    if fmt == "ndjson":
-        return _download(_json(calls, True), "application/x-ndjson", "ndjson")
-    return _download(_json(calls, False), "application/json", "json")
+    return _download(params.choice(request.args, "format", ("json", "ndjson")) or "json")

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from .bodies import StreamStats
 from .config import Settings, load_settings
 from .events import patter_callbacks
 from .pipeline import Pipeline
@@ -31,6 +32,7 @@ class PatterDashboard:
         self.options = {k.upper(): v for k, v in options.items()}
         self.settings = Settings()
         self.pipeline = Pipeline()
+        self.streams = StreamStats()
         self.app: Flask | None = None
         if app is not None:
             self.init_app(app)
@@ -93,7 +95,7 @@ class PatterDashboard:
         # loopback_ingest: whether Patter's tokenless push is accepted from local clients
         # right now (without a token everything is open, so there is no exemption).
         auth = {"token": token, "loopback_ingest": token and self.settings.LOOPBACK_INGEST}
-        return {**self.pipeline.health(), "auth": auth}
+        return {**self.pipeline.health(), "auth": auth, "export": self.streams.view()}
 
 
 def current_dashboard() -> PatterDashboard:

@@ -136,14 +136,25 @@ class Hub:
     ) -> Subscription:
         """A new reader; ``after`` is a Last-Event-ID to resume from (None: live only)."""
         with self._lock:
-            if self._closing:
-                raise HubFull("server shutting down")
-            if len(self._subs) >= self.max_subscribers:
-                raise HubFull(f"{self.max_subscribers} subscribers already connected")
+            refused = self.refusal()
+            if refused:
+                raise HubFull(refused)
             cursor = self.head if after is None else min(after, self.head)
             sub = Subscription(cursor, frozenset(types) if types else None, call_id, on_overflow)
             self._subs.add(sub)
             return sub
+
+    def refusal(self) -> str | None:
+        """Why :meth:`subscribe` would refuse a reader now, or None.
+
+        Lets a route answer 503 before it commits to a streamed 200, while the
+        subscription itself is only taken once the body is sent.
+        """
+        if self._closing:
+            return "server shutting down"
+        if len(self._subs) >= self.max_subscribers:
+            return f"{self.max_subscribers} subscribers already connected"
+        return None
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:

@@ -277,6 +277,13 @@ def _health() -> Schema:
                     "without the token from local clients (a token is set and PATTER_DASH_LOOPBACK_INGEST is on)."
                 ),
             ),
+            "export": obj(
+                {
+                    "open": {"type": "integer", "description": "Exports being streamed now (each holds a snapshot)."},
+                    "row_errors": {"type": "integer", "description": "Rows skipped because they could not be encoded."},
+                    "failed": {"type": "integer", "description": "Exports cut short by an unexpected error."},
+                }
+            ),
         }
     )
 
@@ -568,8 +575,10 @@ def paths(settings: Settings) -> dict[str, Schema]:
             {
                 "description": (
                     "Every matching completed call, one row each, streamed (attachment). Text cells starting with "
-                    "= + - @ TAB or CR get a leading ' so spreadsheets show them as text and never run them: "
-                    "+15551234567 exports as '+15551234567. Numeric columns are plain numbers."
+                    "= + - @ TAB or CR (also behind spaces, invisible characters or a BOM, or in fullwidth form) "
+                    "get a leading ' so spreadsheets show them as text and never run them: "
+                    "+15551234567 exports as '+15551234567. Numeric columns are plain numbers. A row that cannot "
+                    "be encoded is skipped and counted (health: export.row_errors). HEAD answers the headers only."
                 ),
                 "headers": {"Content-Disposition": {"schema": {"type": "string"}, "description": "attachment; filename=..."}},
                 "content": {"text/csv": {"schema": {"type": "string"}}},
@@ -579,7 +588,8 @@ def paths(settings: Settings) -> dict[str, Schema]:
         f"{V1}/export/json": _get(
             "exportJson", "export",
             {
-                "description": "Every matching completed call as CallDetail, streamed (attachment). No NaN or Infinity.",
+                "description": ("Every matching completed call as CallDetail, streamed (attachment). No NaN or Infinity. A row that "
+                                "cannot be encoded is skipped and counted (health: export.row_errors). HEAD answers the headers only."),
                 "headers": {"Content-Disposition": {"schema": {"type": "string"}, "description": "attachment; filename=..."}},
                 "content": {
                     "application/json": {"schema": {"type": "array", "items": ref("CallDetail")}},
@@ -598,7 +608,8 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "description": (
                     "Server-Sent Events: one 'event: <type>' with 'id: <seq>' and a JSON 'data:' line per applied "
                     "event (seq, type, call_id, call summary, plus line or turn). Heartbeat comments keep it open; "
-                    "'reset', 'overflow' and 'shutdown' events tell the reader to reconnect."
+                    "'reset', 'overflow', 'shutdown' and 'busy' events tell the reader to reconnect. HEAD answers the "
+                    "headers only and never subscribes."
                 ),
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             },

@@ -1,35 +1,57 @@
 """Streaming: live events to readers, as Server-Sent Events and over WebSocket.
 
 Both transports are thin loops over a :class:`~patter_dash.hub.Subscription`:
-read frames (waiting at most one heartbeat), write them, repeat. Resume with
-``Last-Event-ID`` (or ``?last_event_id=``), filter with ``?call_id=`` and
-``?types=``. A reader stuck in a socket write is cut off by the hub's reaper
-(the socket is shut down under it) and can resume losslessly from the ring.
+read frames (waiting at most a second, to notice a client that left), write
+them, repeat. Resume with ``Last-Event-ID`` (or ``?last_event_id=``), filter
+with ``?call_id=`` and ``?types=``. A reader stuck in a socket write is cut off
+by the hub's reaper (the socket is shut down under it) and can resume
+losslessly from the ring. A subscription exists only while a body is being
+sent to a connected client: SSE subscribes on the body's first iteration
+(``HEAD`` never does), WebSocket after the handshake.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from simple_websocket import ConnectionClosed
 
 from . import params
+from .bodies import client_gone, describe, guarded, shutdown_socket
 from .events import EVENT_TYPES
 from .extension import current_dashboard
-from .hub import OVERFLOW, RESET, SHUTDOWN, HubFull, Subscription
+from .hub import OVERFLOW, RESET, SHUTDOWN, Hub, HubFull, Subscription
 from .ingest import sock
 
 bp = Blueprint("streaming", __name__)
 RETRY_MS = 2000
+#: How often an idle stream checks that its client is still there (seconds):
+#: a client that left frees its subscription within this, whatever the heartbeat.
+CLIENT_CHECK = 1.0
 
 
-def _subscribe() -> tuple[Subscription, bool]:
-    """Parse the stream parameters and subscribe; returns (subscription, needs_reset)."""
-    hub = current_dashboard().pipeline.hub
+@dataclass(frozen=True)
+class StreamRequest:
+    """What a reader asked for, parsed in the view (so bad input is a 400, not a broken stream)."""
+
+    after: int | None
+    types: list[str] | None
+    call_id: str | None
+
+    def subscribe(self, hub: Hub, on_overflow: Callable[[], None] | None) -> tuple[Subscription, bool]:
+        """Subscribe now; returns (subscription, needs_reset). Raises HubFull."""
+        needs_reset = self.after is not None and not hub.check_resume(self.after)
+        sub = hub.subscribe(None if needs_reset else self.after, self.types, self.call_id, on_overflow)
+        return sub, needs_reset
+
+
+def _stream_request() -> StreamRequest:
     raw_after = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     after = None
     if raw_after:
@@ -40,63 +62,11 @@ def _subscribe() -> tuple[Subscription, bool]:
         unknown = [t for t in types if t not in EVENT_TYPES]
         if unknown:
             raise params.BadParam("types", f"unknown type(s) {', '.join(unknown)}; allowed: {', '.join(EVENT_TYPES)}")
-    call_id = params.text(request.args, "call_id")
-    needs_reset = after is not None and not hub.check_resume(after)
-    sub = hub.subscribe(None if needs_reset else after, types, call_id, _shutdown_socket(socket.SHUT_RDWR))
-    return sub, needs_reset
+    return StreamRequest(after, types, params.text(request.args, "call_id"))
 
 
-def _client_socket() -> Any:
-    """This request's client socket, where the server exposes it (gunicorn, werkzeug)."""
-    return request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-
-
-def _shutdown_socket(how: int) -> Callable[[], None] | None:
-    """A callable that shuts down this request's client socket (``how``: SHUT_RD or SHUT_RDWR).
-
-    SHUT_RDWR breaks a write blocked on a reader that stopped reading; SHUT_RD
-    after a final event makes gunicorn's keep-alive loop see EOF and close the
-    connection, instead of holding the worker for the keep-alive timeout.
-    """
-    raw = _client_socket()
-    if raw is None:
-        return None
-
-    def shutdown() -> None:
-        try:
-            raw.shutdown(how)
-        except OSError:
-            pass  # already gone
-
-    return shutdown
-
-
-def _client_gone() -> Callable[[], bool]:
-    """A check whether the client closed its end, without reading or blocking.
-
-    A write to a closed peer usually succeeds once (the kernel takes it, the
-    reset comes back later), so relying on the heartbeat's write notices a
-    vanished client only at the second heartbeat. An SSE client sends nothing
-    after its request, so EOF on a non-blocking peek means it is gone.
-    """
-    raw = _client_socket()
-    sock = getattr(raw, "_sock", raw)  # under gevent: the OS socket beneath, which never waits
-
-    def gone() -> bool:
-        if sock is None:
-            return False
-        try:
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-
-    return gone
-
-
-def _busy(exc: HubFull) -> tuple[Response, int]:
-    response = jsonify(error=f"live stream unavailable: {exc}; retry later")
+def _busy(reason: str) -> tuple[Response, int]:
+    response = jsonify(error=f"live stream unavailable: {reason}; retry later")
     response.headers["Retry-After"] = "5"
     return response, 503
 
@@ -107,22 +77,38 @@ def _notice(name: str, **data: Any) -> str:
 
 @bp.get("/events")
 def events() -> Response | tuple[Response, int]:
-    try:
-        sub, needs_reset = _subscribe()
-    except HubFull as exc:
-        return _busy(exc)
+    wanted = _stream_request()
     dash = current_dashboard()
     hub, heartbeat = dash.pipeline.hub, dash.settings.HEARTBEAT
-    end_keepalive = _shutdown_socket(socket.SHUT_RD)
-    client_gone = _client_gone()
+    refused = hub.refusal()
+    if refused:
+        return _busy(refused)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":
+        # Headers only: a HEAD (a cross-origin page can send one) never subscribes.
+        return Response(iter(()), mimetype="text/event-stream", headers=headers)
+    cut_off = shutdown_socket(socket.SHUT_RDWR)
+    end_keepalive = shutdown_socket(socket.SHUT_RD)
+    client_gone_check = client_gone()
 
     def stream() -> Iterator[str | bytes]:
+        # The subscription is taken here, on the first iteration, not in the view:
+        # a response that is never sent (HEAD, a client gone before the first
+        # byte) then never holds one, and this generator's finally frees it.
+        if client_gone_check():
+            return
+        try:
+            sub, needs_reset = wanted.subscribe(hub, cut_off)
+        except HubFull as exc:  # filled up since the view looked
+            yield f"retry: {RETRY_MS}\n\n" + _notice("busy", reason=f"live stream unavailable: {exc}; retry later")
+            return
         try:
             yield f"retry: {RETRY_MS}\n: connected, last id {hub.head}\n\n"
             if needs_reset:
                 yield _notice("reset", reason="resume point is older than the replay buffer", last_id=hub.head)
+            next_beat = time.monotonic() + heartbeat
             while True:
-                result = hub.read(sub, heartbeat)
+                result = hub.read(sub, max(0.0, min(CLIENT_CHECK, next_beat - time.monotonic())))
                 if result == SHUTDOWN:
                     yield _notice("shutdown", reason="server stopping; reconnect")
                     if end_keepalive is not None:
@@ -135,31 +121,33 @@ def events() -> Response | tuple[Response, int]:
                     yield _notice("reset", reason="fell behind the replay buffer", last_id=hub.head)
                 elif result:
                     yield b"".join(frame.sse for frame in result)
-                elif client_gone():
+                    next_beat = time.monotonic() + heartbeat
+                elif client_gone_check():
                     return
-                else:
+                elif time.monotonic() >= next_beat - 0.005:  # Event.wait may wake a hair early
                     yield ": heartbeat\n\n"
+                    next_beat = time.monotonic() + heartbeat
         finally:
             hub.unsubscribe(sub)
 
-    return Response(
-        stream(),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return Response(guarded(stream(), describe(), cut_off), mimetype="text/event-stream", headers=headers)
 
 
 @sock.route("/ws", bp=bp)
 def live_ws(ws: Any) -> None:
+    # Subscribed after the handshake (flask-sock completes it before calling
+    # us), so only a connected peer ever holds a subscription.
+    wanted = _stream_request()
+    dash = current_dashboard()
+    hub = dash.pipeline.hub
     try:
-        sub, needs_reset = _subscribe()
+        sub, needs_reset = wanted.subscribe(hub, shutdown_socket(socket.SHUT_RDWR))
     except HubFull as exc:
         ws.close(reason=1013, message=str(exc))
         return
-    dash = current_dashboard()
-    hub = dash.pipeline.hub
-    # Wake at least once per ping interval to notice a peer the pinger closed.
-    wait = min(dash.settings.HEARTBEAT, dash.settings.WS_PING_INTERVAL)
+    # Wake at least once a second (and once per ping interval) to notice a peer
+    # that left or that the pinger closed, whatever the event rate.
+    wait = min(CLIENT_CHECK, dash.settings.WS_PING_INTERVAL)
     try:
         if needs_reset:
             ws.send(json.dumps({"event": "reset", "data": {"last_id": hub.head}}))
