@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from . import params, records
 from .extension import current_dashboard
-from .pipeline import let_others_run
+from .pipeline import paced
 from .records import Call
 
 bp = Blueprint("api", __name__)
@@ -39,16 +39,10 @@ def list_calls() -> Response:
     return Response(f'{{"data":[{",".join(rows)}],"pagination":{pagination}}}', mimetype="application/json")
 
 
-def _yielding(calls: list[Call], every: int = 100) -> Iterator[Call]:
-    """The calls, pausing every ``every`` of them so other requests run.
-
-    A page of 1,000 calls costs tens of ms to encode; in one piece that is a
-    pause every other client (health checks included) waits through.
-    """
-    for i, call in enumerate(calls):
-        if i and not i % every:
-            let_others_run()
-        yield call
+def _yielding(calls: list[Call]) -> Iterator[Call]:
+    """The calls, pausing between batches (:func:`~patter_dash.pipeline.paced`) so other requests run."""
+    for batch in paced(calls):
+        yield from batch
 
 
 @lru_cache(maxsize=4096)

@@ -29,13 +29,12 @@ from flask import Blueprint, Response, request
 from . import params, records
 from .bodies import StreamStats, describe, guarded, shutdown_socket
 from .extension import PatterDashboard, current_dashboard
-from .pipeline import let_others_run
+from .pipeline import paced
 from .records import Call
 from .store import CallFilter
 
 log = logging.getLogger("patter_dash")
 bp = Blueprint("export", __name__)
-BATCH = 200  # rows encoded between two yields
 
 CSV_COLUMNS = (
     "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at", "duration_seconds",
@@ -119,12 +118,6 @@ def csv_row(call: Call) -> list[str]:
     ]
 
 
-def _batched(calls: list[Call]) -> Iterator[list[Call]]:
-    for i in range(0, len(calls), BATCH):
-        yield calls[i : i + BATCH]
-        let_others_run()
-
-
 class _RowGuard:
     """Encodes one export's rows; a row that fails is skipped, counted and logged, never fatal."""
 
@@ -171,7 +164,7 @@ def _csv(calls: list[Call], rows: _RowGuard) -> Iterator[bytes]:
         return [buffer.getvalue()]
 
     yield ",".join(CSV_COLUMNS).encode() + b"\r\n"
-    for batch in _batched(calls):
+    for batch in paced(calls):
         yield b"".join(rows.encode(batch, render))
 
 
@@ -197,7 +190,7 @@ def _json(calls: list[Call], rows: _RowGuard, ndjson: bool) -> Iterator[bytes]:
     first = True
     if not ndjson:
         yield b"["
-    for batch in _batched(calls):
+    for batch in paced(calls):
         now = time.time()
         encoded = rows.encode(batch, lambda b: [_dump(records.detail(c, now)) for c in b])
         if ndjson:

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,31 @@ def let_others_run() -> None:
     for the next loop iteration. In threaded hosts it releases the GIL.
     """
     time.sleep(1e-6)
+
+
+#: What one reader encodes between two pauses: this many calls, or this much transcript text.
+PACE_CALLS = 100
+PACE_TEXT = 200_000
+
+
+def paced(calls: list[records.Call]) -> Iterator[list[records.Call]]:
+    """``calls`` in batches small enough to encode without stalling other requests.
+
+    A batch ends at :data:`PACE_CALLS` calls or :data:`PACE_TEXT` characters
+    of transcript (one call can hold 2,000,000), and the reader pauses
+    between batches so health checks and streams run.
+    """
+    batch: list[records.Call] = []
+    text = 0
+    for call in calls:
+        batch.append(call)
+        text += call.text_chars
+        if len(batch) >= PACE_CALLS or text >= PACE_TEXT:
+            yield batch
+            let_others_run()
+            batch, text = [], 0
+    if batch:
+        yield batch
 
 
 def _on_foreign_native_thread() -> bool:
@@ -319,9 +344,9 @@ class Pipeline:
     def _payload(event: Event, call: records.Call) -> dict[str, Any]:
         payload: dict[str, Any] = {"seq": event.seq, "type": event.type, "call_id": event.call_id}
         payload["call"] = records.summary(call, time.time(), with_metrics=False)
-        if event.type == "transcript" and call.transcript:
+        if event.type == "transcript" and call.transcript and call.transcript[-1][1] == event.data["text"]:
             role, text, ts = call.transcript[-1]
-            payload["line"] = {"role": role, "text": text, "timestamp": ts}
+            payload["line"] = {"role": role, "text": text, "timestamp": ts}  # absent when over the call's text budget
         elif event.type == "turn":
             index = event.data["turn"].get("turn_index")
             turn = next((t for t in call.turns if t.index == index), call.turns[-1] if call.turns else None)

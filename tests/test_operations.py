@@ -181,10 +181,10 @@ def test_never_reading_client_costs_bounded_memory(live_server):
     reader.next_block()
     wait_for(lambda: server.get("/api/v1/health").json()["subscribers"]["count"] == 2)
     rss_before = status(pid, "VmRSS")
-    text = "z" * 500
+    text = "z" * 500  # 2,000 lines a call: within PATTER_DASH_MAX_CALL_TEXT
     got = []
     for start in range(0, 10_000, 100):
-        server.post_events([{"type": "transcript", "data": {"call_id": "MEM", "role": "user", "text": f"{i} {text}"}} for i in range(start, start + 100)])
+        server.post_events([{"type": "transcript", "data": {"call_id": f"MEM{i // 2000}", "role": "user", "text": f"{i} {text}"}} for i in range(start, start + 100)])
         got += [reader.next_event(timeout=30)["data"]["line"]["text"].split()[0] for _ in range(100)]
     assert got == [str(i) for i in range(10_000)]
     growth = (status(pid, "VmRSS") - rss_before) / 2**20

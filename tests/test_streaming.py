@@ -132,7 +132,7 @@ def test_a_client_that_never_reads_is_cut_off_and_others_get_everything(live_ser
     text = "y" * 2000
     total = 3000
     for start in range(0, total, 500):
-        server.post_events([line_event("SLOW", f"{i} {text}") for i in range(start, start + 500)])
+        server.post_events([line_event(f"SLOW{start}", f"{i} {text}") for i in range(start, start + 500)])
     received = [reader.next_event(timeout=30)["data"]["line"]["text"].split()[0] for _ in range(total)]
     assert received == [str(i) for i in range(total)]
     health = wait_for(lambda: (h := server.get("/api/v1/health").json())["subscribers"]["overflows"] >= 1 and h, timeout=5)
