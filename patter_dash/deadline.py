@@ -20,33 +20,16 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any
 
 from flask import Response, after_this_request, request
 from werkzeug.exceptions import ClientDisconnected, RequestTimeout
 
+from .bodies import shutdown_socket
+from .pipeline import gevent_active
+
 
 class _Expired(Exception):
     """Raised inside the read by the gevent timeout; never escapes this module."""
-
-
-def _client_socket() -> Any:
-    return request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
-
-
-def _under_gevent() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("socket"))
-
-
-def _shutdown(sock: Any, how: int) -> None:
-    try:
-        sock.shutdown(how)
-    except OSError:
-        pass  # already gone
 
 
 def read_body(timeout: float) -> bytes:
@@ -54,9 +37,8 @@ def read_body(timeout: float) -> bytes:
 
     Other errors of the read (413 from ``max_content_length``) pass through.
     """
-    sock = _client_socket()
     expired = False
-    if _under_gevent():
+    if gevent_active():
         import gevent
 
         try:
@@ -64,8 +46,8 @@ def read_body(timeout: float) -> bytes:
                 return request.get_data(cache=False)
         except _Expired:
             expired = True
-    elif sock is not None:
-        watchdog = threading.Timer(timeout, _shutdown, (sock, socket.SHUT_RD))
+    elif (stop_reading := shutdown_socket(socket.SHUT_RD)) is not None:
+        watchdog = threading.Timer(timeout, stop_reading)
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -80,16 +62,17 @@ def read_body(timeout: float) -> bytes:
             return data
     else:
         return request.get_data(cache=False)
-    _close_after_answer(sock)
+    _close_after_answer()
     raise RequestTimeout(f"the request body did not arrive within PATTER_DASH_BODY_TIMEOUT ({timeout:g} s)")
 
 
-def _close_after_answer(sock: Any) -> None:
+def _close_after_answer() -> None:
     """Close this connection once the 408 is written: the rest of the body is still on the wire."""
+    close = shutdown_socket(socket.SHUT_RDWR)
 
     @after_this_request
     def _close(response: Response) -> Response:
         response.headers["Connection"] = "close"  # honoured by Werkzeug's server; gunicorn decides itself
-        if sock is not None:
-            response.call_on_close(lambda: _shutdown(sock, socket.SHUT_RDWR))
+        if close is not None:
+            response.call_on_close(close)
         return response
