@@ -23,6 +23,7 @@ import requests
 import websocket  # websocket-client
 
 from tests.conftest import free_port, payload, wait_for
+from tests.nginx import nginx
 from tests.test_ui_browser import browser, open_page  # noqa: F401  (fixtures for the sign-out browser test)
 
 TOKEN = "hostile-http-token"
@@ -118,51 +119,10 @@ def test_without_a_token_a_proxied_loopback_host_is_not_local(live_server):
     assert listed.get("/api/v1/calls", headers={"Host": "localhost", **PROXY_HEADERS}).status_code == 403
 
 
-NGINX_CONF = """
-worker_processes 1;
-error_log {tmp}/nginx-error.log;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
-    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        # The README's snippet, as shipped.
-        location /ops/voice/ {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 1h;
-            gzip off;
-        }}
-        location /ops/voice/api/v1/ws {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-    }}
-}}
-"""
-
-
 def test_behind_nginx_the_tokenless_push_is_refused_and_ws_origin_holds(live_server, tmp_path: Path):
     server = live_server(PATTER_DASH_TOKEN=TOKEN, PATTER_DASH_URL_PREFIX="/ops/voice")
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=server.port))
-    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"])
-    proxied = f"http://127.0.0.1:{port}/ops/voice"
-    try:
+    with nginx(tmp_path, server.port) as port:
+        proxied = f"http://127.0.0.1:{port}/ops/voice"
         wait_for(lambda: _status(f"{proxied}/api/v1/health", BEARER) == 200, timeout=10, interval=0.1)
         notify = payload("sdk_notify_call_start.json")
         through = requests.post(f"{proxied}/api/dashboard/ingest", json={**notify, "call_id": "VIA-NGINX"}, timeout=5)
@@ -178,9 +138,6 @@ def test_behind_nginx_the_tokenless_push_is_refused_and_ws_origin_holds(live_ser
             with pytest.raises(websocket.WebSocketBadStatusException) as refused:
                 websocket.create_connection(ws_url, timeout=5, header=auth, origin=origin)
             assert refused.value.status_code == 403, origin
-    finally:
-        nginx.terminate()
-        nginx.wait(5)
 
 
 def _status(url: str, headers: dict[str, str]) -> int | None:

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, free_port, wait_for
+from tests.nginx import nginx
 from tests.procinfo import open_fds, reset_peak, status
 from tests.sse import SSEClient, open_streams
 
@@ -254,40 +255,12 @@ def test_many_sse_clients_soak(live_server):
     wait_for(lambda: open_fds(pid) <= fds_before + 2, timeout=10)
 
 
-NGINX_CONF = """
-worker_processes 1;
-error_log {tmp}/nginx-error.log;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
-    uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-    gzip on;
-    gzip_min_length 1;
-    gzip_types text/event-stream application/json;
-    server {{
-        listen 127.0.0.1:{port};
-        location /ops/voice/ {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Host $host;
-            proxy_set_header Connection "";
-            proxy_read_timeout 1h;
-        }}
-    }}
-}}
-"""
-
-
 @pytest.mark.checklist(16)
 def test_behind_nginx_with_gzip_events_arrive_promptly(live_server, tmp_path: Path):
-    server = live_server(PATTER_DASH_URL_PREFIX="/ops/voice")
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=server.port))
-    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"])
-    try:
+    # Without a token, a proxied request is let in only for a listed Host (issue 10's proxy rule).
+    server = live_server(PATTER_DASH_URL_PREFIX="/ops/voice", PATTER_DASH_ALLOWED_HOSTS="127.0.0.1")
+    gzip = "gzip on; gzip_min_length 1; gzip_types text/event-stream application/json;"
+    with nginx(tmp_path, server.port, http=gzip, gzip=True) as port:
         wait_for(lambda: _get_json(f"http://127.0.0.1:{port}/ops/voice/api/v1/health"), timeout=10, interval=0.1)
         sse = SSEClient(f"http://127.0.0.1:{port}/ops/voice/api/v1/events", headers={"Accept-Encoding": "gzip"})
         sse.next_block(time.monotonic() + 2)
@@ -298,9 +271,6 @@ def test_behind_nginx_with_gzip_events_arrive_promptly(live_server, tmp_path: Pa
         print(f"event through nginx (gzip on) after {delay * 1000:.0f} ms")
         assert event["data"]["call_id"] == "NGX" and delay < 1.0
         sse.close()
-    finally:
-        nginx.terminate()
-        nginx.wait(5)
 
 
 @pytest.mark.checklist(37)
