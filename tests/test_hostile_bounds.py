@@ -17,8 +17,8 @@ import pytest
 
 from patter_dash import records
 from patter_dash.config import ConfigError, load_settings
-from patter_dash.events import make_event
 from patter_dash.store import MAX_LINES, CallStore
+from tests.test_store import apply
 from sse import SSEClient
 
 try:  # the browser test borrows test_ui_browser's Chromium fixtures
@@ -28,18 +28,6 @@ except pytest.skip.Exception:
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG = 20_000  # the longest line ingest keeps (events.MAX_TEXT_LENGTH)
-
-_seq = 0
-
-
-def apply(store: CallStore, event_type: str, data: dict[str, Any], now: float | None = None) -> records.Call:
-    global _seq
-    _seq += 1
-    event = make_event(event_type, data, now=now)
-    event.seq = _seq
-    call, _ = store.apply(event)
-    return call
-
 
 def say(store: CallStore, call_id: str, text: str, now: float | None = None) -> records.Call:
     return apply(store, "transcript", {"call_id": call_id, "role": "user", "text": text}, now)
