@@ -205,6 +205,8 @@ def test_chaos_loses_nothing_acknowledged_and_health_stays_responsive(live_serve
                "health_p50_ms": round(statistics.median(health["ms"]), 1), "health_p99_ms": round(p99, 1),
                "health_max_ms": round(max(health["ms"]), 1), "calls": total}
     if os.environ.get("CHAOS_RESULTS"):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+        figures["commit"] = commit.stdout.strip()
         with open(os.environ["CHAOS_RESULTS"], "w") as out:
             json.dump(figures, out, indent=2)
     assert p99 <= 100, figures
