@@ -50,12 +50,13 @@ def _warm(make_call, seed: int) -> None:
     from patter_dash import records
     from patter_dash.events import make_event
     from patter_dash.pipeline import Pipeline
+    from patter_dash.store import CallFilter
 
     tmp = Pipeline(max_calls=2, replay_size=4)
     for events in (ingest_events(make_call(seed, 10**9)), sdk_events(make_call(seed, 10**9 + 1))):
         for etype, data in events:
             tmp._apply(make_event(etype, data))
-    for call in tmp.store.iter_completed():
+    for call in tmp.store.snapshot(CallFilter()):
         records.detail(call, time.time())
     del tmp
 
