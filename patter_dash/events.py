@@ -1,9 +1,9 @@
 """Events: what the voice runtime reports, checked and normalised.
 
-This module owns the event vocabulary (the six types), the ingest envelope
-``{"type", "data", "id"}``, and the rules that turn untrusted input (Patter's
-frozen dataclasses, its dicts, or JSON from another process) into a clean
-:class:`Event`. It never touches the store; :mod:`patter_dash.store` applies
+This module owns the ingest envelope ``{"type", "data", "id"}`` and the rules
+that turn untrusted input (Patter's frozen dataclasses, its dicts, or JSON from
+another process) into a clean :class:`Event`: strict JSON, cleaned text and
+numbers, then the declared types of :mod:`patter_dash.schema`. It never touches the store; :mod:`patter_dash.store` applies
 events, :mod:`patter_dash.pipeline` moves them.
 """
 
@@ -17,9 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from .schema import COST_KEYS, EVENT_TYPES, LATENCY_KEYS, MAX_ID_LENGTH, PERCENTILE_KEYS, field_error
-
-__all__ = ["COST_KEYS", "EVENT_TYPES", "LATENCY_KEYS", "PERCENTILE_KEYS", "Event", "ValidationError", "make_event"]
+from .schema import EVENT_TYPES, MAX_ID_LENGTH, field_error
 
 #: Limits on untrusted input; documented in the README.
 MAX_TEXT_LENGTH = 20_000

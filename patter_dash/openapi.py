@@ -17,7 +17,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from .auth import COOKIE
 from .config import Settings
-from .events import COST_KEYS, EVENT_TYPES, LATENCY_KEYS, MAX_ID_LENGTH, MAX_TEXT_LENGTH, PERCENTILE_KEYS
+from .events import MAX_TEXT_LENGTH
+from .schema import COST_KEYS, EVENT_TYPES, LATENCY_KEYS, MAX_ID_LENGTH, PERCENTILE_KEYS
 from .extension import current_dashboard
 
 bp = Blueprint("openapi", __name__)

@@ -17,7 +17,8 @@ from itertools import islice
 from typing import Any
 
 from .aggregates import DAY, HOUR, Aggregates
-from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
+from .events import Event
+from .schema import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
 from .records import (
     TERMINAL_STATUSES,
     Call,

@@ -24,7 +24,7 @@ from simple_websocket import ConnectionClosed
 
 from . import params
 from .bodies import client_gone, describe, guarded, shutdown_socket
-from .events import EVENT_TYPES
+from .schema import EVENT_TYPES
 from .extension import current_dashboard
 from .hub import OVERFLOW, RESET, SHUTDOWN, Hub, HubFull, Subscription
 from .ingest import sock

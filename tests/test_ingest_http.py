@@ -14,7 +14,8 @@ import requests
 
 from conftest import payload
 from patter_dash.app import create_app
-from patter_dash.events import EVENT_TYPES, TRUNCATION_MARK
+from patter_dash.events import TRUNCATION_MARK
+from patter_dash.schema import EVENT_TYPES
 
 CALL_ID = "CA941522e75e5447c05b6ca6d201f13845"
 
