@@ -5,11 +5,14 @@ The top-level ``templates/`` folder ships inside the wheel as
 installed copy serves the same pages as a source checkout.
 """
 
+import re
 from pathlib import Path
 
 from setuptools import setup
 
 HERE = Path(__file__).parent
+#: The version lives once, in the package.
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "patter_dash" / "__init__.py").read_text(), re.M)[1]
 
 
 def requirements() -> list[str]:
@@ -23,19 +26,19 @@ def files_under(root: Path, base: Path) -> list[str]:
 
 setup(
     name="patter-dash",
-    version="0.1.0",
+    version=VERSION,
     description="Live call-monitoring dashboard for Patter voice agents (Flask blueprint + gunicorn/gevent app)",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["patter_dash", "patter_dash.templates"],
+    packages=["patter_dash", *(f"patter_dash.{layer}" for layer in ("model", "core", "web", "run")), "patter_dash.templates"],
     package_dir={"patter_dash.templates": "templates"},
     package_data={
         "patter_dash": files_under(HERE / "patter_dash" / "static", HERE / "patter_dash"),
         "patter_dash.templates": files_under(HERE / "templates", HERE / "templates"),
     },
     install_requires=requirements(),
-    entry_points={"console_scripts": ["patter-dash = patter_dash.cli:main"]},
+    entry_points={"console_scripts": ["patter-dash = patter_dash.run.cli:main"]},
     classifiers=["Framework :: Flask", "Programming Language :: Python :: 3"],
 )

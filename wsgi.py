@@ -1,5 +1,5 @@
 """WSGI entry point for gunicorn: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
 
-from patter_dash.app import create_app
+from patter_dash.run.app import create_app
 
 app = create_app()

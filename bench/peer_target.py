@@ -10,7 +10,7 @@ from the repo root. ``bench.preload_app`` *is* ``wsgi:app`` plus an in-process
 preload greenlet that reports the worker's RSS before/after (W6); with no
 preload the adapter serves ``wsgi:app`` itself. pids = gunicorn master + worker.
 
-W1: ``patter_dash.pipeline.Pipeline`` in this process (its event thread is an
+W1: ``patter_dash.core.pipeline.Pipeline`` in this process (its event thread is an
 OS thread here): each call's 8 SDK-shaped events (start, 6 turns with native
 ``TurnMetrics``, end with a native ``CallMetrics``) are fed with
 ``Pipeline.feed`` and ``inproc_ingest`` returns once the event thread has
@@ -44,7 +44,7 @@ class _W1Store:
     """A started pipeline plus how many events it must have applied."""
 
     def __init__(self, max_calls: int) -> None:
-        from patter_dash.pipeline import Pipeline
+        from patter_dash.core.pipeline import Pipeline
 
         self.pipeline = Pipeline(max_calls=max_calls, queue_size=1_000_000)
         self.pipeline.ensure_started()

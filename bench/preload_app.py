@@ -47,10 +47,10 @@ def _rss_kb() -> int:
 
 def _warm(make_call, seed: int) -> None:
     """Run every code path once on a throwaway pipeline (not started, not the served one)."""
-    from patter_dash import records
-    from patter_dash.events import make_event
-    from patter_dash.pipeline import Pipeline
-    from patter_dash.store import CallFilter
+    from patter_dash.core.pipeline import Pipeline
+    from patter_dash.core.store import CallFilter
+    from patter_dash.model import records
+    from patter_dash.model.events import make_event
 
     tmp = Pipeline(max_calls=2, replay_size=4)
     for events in (ingest_events(make_call(seed, 10**9)), sdk_events(make_call(seed, 10**9 + 1))):
@@ -63,7 +63,6 @@ def _warm(make_call, seed: int) -> None:
 
 def _preload(n: int, seed: int, shape: str, status_file: str) -> None:
     import gevent
-
     from harness.gen import make_call
 
     dash = app.extensions["patter_dash"]

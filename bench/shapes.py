@@ -8,7 +8,12 @@ from __future__ import annotations
 
 def to_native_metrics(m: dict):
     """The harness's SDK-shaped conversion (as targets/patter_app.py), without importing fastapi."""
-    from getpatter.models import CallMetrics, CostBreakdown, LatencyBreakdown, TurnMetrics
+    from getpatter.models import (
+        CallMetrics,
+        CostBreakdown,
+        LatencyBreakdown,
+        TurnMetrics,
+    )
 
     def turn(t: dict):
         d = dict(t)

@@ -38,7 +38,13 @@ sys.path.insert(0, PEER)
 from harness import httpclient as hc  # noqa: E402
 from harness.adapter import load_target  # noqa: E402
 from harness.gen import make_call  # noqa: E402
-from harness.proc import cpu_seconds, hwm_kb, raise_nofile, reset_peak, rss_kb  # noqa: E402
+from harness.proc import (  # noqa: E402
+    cpu_seconds,
+    hwm_kb,
+    raise_nofile,
+    reset_peak,
+    rss_kb,
+)
 from harness.workloads import W5_BASE, log  # noqa: E402
 
 

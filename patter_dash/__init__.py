@@ -9,14 +9,14 @@ Embed it in a Flask app::
 or run it standalone: ``patter-dash serve`` (gunicorn + gevent).
 """
 
-from .app import create_app
-from .extension import PatterDashboard
+from .run.app import create_app
+from .web.extension import PatterDashboard
 
 __all__ = ["PatterDashboard", "create_app", "serve", "__version__"]
 __version__ = "0.1.0"
 
 
 def serve(*args, **kwargs):  # noqa: ANN002, ANN003 - re-exported lazily to keep gunicorn out of imports
-    from .cli import serve as _serve
+    from .run.server import serve as _serve
 
     return _serve(*args, **kwargs)

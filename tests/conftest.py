@@ -138,7 +138,7 @@ BLOCKED = "appears to be blocked"
 
 @pytest.fixture
 def app():
-    from patter_dash.app import create_app
+    from patter_dash.run.app import create_app
 
     application = create_app({"TESTING": True})
     yield application

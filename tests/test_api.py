@@ -8,11 +8,11 @@ from urllib.parse import quote
 
 import pytest
 import requests
+from conftest import payload
 from flask import Flask
 
-from conftest import payload
 from patter_dash import PatterDashboard
-from patter_dash.app import create_app
+from patter_dash.run.app import create_app
 
 BASE = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 HOUR = 3600

@@ -10,8 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from patter_dash import PatterDashboard
-from patter_dash.app import create_app
-from patter_dash.auth import COOKIE
+from patter_dash.run.app import create_app
+from patter_dash.web.auth import COOKIE
 
 TOKEN = "s3cret-Token_42"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

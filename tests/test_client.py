@@ -13,14 +13,12 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import PAYLOADS
-from patter_dash.client import DashboardClient
 
+from patter_dash.run.client import DashboardClient
 
 
 class Store:
@@ -231,7 +229,7 @@ def test_dashboard_restart_keeps_buffered_events(servers, clients) -> None:
 def test_full_buffer_drops_new_events_and_warns_once(servers, clients, caplog) -> None:
     port = free_port()
     client = clients(f"http://127.0.0.1:{port}", buffer_size=50, batch_size=10)
-    caplog.set_level(logging.WARNING, logger="patter_dash.client")
+    caplog.set_level(logging.WARNING, logger="patter_dash.run.client")
     took = []
     results = []
     gc.disable()
@@ -392,9 +390,6 @@ def test_urls() -> None:
 
 
 def test_patter_callbacks_feed_the_remote_dashboard(servers, clients) -> None:
-    events = pytest.importorskip("patter_dash.events")
-    if not hasattr(events, "patter_callbacks"):
-        pytest.skip("patter_dash.events.patter_callbacks not written yet")
     server = servers()
     client = clients(server.url)
     callbacks = client.patter_callbacks()

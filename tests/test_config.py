@@ -10,8 +10,8 @@ import requests
 from flask import Flask
 
 from patter_dash import PatterDashboard, create_app
-from patter_dash.client import DashboardClient
 from patter_dash.config import ConfigError, load_settings
+from patter_dash.run.client import DashboardClient
 from tests.conftest import ROOT, free_port, payload, wait_for
 
 
@@ -68,7 +68,7 @@ def test_ui_off_serves_api_and_ingest_only():
 def test_console_script_serve_with_demo_feeds_live_calls():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "patter_dash.cli", "serve", "--port", str(port), "--demo"],
+        [sys.executable, "-m", "patter_dash.run.cli", "serve", "--port", str(port), "--demo"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:

@@ -8,14 +8,13 @@ import re
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from conftest import PAYLOADS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import PAYLOADS
-from patter_dash.demo import LATENCY_KEYS, DemoRuntime, latency_stats, simulate_call
+from patter_dash.run.demo import LATENCY_KEYS, DemoRuntime, latency_stats, simulate_call
 
 NOW = 1_800_000_000.0
 CALL_ID = re.compile(r"^CA[0-9a-f]{32}$")

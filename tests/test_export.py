@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from patter_dash.app import create_app
-from patter_dash.events import make_event
+from patter_dash.model.events import make_event
+from patter_dash.run.app import create_app
 
 BASE = 1_780_000_000.0  # 2026-05-28, epoch seconds
 COST = {"stt": 0.001234, "tts": 0.00201, "llm": 0.000105, "telephony": 0.0085, "total": 0.011849}

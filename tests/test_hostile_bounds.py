@@ -14,15 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from patter_dash import records
-from patter_dash.config import ConfigError, load_settings
-from patter_dash.store import MAX_LINES, CallStore
-from tests.test_store import apply
 from sse import SSEClient
 
+from patter_dash.config import ConfigError, load_settings
+from patter_dash.core.store import MAX_LINES, CallStore
+from patter_dash.model import records
+from tests.test_store import apply
+
 try:  # the browser test borrows test_ui_browser's Chromium fixtures
-    from tests.test_ui_browser import CHROMIUM, browser, open_dashboard, open_page  # noqa: F401
+    from tests.test_ui_browser import (  # noqa: F401
+        CHROMIUM,
+        browser,
+        open_dashboard,
+        open_page,
+    )
 except pytest.skip.Exception:
     CHROMIUM = ""
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import requests
 import websocket
-
 from conftest import wait_for
 
 SECONDS = 120.0 if os.environ.get("PATTER_DASH_FULL") == "1" else 20.0

@@ -14,6 +14,7 @@ import copy
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,13 +23,13 @@ from urllib.parse import quote
 import msgspec
 import pytest
 import websocket
+from conftest import payload, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import payload, wait_for
-from patter_dash import schema
-from patter_dash.app import create_app
 from sse import SSEClient
+
+from patter_dash.model import events as schema
+from patter_dash.run.app import create_app
 
 # ------------------------------------------------------------- the events
 
@@ -163,7 +164,7 @@ def client_get(client) -> Callable[[str], tuple[int, bytes]]:
     return get
 
 
-HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+HYPOTHESIS = settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
 @HYPOTHESIS

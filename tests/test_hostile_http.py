@@ -12,7 +12,6 @@ import json
 import os
 import selectors
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -22,9 +21,12 @@ import pytest
 import requests
 import websocket  # websocket-client
 
-from tests.conftest import free_port, payload, wait_for
+from tests.conftest import payload, wait_for
 from tests.nginx import nginx
-from tests.test_ui_browser import browser, open_page  # noqa: F401  (fixtures for the sign-out browser test)
+from tests.test_ui_browser import (  # noqa: F401  (fixtures for the sign-out browser test)
+    browser,
+    open_page,
+)
 
 TOKEN = "hostile-http-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -441,7 +443,7 @@ def test_slow_body_under_a_threaded_server_gets_408_too():
     """A host app on a threaded server (Werkzeug's, here for real on a socket) gets the deadline too."""
     from werkzeug.serving import make_server
 
-    from patter_dash.app import create_app
+    from patter_dash.run.app import create_app
 
     app = create_app({"PATTER_DASH_TOKEN": TOKEN, "PATTER_DASH_BODY_TIMEOUT": "1"})
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -265,8 +265,8 @@ def test_export_clients_leaving_at_any_point_release_the_snapshot(live_server, p
 #: A test-only gunicorn config: the shipped one, plus a route (outside the
 #: dashboard's blueprint) that breaks stored calls below the validator.
 PLUGIN = '''
-from patter_dash.server import SETTINGS, on_starting
-from patter_dash.server import post_worker_init as shipped_post_worker_init
+from patter_dash.run.server import SETTINGS, on_starting
+from patter_dash.run.server import post_worker_init as shipped_post_worker_init
 
 globals().update(SETTINGS)
 
@@ -442,7 +442,7 @@ anything = st.text(max_size=16)
 
 @pytest.fixture(scope="module")
 def formula_client():
-    from patter_dash.app import create_app
+    from patter_dash.run.app import create_app
 
     app = create_app({"TESTING": True, "PATTER_DASH_MAX_CALLS": 100_000})
     yield app.test_client()

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import requests
-
 from conftest import payload
-from patter_dash.app import create_app
-from patter_dash.events import TRUNCATION_MARK
-from patter_dash.schema import EVENT_TYPES
+
+from patter_dash.model.clean import TRUNCATION_MARK
+from patter_dash.model.events import EVENT_TYPES
+from patter_dash.run.app import create_app
 
 CALL_ID = "CA941522e75e5447c05b6ca6d201f13845"
 

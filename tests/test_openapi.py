@@ -10,11 +10,11 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
+from conftest import payload
 from flask import Flask
 
-from conftest import payload
 from patter_dash import PatterDashboard
-from patter_dash.app import create_app
+from patter_dash.run.app import create_app
 
 SCHEMAS = ("CallSummary", "CallDetail", "Turn", "Cost", "Latency", "Overview", "Costs", "Error", "Envelope", "Batch", "Ack", "Health")
 STREAMING = {"/api/v1/events", "/api/v1/ws", "/api/v1/ingest/ws"}

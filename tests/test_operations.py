@@ -278,7 +278,7 @@ def test_no_token_warns_and_binds_loopback_by_default(live_server):
     server = live_server()
     assert "no PATTER_DASH_TOKEN set" in server.logs()
     out = subprocess.run(
-        [sys.executable, "-c", "from patter_dash.server import SETTINGS; print(SETTINGS['bind'])"],
+        [sys.executable, "-c", "from patter_dash.run.server import SETTINGS; print(SETTINGS['bind'])"],
         capture_output=True, text=True, cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "PATTER_DASH_BIND"},
     )
     assert out.stdout.strip() == "['127.0.0.1:8000']"

@@ -12,8 +12,8 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from patter_dash.app import create_app
-from patter_dash.pipeline import Pipeline
+from patter_dash.core.pipeline import Pipeline
+from patter_dash.run.app import create_app
 from tests.conftest import ROOT, payload, wait_for
 
 
@@ -115,7 +115,7 @@ GEVENT_SCRIPT = textwrap.dedent(
     from gevent import monkey; monkey.patch_all()
     import time, gevent, sys
     sys.path.insert(0, {root!r})
-    from patter_dash.app import create_app
+    from patter_dash.run.app import create_app
     app = create_app()
     dash = app.extensions["patter_dash"]
     start_new_thread = monkey.get_original("_thread", "start_new_thread")

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-
 import math
 import time
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patter_dash.aggregates import Totals
-from patter_dash.events import make_event
-from patter_dash.store import CallFilter, CallStore
+from patter_dash.core.aggregates import Totals
+from patter_dash.core.store import CallFilter, CallStore
+from patter_dash.model.events import make_event
 from tests.conftest import payload
 
 _seq = 0

@@ -160,7 +160,7 @@ def test_subscriber_cap_answers_503_while_rest_keeps_working(live_server):
 
 
 def test_no_new_streams_once_shutdown_began():
-    from patter_dash.hub import Hub, HubFull
+    from patter_dash.core.hub import Hub, HubFull
 
     hub = Hub()
     hub.subscribe()

@@ -20,10 +20,10 @@ sys.path.insert(0, REPO)
 from harness.gen import make_call  # noqa: E402
 
 from bench.shapes import ingest_events  # noqa: E402
-from patter_dash import records  # noqa: E402
-from patter_dash.events import make_event  # noqa: E402
-from patter_dash.pipeline import Pipeline  # noqa: E402
-from patter_dash.store import CallFilter  # noqa: E402
+from patter_dash.core.pipeline import Pipeline  # noqa: E402
+from patter_dash.core.store import CallFilter  # noqa: E402
+from patter_dash.model import records  # noqa: E402
+from patter_dash.model.events import make_event  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
 p = Pipeline(max_calls=N)
@@ -37,6 +37,7 @@ print(f"built {N:,} calls in {time.perf_counter() - t:.0f} s (generating the syn
 gc.collect()
 print("gc-tracked objects per stored call:", round((len(gc.get_objects()) - n0) / N, 1))
 from collections import Counter  # noqa: E402
+
 print("most common tracked types:", Counter(type(o).__name__ for o in gc.get_objects()).most_common(6))
 for _ in range(2):
     t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""What the typed check at ingest costs per event (patter_dash/schema.py), on Patter's real payloads.
+"""What the typed check at ingest costs per event (patter_dash/model/events.py), on Patter's real payloads.
 
     .venv/bin/python bench/experiments/schema_check.py
 
@@ -17,8 +17,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from patter_dash.events import make_event  # noqa: E402
-from patter_dash.schema import field_error  # noqa: E402
+from patter_dash.model.events import (
+    field_error,  # noqa: E402
+    make_event,  # noqa: E402
+)
 
 FIXTURES = REPO / "tests" / "fixtures" / "patter-payloads"
 CASES = {

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

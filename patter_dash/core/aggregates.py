@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .records import Call
+from ..model.records import Call
 
 COMPONENTS = ("stt", "tts", "llm", "telephony", "total")
 NANO = 1_000_000_000

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from .aggregates import DAY, HOUR, Aggregates
-from .events import Event
-from .schema import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
-from .records import (
+from ..model.events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
+from ..model.records import (
     TERMINAL_STATUSES,
     Call,
     Turn,
     _intern,
     pack,
 )
+from .aggregates import DAY, HOUR, Aggregates
 
 #: Top-level event fields the record models; anything else lands in ``Call.extra``.
 _KNOWN_FIELDS = frozenset({

@@ -15,10 +15,11 @@ from functools import lru_cache
 
 from flask import Blueprint, Response, jsonify, request
 
-from . import params, records
-from .extension import current_dashboard
-from .pipeline import paced
-from .records import Call
+from ..core.pipeline import paced
+from ..model import records
+from ..model.records import Call
+from . import params
+from .context import current_dashboard
 
 bp = Blueprint("api", __name__)
 
@@ -40,7 +41,7 @@ def list_calls() -> Response:
 
 
 def _yielding(calls: list[Call]) -> Iterator[Call]:
-    """The calls, pausing between batches (:func:`~patter_dash.pipeline.paced`) so other requests run."""
+    """The calls, pausing between batches (:func:`~patter_dash.core.pipeline.paced`) so other requests run."""
     for batch in paced(calls):
         yield from batch
 

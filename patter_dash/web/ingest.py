@@ -18,13 +18,19 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import (
+    HTTPException,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+)
 
+from ..core.pipeline import Ack, ApplyFailed, QueueFull
+from ..model.clean import ValidationError, parse_json
+from ..model.events import events_from_body
+from ..model.patter import event_from_patter_notify
 from . import auth
+from .context import current_dashboard
 from .deadline import read_body
-from .events import ValidationError, event_from_patter_notify, events_from_body, parse_json
-from .extension import current_dashboard
-from .pipeline import Ack, ApplyFailed, QueueFull
 
 bp = Blueprint("ingest", __name__)
 sock = Sock()

@@ -15,16 +15,22 @@ import logging
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound, default_exceptions
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    default_exceptions,
+)
 from werkzeug.routing import PathConverter
 
+from ..config import Settings
+from ..core.hub import HubFull
+from ..core.pipeline import ApplyFailed, QueueFull
+from ..model.clean import ValidationError
 from . import api, auth, export, ingest, openapi, streaming
-from .config import Settings
-from .events import ValidationError
-from .extension import current_dashboard
-from .hub import HubFull
+from .context import current_dashboard
 from .params import BadParam
-from .pipeline import ApplyFailed, QueueFull
 
 log = logging.getLogger("patter_dash")
 API_PREFIX = "/api/v1"

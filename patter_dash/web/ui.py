@@ -29,9 +29,12 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from . import auth
-from .extension import current_dashboard
+from .context import current_dashboard
 
 __all__ = ["bp", "TEMPLATE_DIR", "dashboard", "logout"]
+
+
+PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def _template_dir() -> Path:
@@ -41,11 +44,10 @@ def _template_dir() -> Path:
     (``patter_dash/templates``); in a source checkout they live in the top-level
     ``templates/`` directory next to the package.
     """
-    here = Path(__file__).resolve().parent
-    installed = here / "templates"
+    installed = PACKAGE / "templates"
     if installed.is_dir():
         return installed
-    return here.parent / "templates"
+    return PACKAGE.parent / "templates"
 
 
 TEMPLATE_DIR: Path = _template_dir()
@@ -54,7 +56,7 @@ bp = Blueprint(
     "ui",
     __name__,
     template_folder=str(TEMPLATE_DIR),
-    static_folder="static",
+    static_folder=str(PACKAGE / "static"),
     static_url_path="/dashboard/static",
 )
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-from .store import CallFilter
+from ..core.store import CallFilter
 
 # int() and float() also take "1_000", " 5", "+5" and non-ASCII digits ("１０");
 # a query string should mean one thing, so only plain ASCII numbers pass.

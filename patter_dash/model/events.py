@@ -1,11 +1,12 @@
-"""Schema: the declared type of every event field that any part of patter-dash reads.
+"""Events: the six event types and the ingest envelope, as typed models (the one schema source).
 
-One typed model per event type (and Patter's ``CallMetrics``, ``TurnMetrics``,
-``CostBreakdown``, ``LatencyBreakdown``), checked at ingest by msgspec in C.
-An event that does not fit is refused whole, naming the field; fields not
-declared here are only kept and given back, never read, so any cleaned JSON
-is fine there. The models validate; the event keeps its cleaned dict, so
-unknown fields survive as they came (msgspec's structs would drop them).
+Every event field that any part of patter-dash reads is declared here, with
+Patter's own shapes (``CallMetrics``, ``TurnMetrics``, ``CostBreakdown``,
+``LatencyBreakdown``), and checked at ingest by msgspec in C. An event that
+does not fit is refused whole, naming the field; fields not declared here
+are only kept and given back, never read, so any cleaned JSON is fine there.
+The models validate; the :class:`Event` keeps its cleaned dict, so unknown
+fields survive as they came (msgspec's structs would drop them).
 
 Why msgspec: the check of Patter's turn payload costs about 1 µs and the
 error names the field's path (``bench/experiments/schema_check.py``).
@@ -14,10 +15,14 @@ error names the field's path (``bench/experiments/schema_check.py``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
+
+from .clean import ValidationError, sanitize
 
 #: Limits on untrusted input; documented in the README.
 MAX_ID_LENGTH = 256
@@ -181,3 +186,97 @@ def field_error(event_type: str, data: Mapping[str, Any]) -> dict[str, str] | No
 
 
 _MISSING = re.compile(r"Object missing required field `(.+)`")
+
+
+# ------------------------------------------------------------- the event
+
+
+@dataclass(slots=True)
+class Event:
+    """One accepted event. ``seq`` is set by the event thread when it is applied."""
+
+    type: str
+    call_id: str
+    data: dict[str, Any]
+    key: str | None = None
+    received_at: float = 0.0
+    seq: int = 0
+
+
+def _call_id_of(data: Mapping[str, Any]) -> Any:
+    call_id = data.get("call_id")
+    if call_id is None and isinstance(data.get("metrics"), Mapping):
+        call_id = data["metrics"].get("call_id")
+    return call_id
+
+
+def make_event(event_type: Any, data: Any, key: Any = None, *, now: float | None = None, copy: bool = True) -> Event:
+    """Validate and normalise one event, or raise :class:`ValidationError`.
+
+    ``copy=False`` is for freshly parsed JSON that nobody else holds.
+    """
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+        raise ValidationError(
+            "unknown event type",
+            [{"field": "type", "error": f"must be one of {', '.join(EVENT_TYPES)}"}],
+        )
+    if key is not None and (not isinstance(key, str) or not key or len(key) > MAX_ID_LENGTH):
+        raise ValidationError("bad event id", [{"field": "id", "error": f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"}])
+    clean = sanitize(data, copy=copy)
+    if not isinstance(clean, dict):
+        raise ValidationError("data must be an object", [{"field": "data", "error": "must be an object"}])
+    call_id = _call_id_of(clean)
+    error = field_error(event_type, clean)
+    if error is None and (not isinstance(call_id, str) or not call_id):
+        error = {"field": "data.call_id", "error": f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"}
+    if error is not None:
+        raise ValidationError("invalid event data", [error])
+    if event_type == "transcript":
+        _stamp_from_history(clean)
+    return Event(event_type, call_id, clean, key, time.time() if now is None else now)
+
+
+def _stamp_from_history(data: dict[str, Any]) -> None:
+    """Give a Patter line its own timestamp, then drop the history.
+
+    Patter's ``on_transcript`` sends no timestamp but repeats the whole
+    conversation, this line last and stamped. The stamp is what tells a line
+    delivered twice from a caller who said the same words again; the history
+    itself, kept per line, would make a call's memory quadratic in its length.
+    """
+    history = data.pop("history", None)
+    if data.get("timestamp") is None and history:
+        last = history[-1]
+        if last.get("role") == data["role"] and last.get("text") == data["text"] and last.get("timestamp") is not None:
+            data["timestamp"] = last["timestamp"]
+
+
+def event_from_envelope(envelope: Any, path: str = "") -> Event:
+    """An ingest envelope ``{"type", "data", "id"}`` → :class:`Event`."""
+    if not isinstance(envelope, Mapping):
+        raise ValidationError("event must be a JSON object", [{"field": path or "body", "error": "must be an object with type and data"}])
+    try:
+        return make_event(envelope.get("type"), envelope.get("data"), envelope.get("id"), copy=False)
+    except ValidationError as exc:
+        if path:
+            for d in exc.details:
+                d["field"] = f"{path}.{d['field']}"
+        raise
+
+
+def events_from_body(body: Any) -> list[Event]:
+    """One envelope or ``{"events": [...]}``; a batch is validated whole."""
+    if isinstance(body, Mapping) and "events" in body:
+        batch = body["events"]
+        if not isinstance(batch, list) or not batch:
+            raise ValidationError("events must be a non-empty list", [{"field": "events", "error": "must be a non-empty list"}])
+        events, details = [], []
+        for i, envelope in enumerate(batch):
+            try:
+                events.append(event_from_envelope(envelope, f"events[{i}]"))
+            except ValidationError as exc:
+                details += exc.details or [{"field": f"events[{i}]", "error": exc.message}]
+        if details:
+            raise ValidationError("invalid events in batch; none were applied", details)
+        return events
+    return [event_from_envelope(body)]

@@ -22,16 +22,20 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
 
-from . import params, records
+from ..model import records
+from . import params
 from .bodies import StreamStats, describe, guarded, shutdown_socket
-from .extension import PatterDashboard, current_dashboard
-from .pipeline import paced
-from .records import Call
-from .store import CallFilter
+from .context import current_dashboard
+
+if TYPE_CHECKING:
+    from .extension import PatterDashboard
+from ..core.pipeline import paced
+from ..core.store import CallFilter
+from ..model.records import Call
 
 log = logging.getLogger("patter_dash")
 bp = Blueprint("export", __name__)

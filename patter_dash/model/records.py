@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Mapping
 from typing import Any
 
-from .schema import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
+from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
 
 NAN = math.nan
 TERMINAL_STATUSES = frozenset({"completed", "no-answer", "busy", "failed", "canceled", "cancelled"})

@@ -8,8 +8,8 @@ from typing import Any
 from flask import Flask, redirect, request, url_for
 from werkzeug.wrappers import Response
 
-from . import auth
-from .extension import PatterDashboard
+from ..web import auth
+from ..web.extension import PatterDashboard
 
 
 def create_app(config: dict[str, Any] | None = None, **options: Any) -> Flask:

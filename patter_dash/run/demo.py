@@ -5,7 +5,7 @@ one whole call as timed events shaped exactly like Patter 0.7.0's callback
 payloads (see shared/patter-payloads); ``DemoRuntime`` replays many such calls
 concurrently into a feed callable on a background thread.
 
-Run ``python -m patter_dash.demo http://host:port`` to push demo traffic into
+Run ``python -m patter_dash.run.demo http://host:port`` to push demo traffic into
 a remote dashboard through ``DashboardClient``.
 """
 
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .events import Feed
+from ..model.patter import Feed
 
 log = logging.getLogger(__name__)
 Event = tuple[float, str, dict[str, Any]]
@@ -446,7 +446,7 @@ class DemoRuntime:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from patter_dash.client import DashboardClient
+    from patter_dash.run.client import DashboardClient
 
     ap = argparse.ArgumentParser(description="Feed simulated Patter calls into a remote dashboard.")
     ap.add_argument("url", help="dashboard base URL, e.g. http://127.0.0.1:8000")

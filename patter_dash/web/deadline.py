@@ -24,8 +24,8 @@ import threading
 from flask import Response, after_this_request, request
 from werkzeug.exceptions import ClientDisconnected, RequestTimeout
 
+from ..core.pipeline import gevent_active
 from .bodies import shutdown_socket
-from .pipeline import gevent_active
 
 
 class _Expired(Exception):

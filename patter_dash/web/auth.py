@@ -38,7 +38,7 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import Response, current_app, jsonify, redirect, render_template, request
 
-from .config import Settings
+from ..config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 COOKIE = "patter_dash_session"

@@ -1,6 +1,6 @@
 """Streaming: live events to readers, as Server-Sent Events and over WebSocket.
 
-Both transports are thin loops over a :class:`~patter_dash.hub.Subscription`:
+Both transports are thin loops over a :class:`~patter_dash.core.hub.Subscription`:
 read frames (waiting at most a second, to notice a client that left), write
 them, repeat. Resume with ``Last-Event-ID`` (or ``?last_event_id=``), filter
 with ``?call_id=`` and ``?types=``. A reader stuck in a socket write is cut off
@@ -22,11 +22,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from simple_websocket import ConnectionClosed
 
+from ..core.hub import OVERFLOW, RESET, SHUTDOWN, Hub, HubFull, Subscription
+from ..model.events import EVENT_TYPES
 from . import params
 from .bodies import client_gone, describe, guarded, shutdown_socket
-from .schema import EVENT_TYPES
-from .extension import current_dashboard
-from .hub import OVERFLOW, RESET, SHUTDOWN, Hub, HubFull, Subscription
+from .context import current_dashboard
 from .ingest import sock
 
 bp = Blueprint("streaming", __name__)

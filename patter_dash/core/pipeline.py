@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import records
-from .events import Event, ValidationError, make_event
+from ..model import records
+from ..model.clean import ValidationError
+from ..model.events import Event, make_event
 from .hub import Hub
 from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, CallStore
 

@@ -6,7 +6,7 @@ OpenAPI cannot model; they appear as ``GET`` with a ``101`` response and the
 protocol in the description). Paths are relative to the server URL, which is
 the dashboard's mount point (script root + ``PATTER_DASH_URL_PREFIX``), so a
 generated client works under any prefix. Vocabulary and limits come from
-:mod:`patter_dash.events`, so the document cannot drift from the validator.
+:mod:`patter_dash.model.events`, so the document cannot drift from the validator.
 """
 
 from __future__ import annotations
@@ -15,11 +15,17 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..config import Settings
+from ..model.clean import MAX_TEXT_LENGTH
+from ..model.events import (
+    COST_KEYS,
+    EVENT_TYPES,
+    LATENCY_KEYS,
+    MAX_ID_LENGTH,
+    PERCENTILE_KEYS,
+)
 from .auth import COOKIE
-from .config import Settings
-from .events import MAX_TEXT_LENGTH
-from .schema import COST_KEYS, EVENT_TYPES, LATENCY_KEYS, MAX_ID_LENGTH, PERCENTILE_KEYS
-from .extension import current_dashboard
+from .context import current_dashboard
 
 bp = Blueprint("openapi", __name__)
 
@@ -728,7 +734,7 @@ def _patter_ingest_operation(settings: Settings) -> Schema:
 
 def document(server_url: str, settings: Settings | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document for a dashboard mounted at ``server_url``."""
-    from . import __version__
+    from .. import __version__
 
     settings = settings or Settings()
     routes = paths(settings)

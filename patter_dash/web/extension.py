@@ -14,16 +14,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
+from ..config import Settings, load_settings
+from ..core.pipeline import Pipeline
+from ..core.store import CallStore
+from ..model.patter import patter_callbacks
 from .bodies import StreamStats
-from .config import Settings, load_settings
-from .events import patter_callbacks
-from .pipeline import Pipeline
-from .store import CallStore
+from .context import EXTENSION_KEY
 
 log = logging.getLogger("patter_dash")
-EXTENSION_KEY = "patter_dash"
 
 
 class PatterDashboard:
@@ -97,6 +97,3 @@ class PatterDashboard:
         auth = {"token": token, "loopback_ingest": token and self.settings.LOOPBACK_INGEST}
         return {**self.pipeline.health(), "auth": auth, "export": self.streams.view()}
 
-
-def current_dashboard() -> PatterDashboard:
-    return current_app.extensions[EXTENSION_KEY]

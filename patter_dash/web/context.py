@@ -1,0 +1,23 @@
+"""Context: how a route finds the dashboard of the app serving it.
+
+It imports nothing of the project (the type only under ``TYPE_CHECKING``), so
+route modules reach the extension without importing it: no import circle
+(extension → blueprint → routes → extension).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import current_app
+
+if TYPE_CHECKING:
+    from .extension import PatterDashboard
+
+#: Where an app keeps its dashboard: ``app.extensions[EXTENSION_KEY]``.
+EXTENSION_KEY = "patter_dash"
+
+
+def current_dashboard() -> PatterDashboard:
+    """The :class:`~patter_dash.web.extension.PatterDashboard` of the app handling this request."""
+    return current_app.extensions[EXTENSION_KEY]
