@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -72,58 +72,50 @@ def _list(value: Any) -> tuple[str, ...]:
     return tuple(item.strip().lower() for item in items if item.strip())
 
 
+def setting(default: Any, parse: Callable[[Any], Any]) -> Any:
+    """A settings field: its default, and the parser its raw value (config or environment) goes through."""
+    return field(default=default, metadata={"parse": parse})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Every setting, with its default. The field name minus the prefix is the key."""
+    """Every setting, with its default and its parser. The field name minus the prefix is the key."""
 
-    TOKEN: str | None = None
-    URL_PREFIX: str = ""
-    UI: bool = True
-    DEMO: bool = False
-    MAX_CALLS: int = 10_000
-    QUEUE_SIZE: int = 10_000
-    REPLAY_SIZE: int = 10_000
-    SUBSCRIBER_QUEUE: int = 2_000
-    MAX_SUBSCRIBERS: int = 1_000
-    HEARTBEAT: float = 15.0
-    MAX_BODY: int = 1_048_576
-    WS_MAX_MESSAGE: int = 1_048_576
-    WS_PING_INTERVAL: float = 20.0
-    ALLOWED_HOSTS: tuple[str, ...] = ()
-    CORS_ORIGINS: tuple[str, ...] = ()
-    LOOPBACK_INGEST: bool = True
-    MAX_CALL_TEXT: int = 2_000_000
-    MAX_ACTIVE_CALLS: int = 10_000
-    BODY_TIMEOUT: float = 30.0
-    SESSION_MAX_AGE: int = 43_200
+    TOKEN: str | None = setting(None, _token)
+    URL_PREFIX: str = setting("", _prefix)
+    UI: bool = setting(True, _bool)
+    DEMO: bool = setting(False, _bool)
+    MAX_CALLS: int = setting(10_000, _positive_int)
+    QUEUE_SIZE: int = setting(10_000, _positive_int)
+    REPLAY_SIZE: int = setting(10_000, _positive_int)
+    SUBSCRIBER_QUEUE: int = setting(2_000, _positive_int)
+    MAX_SUBSCRIBERS: int = setting(1_000, _positive_int)
+    HEARTBEAT: float = setting(15.0, _positive_float)
+    MAX_BODY: int = setting(1_048_576, _positive_int)
+    WS_MAX_MESSAGE: int = setting(1_048_576, _positive_int)
+    WS_PING_INTERVAL: float = setting(20.0, _positive_float)
+    ALLOWED_HOSTS: tuple[str, ...] = setting((), _list)
+    CORS_ORIGINS: tuple[str, ...] = setting((), _list)
+    LOOPBACK_INGEST: bool = setting(True, _bool)
+    MAX_CALL_TEXT: int = setting(2_000_000, _positive_int)
+    MAX_ACTIVE_CALLS: int = setting(10_000, _positive_int)
+    BODY_TIMEOUT: float = setting(30.0, _positive_float)
+    SESSION_MAX_AGE: int = setting(43_200, _positive_int)
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})
 
 
-PARSERS: dict[str, Callable[[Any], Any]] = {
-    "TOKEN": _token,
-    "URL_PREFIX": _prefix,
-    "UI": _bool,
-    "DEMO": _bool,
-    "MAX_CALLS": _positive_int,
-    "QUEUE_SIZE": _positive_int,
-    "REPLAY_SIZE": _positive_int,
-    "SUBSCRIBER_QUEUE": _positive_int,
-    "MAX_SUBSCRIBERS": _positive_int,
-    "HEARTBEAT": _positive_float,
-    "MAX_BODY": _positive_int,
-    "WS_MAX_MESSAGE": _positive_int,
-    "WS_PING_INTERVAL": _positive_float,
-    "ALLOWED_HOSTS": _list,
-    "CORS_ORIGINS": _list,
-    "LOOPBACK_INGEST": _bool,
-    "MAX_CALL_TEXT": _positive_int,
-    "MAX_ACTIVE_CALLS": _positive_int,
-    "BODY_TIMEOUT": _positive_float,
-    "SESSION_MAX_AGE": _positive_int,
-}
 PREFIX = "PATTER_DASH_"
+
+
+def check_names(options: Mapping[str, Any]) -> None:
+    """Refuse an option no setting has (``tokn=`` would otherwise be silently ignored)."""
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(name for name in options if name not in known)
+    if unknown:
+        names = ", ".join(f"{n.lower()}=" for n in unknown)
+        raise ConfigError(f"unknown option(s) {names}; known: {', '.join(sorted(k.lower() for k in known))}")
 
 
 def load_settings(
@@ -134,6 +126,7 @@ def load_settings(
     """Resolve every key: explicit override, then app.config, then the environment."""
     environ = os.environ if environ is None else environ
     overrides = overrides or {}
+    check_names(overrides)
     values: dict[str, Any] = {}
     for f in fields(Settings):
         key = PREFIX + f.name
@@ -146,7 +139,7 @@ def load_settings(
         else:
             continue
         try:
-            values[f.name] = PARSERS[f.name](raw)
+            values[f.name] = f.metadata["parse"](raw)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{key}={raw!r} is invalid: {exc}") from None
     return Settings(**values)

@@ -57,6 +57,24 @@ def test_bad_values_are_refused_naming_the_key(key, value):
         create_app({key: value})
 
 
+def test_an_unknown_option_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="tokn="):
+        PatterDashboard(tokn="s3cret")
+    with pytest.raises(ConfigError, match="max_call="):
+        create_app(max_call=5)
+
+
+def test_one_extension_object_keeps_no_app_and_serves_the_app_it_was_given():
+    first, second = Flask("first"), Flask("second")
+    dash = PatterDashboard()
+    dash.init_app(first)
+    assert not hasattr(dash, "app")
+    assert first.extensions["patter_dash"] is dash and "patter_dash" not in second.extensions
+    assert first.test_client().get("/api/v1/health").status_code == 200
+    assert second.test_client().get("/api/v1/health").status_code == 404
+    dash.stop()
+
+
 def test_ui_off_serves_api_and_ingest_only():
     client = create_app({"PATTER_DASH_UI": False}).test_client()
     assert client.get("/dashboard").status_code == 404

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..config import Settings, load_settings
+from ..config import Settings, check_names, load_settings
 from ..core.pipeline import Pipeline
 from ..core.store import CallStore
 from ..model.patter import patter_callbacks
@@ -28,12 +28,17 @@ log = logging.getLogger("patter_dash")
 
 class PatterDashboard:
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
-        """``options`` are settings by their short name (``token``, ``url_prefix``, ``ui``, ...)."""
+        """``options`` are settings by their short name (``token``, ``url_prefix``, ``ui``, ...).
+
+        An unknown name is a :class:`~patter_dash.config.ConfigError` at once. The
+        object keeps no reference to an app: what it serves is found through
+        ``app.extensions`` (:mod:`patter_dash.web.context`).
+        """
         self.options = {k.upper(): v for k, v in options.items()}
+        check_names(self.options)
         self.settings = Settings()
         self.pipeline = Pipeline()
         self.streams = StreamStats()
-        self.app: Flask | None = None
         if app is not None:
             self.init_app(app)
 
@@ -60,7 +65,6 @@ class PatterDashboard:
         # refused (close 1009) after it was read, not with a reset mid-send.
         sock_options.setdefault("receive_bytes", 65536)
         app.register_blueprint(build_blueprint(s), url_prefix=s.URL_PREFIX or None)
-        self.app = app
         if s.TOKEN is None:
             log.warning("patter-dash: no PATTER_DASH_TOKEN set; the dashboard is open to anyone who can reach it (loopback Host names only)")
 
