@@ -33,9 +33,11 @@ import urllib.request
 import uuid
 from typing import Any, Literal
 
+from ..web.context import API_PREFIX
+
 log = logging.getLogger(__name__)
 
-INGEST_PATH = "/api/v1/ingest"
+INGEST_PATH = f"{API_PREFIX}/ingest"
 BACKOFF_START = 0.1
 BACKOFF_CAP = 5.0
 DROP_WARNING_EVERY = 10.0

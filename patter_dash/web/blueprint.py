@@ -29,11 +29,10 @@ from ..core.hub import HubFull
 from ..core.pipeline import ApplyFailed, QueueFull
 from ..model.clean import ValidationError
 from . import api, auth, export, ingest, openapi, streaming
-from .context import current_dashboard
+from .context import API_PREFIX, current_dashboard
 from .params import BadParam
 
 log = logging.getLogger("patter_dash")
-API_PREFIX = "/api/v1"
 FALLBACK_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 

@@ -1,4 +1,4 @@
-"""Context: how a route finds the dashboard of the app serving it.
+"""Context: how a route finds the dashboard of the app serving it, and where the API lives.
 
 It imports nothing of the project (the type only under ``TYPE_CHECKING``), so
 route modules reach the extension without importing it: no import circle
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 #: Where an app keeps its dashboard: ``app.extensions[EXTENSION_KEY]``.
 EXTENSION_KEY = "patter_dash"
+#: Where the API lives under the dashboard's prefix; the one spelling of it.
+API_PREFIX = "/api/v1"
 
 
 def current_dashboard() -> PatterDashboard:

@@ -29,7 +29,7 @@ from ..model.clean import ValidationError, parse_json
 from ..model.events import events_from_body
 from ..model.patter import event_from_patter_notify
 from . import auth
-from .context import current_dashboard
+from .context import API_PREFIX, current_dashboard
 from .deadline import read_body
 
 bp = Blueprint("ingest", __name__)
@@ -77,7 +77,7 @@ def _answer(acks: list[Ack], **extra: Any) -> tuple[Response, int]:
     return jsonify(**extra, **_acks_view(acks)), 200 if all(a.duplicate for a in acks) else 202
 
 
-@bp.post("/api/v1/ingest")
+@bp.post(f"{API_PREFIX}/ingest")
 @auth.ingest
 def ingest() -> tuple[Response, int]:
     return _answer(current_dashboard().pipeline.submit(events_from_body(_read_json())))
@@ -92,7 +92,7 @@ def patter_ingest() -> tuple[Response, int]:
     return _answer(acks, ok=True, call_id=event.call_id, event=kind)
 
 
-@sock.route("/api/v1/ingest/ws", bp=bp)
+@sock.route(f"{API_PREFIX}/ingest/ws", bp=bp)
 @auth.ingest
 def ingest_ws(ws: Any) -> None:
     pipeline = current_dashboard().pipeline

@@ -25,13 +25,13 @@ from ..model.events import (
     PERCENTILE_KEYS,
 )
 from .auth import COOKIE
-from .context import current_dashboard
+from .context import API_PREFIX, current_dashboard
 
 bp = Blueprint("openapi", __name__)
 
 Schema = dict[str, Any]
 COMPONENTS = ("stt", "tts", "llm", "telephony")
-V1 = "/api/v1"
+V1 = API_PREFIX
 
 
 # ----------------------------------------------------------------- helpers
