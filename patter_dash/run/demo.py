@@ -186,107 +186,107 @@ def simulate_call(rng: random.Random, now: float) -> list[Event]:
     Returns ``(offset_seconds, event_type, data)`` in emission order with
     non-decreasing offsets. Timestamps inside ``data`` are ``now + offset``.
     """
-    script = rng.choice(SCRIPTS)
-    stack = rng.choices(STACKS, weights=[s[0] for s in STACKS])[0]
-    _, mode, stt_p, stt_m, tts_p, tts_m, llm_p, llm_m = stack
-    realtime = mode == "realtime"
-    call_id = "CA%032x" % rng.getrandbits(128)
-    customer = "+1555%07d" % rng.randrange(10**7)
-    outbound = script.direction == "outbound"
-    events: list[Event] = []
+    return _Call(rng, now).play()
 
-    def emit(t: float, kind: str, data: dict[str, Any]) -> float:
-        t = max(t, events[-1][0] if events else 0.0)
-        events.append((round(t, 3), kind, data))
-        return t
 
-    def metrics(duration: float, turns: list[dict[str, Any]], cost: dict[str, float],
-                error: str, context_tokens: int) -> dict[str, Any]:
-        stats = latency_stats(turns)
-        return {
-            "call_id": call_id, "duration_seconds": round(duration, 2), "turns": turns, "cost": cost,
-            "latency_avg": stats["latency_avg"], "latency_p95": stats["latency_p95"],
-            "provider_mode": mode, "stt_provider": stt_p, "tts_provider": tts_p, "llm_provider": llm_p,
-            "telephony_provider": "twilio", "stt_model": stt_m, "tts_model": tts_m, "llm_model": llm_m,
-            "latency_p50": stats["latency_p50"], "latency_p90": stats["latency_p90"],
-            "latency_p99": stats["latency_p99"], "error_code": error,
-            "preemptive_hits": 0, "preemptive_misses": 0, "context_tokens": context_tokens,
-        }
+class _Call:
+    """One simulated call: its script and provider stack, and the events it has emitted so far.
 
-    t = 0.0
-    caller, callee = customer, script.number
-    if outbound:
-        emit(0.0, "call_initiated", {"call_id": call_id, "caller": script.number, "callee": customer,
-                                     "direction": "outbound", "status": "initiated",
-                                     "telephony_provider": "twilio"})
-        t = emit(rng.uniform(0.4, 1.2), "call_status", {"call_id": call_id, "status": "ringing"})
+    :meth:`play` reads top to bottom like the call itself: dial (outbound),
+    greet, the exchanges, hang up. Random draws happen in that order, so a
+    seed always gives the same call.
+    """
+
+    def __init__(self, rng: random.Random, now: float) -> None:
+        self.rng, self.now = rng, now
+        self.script = rng.choice(SCRIPTS)
+        stack = rng.choices(STACKS, weights=[s[0] for s in STACKS])[0]
+        _, self.mode, _stt_p, self.stt_m, _tts_p, self.tts_m, _llm_p, self.llm_m = stack
+        self.providers = stack[2::2]  # stt, tts, llm
+        self.realtime = self.mode == "realtime"
+        self.call_id = "CA%032x" % rng.getrandbits(128)
+        self.customer = "+1555%07d" % rng.randrange(10**7)
+        self.outbound = self.script.direction == "outbound"
+        self.events: list[Event] = []
+        self.history: list[dict[str, Any]] = []
+        self.turns: list[dict[str, Any]] = []
+        self.tts_chars = 0
+        self.llm_cost = 0.0
+        self.stt_seconds = 0.0
+        self.context_tokens = SYSTEM_PROMPT_TOKENS
+        self.start = 0.0
+
+    # ----------------------------------------------------------- the call
+
+    def play(self) -> list[Event]:
+        caller, callee, t = self.customer, self.script.number, 0.0
+        if self.outbound:
+            t = self.dial()
+            if t < 0:
+                return self.events  # nobody answered
+            caller = callee = ""  # outbound media streams carry no numbers
+        self.start = self.emit(t + self.rng.uniform(0.2, 0.6) if self.outbound else 0.0, "call_start", {
+            "call_id": self.call_id, "caller": caller, "callee": callee, "direction": self.script.direction,
+            "custom_params": {"caller": caller, "callee": callee} if not self.outbound else {},
+            "telephony_provider": "twilio"})
+        listen_from = self.greet()
+        error, exchanges, barge = self.plan()
+        speech_start = listen_from + self.rng.uniform(0.3, 1.2)
+        end_at = listen_from
+        for i, exchange in enumerate(exchanges, start=1):
+            end_at, listen_from, speech_start = self.exchange(i, exchange, listen_from, speech_start, end_at, i - 1 == barge)
+        self.hang_up(end_at, error, caller, callee)
+        return self.events
+
+    def dial(self) -> float:
+        """An outbound call rings; returns when it was answered, or -1 if it never was."""
+        rng, script = self.rng, self.script
+        self.emit(0.0, "call_initiated", {"call_id": self.call_id, "caller": script.number, "callee": self.customer,
+                                          "direction": "outbound", "status": "initiated", "telephony_provider": "twilio"})
+        t = self.emit(rng.uniform(0.4, 1.2), "call_status", {"call_id": self.call_id, "status": "ringing"})
         if rng.random() < 0.3:
             status = rng.choices(("no-answer", "busy", "failed"), weights=(6, 3, 1))[0]
             t += {"no-answer": rng.uniform(20, 30), "busy": rng.uniform(2, 6), "failed": rng.uniform(0.5, 2)}[status]
-            t = emit(t, "call_status", {"call_id": call_id, "status": status})
+            t = self.emit(t, "call_status", {"call_id": self.call_id, "status": status})
             if rng.random() < 0.5:  # sometimes the SDK also closes the call out
-                emit(t + 0.05, "call_end", {
-                    "call_id": call_id, "caller": "", "callee": "", "ended_at": now + t + 0.05,
+                self.emit(t + 0.05, "call_end", {
+                    "call_id": self.call_id, "caller": "", "callee": "", "ended_at": self.now + t + 0.05,
                     "transcript": [], "conversation_history": [],
-                    "metrics": metrics(0.0, [], _cost(0, 0, 0, 0), status, 0), "direction": "outbound"})
-            return events
-        t = emit(t + rng.uniform(3, 12), "call_status", {"call_id": call_id, "status": "in-progress"})
-        caller = callee = ""  # outbound media streams carry no numbers
+                    "metrics": self.metrics(0.0, _cost(0, 0, 0, 0), status), "direction": "outbound"})
+            return -1.0
+        return self.emit(t + rng.uniform(3, 12), "call_status", {"call_id": self.call_id, "status": "in-progress"})
 
-    start = emit(t + rng.uniform(0.2, 0.6) if outbound else 0.0, "call_start", {
-        "call_id": call_id, "caller": caller, "callee": callee, "direction": script.direction,
-        "custom_params": {"caller": caller, "callee": callee} if not outbound else {},
-        "telephony_provider": "twilio"})
+    def greet(self) -> float:
+        """Turn 0: the static greeting, no STT/LLM work, so Patter reports zero latencies. Returns when it ends."""
+        greeting = self.script.greeting
+        greet_at = self.line(self.start + self.rng.uniform(1.0, 2.5), "assistant", greeting)
+        self.tts_chars += len(greeting)
+        self.turn(greet_at + 0.0001, 0, "", greeting, _latency(stt_ms=0.0, llm_ms=0.0, tts_ms=0.0,
+                  total_ms=self.rng.uniform(150, 350)), len(greeting), None)
+        return greet_at + len(greeting) / SPEECH_CHARS_PER_S
 
-    history: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
-    tts_chars = 0
-    llm_cost = 0.0
-    stt_seconds = 0.0
-    context_tokens = SYSTEM_PROMPT_TOKENS
-    p_in, p_out = LLM_PER_1M_TOKENS[llm_m]
+    def plan(self) -> tuple[str, list[tuple[str, ...]], int]:
+        """How the conversation goes: a mid-call error (or ""), the exchanges, the one barged in on (or -1)."""
+        rng, script = self.rng, self.script
+        n_middle = rng.choices(range(6), weights=(1, 3, 4, 4, 3, 2))[0]
+        exchanges = list(script.middle[:n_middle]) + [script.closing]
+        error = ""
+        if not self.outbound and rng.random() < 0.06:
+            error = rng.choice(MIDCALL_ERRORS)
+            exchanges = exchanges[:rng.randrange(1, len(exchanges) + 1)]
+            if exchanges[-1] is script.closing and len(exchanges) > 1:
+                exchanges.pop()
+        barge = rng.randrange(len(exchanges) - 1) if len(exchanges) > 1 and rng.random() < 0.12 else -1
+        return error, exchanges, barge
 
-    def line(at: float, role: str, text: str) -> float:
-        seen = [dict(h) for h in history]  # Patter hands each line the history so far, itself included
-        at = emit(at, "transcript", {"role": role, "text": text, "call_id": call_id, "history": seen})
-        history.append({"role": role, "text": text, "timestamp": now + at})
-        seen.append(dict(history[-1]))
-        return at
+    def exchange(self, i: int, exchange: tuple[str, ...], listen_from: float, speech_start: float,
+                 end_at: float, barged: bool) -> tuple[float, float, float]:
+        """The caller speaks, maybe a tool runs, the agent answers (or is cut off).
 
-    def so_far(at: float) -> dict[str, float]:
-        tel = math.ceil(max(at - start, 0.001) / 60) * TELEPHONY_PER_MIN
-        tts = 0.0 if realtime else tts_chars / 1000 * TTS_PER_1K_CHARS[tts_m]
-        return _cost(0.0, tts, llm_cost, tel)  # Patter bills STT only at the end
-
-    def turn(at: float, index: int, user: str, agent: str, latency: dict[str, float | None],
-             chars: int, ttft: float | None) -> float:
-        at = max(at, events[-1][0])
-        turns.append({"turn_index": index, "user_text": user, "agent_text": agent, "latency": latency,
-                      "stt_audio_seconds": 0.0, "tts_characters": chars, "timestamp": now + at})
-        # a copy, so a consumer mutating the live event cannot alter call_end's metrics
-        return emit(at, "turn", {"call_id": call_id, "turn": copy.deepcopy(turns[-1]),
-                                 "cost_so_far": so_far(at), "llm_ttft_ms": ttft})
-
-    # Turn 0: the static greeting, no STT/LLM work, so Patter reports zero latencies.
-    greet_at = line(start + rng.uniform(1.0, 2.5), "assistant", script.greeting)
-    tts_chars += len(script.greeting)
-    turn(greet_at + 0.0001, 0, "", script.greeting, _latency(stt_ms=0.0, llm_ms=0.0, tts_ms=0.0,
-         total_ms=rng.uniform(150, 350)), len(script.greeting), None)
-    listen_from = greet_at + len(script.greeting) / SPEECH_CHARS_PER_S
-
-    n_middle = rng.choices(range(6), weights=(1, 3, 4, 4, 3, 2))[0]
-    exchanges = list(script.middle[:n_middle]) + [script.closing]
-    error = ""
-    if not outbound and rng.random() < 0.06:
-        error = rng.choice(MIDCALL_ERRORS)
-        exchanges = exchanges[:rng.randrange(1, len(exchanges) + 1)]
-        if exchanges[-1] is script.closing and len(exchanges) > 1:
-            exchanges.pop()
-    barge = rng.randrange(len(exchanges) - 1) if len(exchanges) > 1 and rng.random() < 0.12 else -1
-
-    speech_start = listen_from + rng.uniform(0.3, 1.2)
-    end_at = listen_from
-    for i, (user, agent, *tool) in enumerate(exchanges, start=1):
+        Returns (when the agent stopped, when listening resumes, when the caller next speaks).
+        """
+        rng, realtime = self.rng, self.realtime
+        user, agent, *tool = exchange
         speech_ms = max(400.0, len(user) / SPEECH_CHARS_PER_S * 1000 * rng.lognormvariate(0, 0.15))
         speech_end = speech_start + speech_ms / 1000
         if realtime:
@@ -298,29 +298,20 @@ def simulate_call(rng: random.Random, now: float) -> list[Event]:
             endpoint = stt + rng.uniform(0.1, 0.6)
             ttft = _lat(rng, 350, 0.35)
             tts = _lat(rng, 170)
-        heard_at = line(speech_end + (endpoint if realtime else stt) / 1000, "user", user)
-        stt_seconds += max(0.0, heard_at - listen_from)
+        heard_at = self.line(speech_end + (endpoint if realtime else stt) / 1000, "user", user)
+        self.stt_seconds += max(0.0, heard_at - listen_from)
         if tool:
             tool_ms = rng.uniform(250, 1200)  # the tool round-trip delays the first token
-            line(heard_at + (ttft + tool_ms * 0.8) / 1000, "tool", tool[0])
+            self.line(heard_at + (ttft + tool_ms * 0.8) / 1000, "tool", tool[0])
             ttft += tool_ms
         agent_response = stt + ttft + tts + rng.uniform(0, 3)
         first_audio = speech_end + agent_response / 1000
         llm_total = ttft + len(agent) * rng.uniform(15, 25)
-
-        user_tokens = len(user) // 4 + (20 if tool else 0)
-        if realtime:
-            in_tok = context_tokens + speech_ms / 1000 * AUDIO_TOKENS_PER_S_IN
-            out_tok = len(agent) / SPEECH_CHARS_PER_S * AUDIO_TOKENS_PER_S_OUT
-        else:
-            in_tok, out_tok = context_tokens + user_tokens, len(agent) / 4
-            tts_chars += len(agent)
-        llm_cost += (in_tok * p_in + out_tok * p_out) / 1e6
-        context_tokens += user_tokens + len(agent) // 4
+        self.bill(user, agent, speech_ms, bool(tool))
 
         bargein = None
         said = agent
-        if i - 1 == barge:
+        if barged:
             next_start = first_audio + rng.uniform(0.8, 2.0)  # the caller talks over the agent
             bargein = _lat(rng, 250)
             done_at = next_start + bargein / 1000
@@ -336,29 +327,83 @@ def simulate_call(rng: random.Random, now: float) -> list[Event]:
             llm_total_ms=None if realtime else llm_total,
             tts_total_ms=None if realtime else llm_total + rng.uniform(300, 700),
             agent_response_ms=agent_response)
-        done_at = turn(done_at, i, user, "[interrupted]" if bargein is not None else agent, latency,
-                       len(agent), ttft)
-        line(done_at + 0.004, "assistant", said)
+        done_at = self.turn(done_at, i, user, "[interrupted]" if bargein is not None else agent, latency, len(agent), ttft)
+        self.line(done_at + 0.004, "assistant", said)
         if bargein is not None:
             end_at = done_at
-        listen_from = min(end_at, next_start)
-        speech_start = next_start
+        return end_at, min(end_at, next_start), next_start
 
-    hangup = max(end_at, events[-1][0]) + (rng.uniform(0.1, 0.5) if error else rng.uniform(0.5, 2.0))
-    ended = hangup + 0.05  # the stream closes just after the hang-up
-    duration = ended - start
-    cost = so_far(ended)
-    if not realtime:
-        cost = _cost(stt_seconds / 60 * STT_PER_MIN[stt_m], cost["tts"], cost["llm"], cost["telephony"])
-    if outbound:
-        emit(hangup, "call_status", {"call_id": call_id, "status": "completed"})
-    emit(ended, "call_end", {
-        "call_id": call_id, "caller": caller, "callee": callee, "ended_at": now + ended,
-        "transcript": [{"role": h["role"], "text": h["text"]} for h in history[1:]],
-        "conversation_history": [dict(h) for h in history],
-        "metrics": metrics(duration, turns, cost, error, context_tokens),
-        "direction": script.direction})
-    return events
+    def bill(self, user: str, agent: str, speech_ms: float, tool: bool) -> None:
+        """The LLM's tokens for one exchange (audio tokens in realtime mode), and the growing context."""
+        p_in, p_out = LLM_PER_1M_TOKENS[self.llm_m]
+        user_tokens = len(user) // 4 + (20 if tool else 0)
+        if self.realtime:
+            in_tok = self.context_tokens + speech_ms / 1000 * AUDIO_TOKENS_PER_S_IN
+            out_tok = len(agent) / SPEECH_CHARS_PER_S * AUDIO_TOKENS_PER_S_OUT
+        else:
+            in_tok, out_tok = self.context_tokens + user_tokens, len(agent) / 4
+            self.tts_chars += len(agent)
+        self.llm_cost += (in_tok * p_in + out_tok * p_out) / 1e6
+        self.context_tokens += user_tokens + len(agent) // 4
+
+    def hang_up(self, end_at: float, error: str, caller: str, callee: str) -> None:
+        rng = self.rng
+        hangup = max(end_at, self.events[-1][0]) + (rng.uniform(0.1, 0.5) if error else rng.uniform(0.5, 2.0))
+        ended = hangup + 0.05  # the stream closes just after the hang-up
+        cost = self.so_far(ended)
+        if not self.realtime:
+            cost = _cost(self.stt_seconds / 60 * STT_PER_MIN[self.stt_m], cost["tts"], cost["llm"], cost["telephony"])
+        if self.outbound:
+            self.emit(hangup, "call_status", {"call_id": self.call_id, "status": "completed"})
+        self.emit(ended, "call_end", {
+            "call_id": self.call_id, "caller": caller, "callee": callee, "ended_at": self.now + ended,
+            "transcript": [{"role": h["role"], "text": h["text"]} for h in self.history[1:]],
+            "conversation_history": [dict(h) for h in self.history],
+            "metrics": self.metrics(ended - self.start, cost, error),
+            "direction": self.script.direction})
+
+    # ------------------------------------------------------------ what it emits
+
+    def emit(self, t: float, kind: str, data: dict[str, Any]) -> float:
+        t = max(t, self.events[-1][0] if self.events else 0.0)
+        self.events.append((round(t, 3), kind, data))
+        return t
+
+    def line(self, at: float, role: str, text: str) -> float:
+        seen = [dict(h) for h in self.history]  # Patter hands each line the history so far, itself included
+        at = self.emit(at, "transcript", {"role": role, "text": text, "call_id": self.call_id, "history": seen})
+        self.history.append({"role": role, "text": text, "timestamp": self.now + at})
+        seen.append(dict(self.history[-1]))
+        return at
+
+    def turn(self, at: float, index: int, user: str, agent: str, latency: dict[str, float | None],
+             chars: int, ttft: float | None) -> float:
+        at = max(at, self.events[-1][0])
+        self.turns.append({"turn_index": index, "user_text": user, "agent_text": agent, "latency": latency,
+                           "stt_audio_seconds": 0.0, "tts_characters": chars, "timestamp": self.now + at})
+        # a copy, so a consumer mutating the live event cannot alter call_end's metrics
+        return self.emit(at, "turn", {"call_id": self.call_id, "turn": copy.deepcopy(self.turns[-1]),
+                                      "cost_so_far": self.so_far(at), "llm_ttft_ms": ttft})
+
+    def so_far(self, at: float) -> dict[str, float]:
+        tel = math.ceil(max(at - self.start, 0.001) / 60) * TELEPHONY_PER_MIN
+        tts = 0.0 if self.realtime else self.tts_chars / 1000 * TTS_PER_1K_CHARS[self.tts_m]
+        return _cost(0.0, tts, self.llm_cost, tel)  # Patter bills STT only at the end
+
+    def metrics(self, duration: float, cost: dict[str, float], error: str) -> dict[str, Any]:
+        """Patter's CallMetrics for the call so far, in the order Patter writes its keys."""
+        stats = latency_stats(self.turns)
+        stt_p, tts_p, llm_p = self.providers
+        context_tokens = self.context_tokens if self.turns else 0
+        return {
+            "call_id": self.call_id, "duration_seconds": round(duration, 2), "turns": self.turns, "cost": cost,
+            "latency_avg": stats["latency_avg"], "latency_p95": stats["latency_p95"],
+            "provider_mode": self.mode, "stt_provider": stt_p, "tts_provider": tts_p, "llm_provider": llm_p,
+            "telephony_provider": "twilio", "stt_model": self.stt_m, "tts_model": self.tts_m, "llm_model": self.llm_m,
+            "latency_p50": stats["latency_p50"], "latency_p90": stats["latency_p90"],
+            "latency_p99": stats["latency_p99"], "error_code": error,
+            "preemptive_hits": 0, "preemptive_misses": 0, "context_tokens": context_tokens,
+        }
 
 
 class DemoRuntime:
