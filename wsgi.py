@@ -2,4 +2,4 @@
 
 from patter_dash.run.app import create_app
 
-app = create_app()
+app = create_app(standalone=True)

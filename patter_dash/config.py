@@ -64,6 +64,15 @@ def _token(value: Any) -> str | None:
     return text
 
 
+def _path(value: Any) -> str | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    if "\x00" in text:
+        raise ValueError("expected a directory path")
+    return text
+
+
 def _list(value: Any) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)):
         items = value
@@ -101,6 +110,8 @@ class Settings:
     MAX_ACTIVE_CALLS: int = setting(10_000, _positive_int)
     BODY_TIMEOUT: float = setting(30.0, _positive_float)
     SESSION_MAX_AGE: int = setting(43_200, _positive_int)
+    DATA_DIR: str | None = setting(None, _path)
+    ALLOW_INSECURE: bool = setting(False, _bool)
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})

@@ -36,7 +36,9 @@ class LiveServer:
 
     def __init__(self, tmp: Path, config: dict[str, Any], extra_args: list[str] | None = None) -> None:
         self.port = free_port()
-        self.config = {k: str(v) for k, v in config.items()}
+        # The standalone server keeps state (the generated token) in a data
+        # directory: the test's own, never the checkout's.
+        self.config = {"PATTER_DASH_DATA_DIR": str(tmp / "data"), **{k: str(v) for k, v in config.items()}}
         self.extra_args = extra_args or []
         self.prefix = self.config.get("PATTER_DASH_URL_PREFIX", "").rstrip("/")
         self.token = self.config.get("PATTER_DASH_TOKEN")

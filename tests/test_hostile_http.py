@@ -95,30 +95,40 @@ def test_notify_with_any_proxy_header_needs_the_token(live_server):
     direct = requests.post(url, json={**notify, "call_id": "DIRECT"}, timeout=5)
     assert direct.status_code == 202, direct.text
     assert server.get("/api/v1/calls/DIRECT").status_code == 200
-    assert server.get("/api/v1/health").json()["auth"] == {"token": True, "loopback_ingest": True}
+    assert server.get("/api/v1/health").json()["auth"] == {"mode": "token", "token": True, "token_file": None, "loopback_ingest": True}
 
 
 def test_health_shows_whether_the_exemption_is_on(live_server):
     off = live_server(PATTER_DASH_TOKEN=TOKEN, PATTER_DASH_LOOPBACK_INGEST="false")
-    assert off.get("/api/v1/health").json()["auth"] == {"token": True, "loopback_ingest": False}
+    assert off.get("/api/v1/health").json()["auth"]["loopback_ingest"] is False
     assert requests.post(f"{off.url}/api/dashboard/ingest", json={"call_id": "X"}, timeout=5).status_code == 401
-    open_ = live_server()
-    assert open_.get("/api/v1/health").json()["auth"] == {"token": False, "loopback_ingest": False}
+    generated = live_server()  # no token: one is generated, so there is no exemption to speak of
+    auth = generated.get("/api/v1/health").json()["auth"]
+    assert (auth["mode"], auth["token"], auth["loopback_ingest"]) == ("auto-token", True, False)
 
 
 def test_without_a_token_a_proxied_loopback_host_is_not_local(live_server):
     """Behind a proxy the Host is whatever the remote client sent: a loopback name proves nothing."""
-    server = live_server()
+    server = live_server()  # the standalone server: a generated token guards what is not local
+    token = (Path(server.config["PATTER_DASH_DATA_DIR"]) / "dashboard-token").read_text().strip()
     for host in ("localhost", "127.0.0.1", f"127.0.0.1:{server.port}", "[::1]"):
         assert server.get("/api/v1/calls", headers={"Host": host}).status_code == 200, host
         for name, value in PROXY_HEADERS.items():
-            refused = server.get("/api/v1/calls", headers={"Host": host, name: value})
-            assert refused.status_code == 403, (host, name)
-            assert "PATTER_DASH_ALLOWED_HOSTS" in refused.json()["error"]
-    # Naming the proxy's public host is the way to run without a token behind it.
-    listed = live_server(PATTER_DASH_ALLOWED_HOSTS="dash.example.com")
-    assert listed.get("/api/v1/calls", headers={"Host": "dash.example.com", **PROXY_HEADERS}).status_code == 200
-    assert listed.get("/api/v1/calls", headers={"Host": "localhost", **PROXY_HEADERS}).status_code == 403
+            # Not local, no credentials, and a Host nobody listed: refused as DNS rebinding would be.
+            assert server.get("/api/v1/calls", headers={"Host": host, name: value}).status_code == 403, (host, name)
+        signed = server.get("/api/v1/calls", headers={"Host": host, **PROXY_HEADERS, "Authorization": f"Bearer {token}"})
+        assert signed.status_code == 200, host
+    # An app that embeds the blueprint has no data directory, so no token: proxied requests
+    # get in only under a listed Host.
+    from patter_dash import create_app
+
+    for allowed, host, status in (("", "localhost", 403), ("dash.example.com", "dash.example.com", 200), ("dash.example.com", "localhost", 403)):
+        app = create_app({"TESTING": True, "PATTER_DASH_ALLOWED_HOSTS": allowed})
+        answer = app.test_client().get("/api/v1/calls", headers={"Host": host, **PROXY_HEADERS})
+        assert answer.status_code == status, (allowed, host)
+        if status == 403:
+            assert "PATTER_DASH_ALLOWED_HOSTS" in answer.get_json()["error"]
+        app.extensions["patter_dash"].stop()
 
 
 def test_behind_nginx_the_tokenless_push_is_refused_and_ws_origin_holds(live_server, tmp_path: Path):

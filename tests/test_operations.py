@@ -257,12 +257,11 @@ def test_many_sse_clients_soak(live_server):
 
 @pytest.mark.checklist(16)
 def test_behind_nginx_with_gzip_events_arrive_promptly(live_server, tmp_path: Path):
-    # Without a token, a proxied request is let in only for a listed Host (issue 10's proxy rule).
-    server = live_server(PATTER_DASH_URL_PREFIX="/ops/voice", PATTER_DASH_ALLOWED_HOSTS="127.0.0.1")
+    # A proxied request is never local: it needs the token (issue 10's proxy rule).
+    server = live_server(PATTER_DASH_URL_PREFIX="/ops/voice", PATTER_DASH_TOKEN="gzip-test")
     gzip = "gzip on; gzip_min_length 1; gzip_types text/event-stream application/json;"
     with nginx(tmp_path, server.port, http=gzip, gzip=True) as port:
-        wait_for(lambda: _get_json(f"http://127.0.0.1:{port}/ops/voice/api/v1/health"), timeout=10, interval=0.1)
-        sse = SSEClient(f"http://127.0.0.1:{port}/ops/voice/api/v1/events", headers={"Accept-Encoding": "gzip"})
+        sse = SSEClient(f"http://127.0.0.1:{port}/ops/voice/api/v1/events", headers={"Accept-Encoding": "gzip", **server.headers})
         sse.next_block(time.monotonic() + 2)
         t0 = time.monotonic()
         server.post_events([{"type": "call_start", "data": {"call_id": "NGX"}}])

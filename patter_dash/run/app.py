@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask import Flask, redirect, request, url_for
@@ -12,11 +13,22 @@ from ..web import auth
 from ..web.extension import PatterDashboard
 
 
-def create_app(config: dict[str, Any] | None = None, **options: Any) -> Flask:
-    """A Flask app with only the dashboard; ``config`` goes into ``app.config``."""
+#: Where the standalone server keeps its state when PATTER_DASH_DATA_DIR is not set (relative to its working directory).
+DEFAULT_DATA_DIR = "patter-dash-data"
+
+
+def create_app(config: dict[str, Any] | None = None, *, standalone: bool = False, **options: Any) -> Flask:
+    """A Flask app with only the dashboard; ``config`` goes into ``app.config``.
+
+    ``standalone`` (``wsgi.py``, ``patter-dash serve``) gives it a data
+    directory by default (:data:`DEFAULT_DATA_DIR`); an app made for tests or
+    embedding writes no files unless told where.
+    """
     # No app-level /static route: the blueprint serves its own files behind auth rules.
     app = Flask("patter_dash", static_folder=None)
     app.config.update(config or {})
+    if standalone:
+        app.config.setdefault("PATTER_DASH_DATA_DIR", os.environ.get("PATTER_DASH_DATA_DIR") or DEFAULT_DATA_DIR)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dash = PatterDashboard(app, **options)
     if dash.settings.UI:
@@ -24,7 +36,11 @@ def create_app(config: dict[str, Any] | None = None, **options: Any) -> Flask:
 
         @app.get(prefix + "/" if prefix else "/")
         def _root() -> Response:
-            return redirect(url_for("patter_dash.ui.dashboard"))
+            # Patter's UI lives at "/": its "/?token=..." links keep working. The
+            # dashboard swaps the token for a cookie and drops it from the URL.
+            target = url_for("patter_dash.ui.dashboard")
+            query = request.query_string.decode("latin-1")
+            return redirect(f"{target}?{query}" if query else target, code=303)
 
     @app.after_request
     def _headers(response: Response) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 from typing import Any
 
 log = logging.getLogger("gunicorn.error")
@@ -53,13 +54,36 @@ def on_starting(server: Any) -> None:
             f"patter-dash: refusing to start with {server.cfg.workers} workers: calls are kept in memory "
             "in one process, so more workers would split them. Run with -w 1 (the shipped default)."
         )
-    if not os.environ.get("PATTER_DASH_TOKEN") and not server.cfg.env.get("PATTER_DASH_TOKEN"):
-        for address in server.cfg.bind:
-            if not _is_loopback(address):
-                log.warning(
-                    "patter-dash: bound to %s without PATTER_DASH_TOKEN: anyone who can reach it can read every call",
-                    address,
-                )
+    exposed = [address for address in server.cfg.bind if not _is_loopback(address)]
+    if exposed:
+        _announce_access(server, exposed)
+
+
+def _announce_access(server: Any, exposed: list[str]) -> None:
+    """Bound beyond loopback: say how to sign in (the generated token's URL), or warn of the opt-out.
+
+    The master resolves access the way the worker's app will (same settings,
+    same token file, created once), so the URL printed is the one that works.
+    """
+    from ..config import ConfigError, load_settings
+    from ..web import access
+    from .app import DEFAULT_DATA_DIR
+
+    environ = {**os.environ, **server.cfg.env}
+    environ.setdefault("PATTER_DASH_DATA_DIR", DEFAULT_DATA_DIR)
+    try:
+        settings = load_settings({}, environ=environ)
+    except ConfigError:
+        return  # the app refuses to start with the message that names the setting
+    urls = [f"http://{_public_host(address)}{settings.URL_PREFIX}/dashboard/" for address in exposed]
+    access.announce(access.resolve(settings), urls)
+
+
+def _public_host(address: str) -> str:
+    host, _, port = address.rpartition(":")
+    if host.strip("[]") in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()  # a wildcard bind: the machine's name is what others type
+    return f"{host}:{port}"
 
 
 def post_worker_init(worker: Any) -> None:
@@ -112,6 +136,6 @@ def serve(
             self.cfg.set("post_worker_init", post_worker_init)
 
         def load(self) -> Any:
-            return create_app(**{k: v for k, v in options.items() if v is not None})
+            return create_app(standalone=True, **{k: v for k, v in options.items() if v is not None})
 
     _Standalone().run()

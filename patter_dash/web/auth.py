@@ -13,7 +13,8 @@ Kinds of route, marked on the view function:
   (a stale cookie must be clearable). Only a same-site request carries the
   SameSite=Lax cookie, so no other site can sign you out.
 
-With no token, everything is open but only for a loopback ``Host`` (or one in
+Which token applies, if any, is decided once at start (:mod:`.access`). Where
+no token applies, everything is open but only for a loopback ``Host`` (or one in
 ``PATTER_DASH_ALLOWED_HOSTS``), which defeats DNS rebinding.
 
 "Local" means a loopback peer address *and* no proxy header: behind a reverse
@@ -39,6 +40,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import Response, current_app, jsonify, redirect, render_template, request
 
 from ..config import Settings
+from .access import Access
 
 F = TypeVar("F", bound=Callable[..., Any])
 COOKIE = "patter_dash_session"
@@ -165,11 +167,11 @@ def _unauthorized(view_kind: str) -> Response:
     return response
 
 
-def check(settings: Settings) -> Response | None:
-    """The blueprint's before_request: None to proceed, or the refusal."""
+def check(settings: Settings, access: Access) -> Response | None:
+    """The blueprint's before_request: None to proceed, or the refusal (see :mod:`.access` for the modes)."""
     view = current_app.view_functions.get(request.endpoint or "")
     view_kind = getattr(view, "patter_auth", "read")
-    token = settings.TOKEN
+    token = access.token
     if is_preflight():
         return None  # browsers send CORS preflights without credentials; the answer holds no data
     if request.endpoint == "patter_dash.ui.static":
@@ -178,12 +180,12 @@ def check(settings: Settings) -> Response | None:
         response = jsonify(error="WebSocket Origin not allowed")
         response.status_code = 403
         return response
-    if token is None:
-        if not host_allowed(settings):
-            response = jsonify(error="Host not allowed: set PATTER_DASH_ALLOWED_HOSTS or a token")
-            response.status_code = 403
-            return response
+    if access.mode == "insecure":
         return None
+    if token is None:
+        return None if host_allowed(settings) else _host_refused()
+    if access.mode == "auto-token" and is_local_client() and host_allowed(settings):
+        return None  # local development stays open; other machines and proxies need the generated token
     if view_kind == "logout":
         return None  # needs no credentials: it only ever clears the cookie the request itself carried
     if token_matches(bearer(), token):
@@ -203,9 +205,18 @@ def check(settings: Settings) -> Response | None:
     cookie = request.cookies.get(COOKIE)
     if cookie is not None and session_valid(cookie, token, settings.SESSION_MAX_AGE):
         return None
+    if access.mode == "auto-token" and view_kind != "page" and not host_allowed(settings):
+        # No credentials and a Host nobody configured: what DNS rebinding looks like.
+        return _host_refused()
     response = _unauthorized(view_kind)
     if cookie is not None:
         clear_session(response, settings)  # expired or from an old token: the browser may drop it
+    return response
+
+
+def _host_refused() -> Response:
+    response = jsonify(error="Host not allowed: set PATTER_DASH_ALLOWED_HOSTS or a token")
+    response.status_code = 403
     return response
 
 

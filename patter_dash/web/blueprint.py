@@ -64,7 +64,7 @@ def build_blueprint(settings: Settings) -> Blueprint:
         time.sleep(0)
         dash = current_dashboard()
         dash.pipeline.ensure_started()
-        refusal = auth.check(dash.settings)
+        refusal = auth.check(dash.settings, dash.access)
         if refusal is None and request.url_rule is not None and request.url_rule.websocket:
             _check_websocket_handshake()
         return refusal

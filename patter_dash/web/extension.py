@@ -20,6 +20,8 @@ from ..config import Settings, check_names, load_settings
 from ..core.pipeline import Pipeline
 from ..core.store import CallStore
 from ..model.patter import patter_callbacks
+from . import access
+from .access import Access
 from .bodies import StreamStats
 from .context import EXTENSION_KEY
 
@@ -37,6 +39,7 @@ class PatterDashboard:
         self.options = {k.upper(): v for k, v in options.items()}
         check_names(self.options)
         self.settings = Settings()
+        self.access = Access("local")
         self.pipeline = Pipeline()
         self.streams = StreamStats()
         if app is not None:
@@ -46,6 +49,7 @@ class PatterDashboard:
         from .blueprint import build_blueprint
 
         self.settings = s = load_settings(app.config, self.options)
+        self.access = access.resolve(s)
         self.pipeline = Pipeline(
             queue_size=s.QUEUE_SIZE,
             max_calls=s.MAX_CALLS,
@@ -65,8 +69,13 @@ class PatterDashboard:
         # refused (close 1009) after it was read, not with a reset mid-send.
         sock_options.setdefault("receive_bytes", 65536)
         app.register_blueprint(build_blueprint(s), url_prefix=s.URL_PREFIX or None)
-        if s.TOKEN is None:
-            log.warning("patter-dash: no PATTER_DASH_TOKEN set; the dashboard is open to anyone who can reach it (loopback Host names only)")
+        if self.access.mode == "local":
+            log.warning("patter-dash: no PATTER_DASH_TOKEN set; the dashboard is open to local requests only (loopback Host names)")
+        elif self.access.mode == "auto-token":
+            log.warning(
+                "patter-dash: no PATTER_DASH_TOKEN set; local requests are open, others need the token generated in %s",
+                self.access.token_file,
+            )
 
     # ------------------------------------------------------------ runtime API
 
@@ -95,9 +104,9 @@ class PatterDashboard:
         return self.pipeline.store
 
     def health(self) -> dict[str, Any]:
-        token = self.settings.TOKEN is not None
         # loopback_ingest: whether Patter's tokenless push is accepted from local clients
-        # right now (without a token everything is open, so there is no exemption).
-        auth = {"token": token, "loopback_ingest": token and self.settings.LOOPBACK_INGEST}
+        # only because of the exemption (an explicit token is set and the setting is on).
+        exempt = self.access.mode == "token" and self.settings.LOOPBACK_INGEST
+        auth = {**self.access.view(), "loopback_ingest": exempt}
         return {**self.pipeline.health(), "auth": auth, "export": self.streams.view()}
 
