@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from sse import SSEClient
 
 from patter_dash.model import events as schema
+from patter_dash.model import views
 from patter_dash.run.app import create_app
 
 # ------------------------------------------------------------- the events
@@ -115,16 +116,20 @@ def complete_reads(get: Callable[[str], tuple[int, bytes]]) -> None:
     def strict(raw: bytes) -> Any:
         return json.loads(raw.decode("utf-8"), parse_constant=lambda c: pytest.fail(f"{c} in a response"))
 
-    listing = strict(ok("/api/v1/calls?limit=1000"))
+    def fits(model: Any, body: Any) -> Any:
+        msgspec.convert(body, model, strict=True)  # the answer is what its model (and so the OpenAPI doc) says
+        return body
+
+    listing = fits(views.CallList, strict(ok("/api/v1/calls?limit=1000")))
     total = listing["pagination"]["total"]
-    strict(ok("/api/v1/calls?limit=1000&full=1"))
-    active = strict(ok("/api/v1/calls/active"))["data"]
+    fits(views.FullCallList, strict(ok("/api/v1/calls?limit=1000&full=1")))
+    active = fits(views.ActiveCallList, strict(ok("/api/v1/calls/active")))["data"]
     for call in listing["data"] + active:
-        detail = strict(ok("/api/v1/calls/" + quote(call["call_id"], safe="")))["data"]
+        detail = fits(views.CallAnswer, strict(ok("/api/v1/calls/" + quote(call["call_id"], safe=""))))["data"]
         assert detail["call_id"] == call["call_id"]
-    strict(ok("/api/v1/analytics/overview"))
-    strict(ok("/api/v1/analytics/costs"))
-    strict(ok("/api/v1/health"))
+    fits(views.OverviewAnswer, strict(ok("/api/v1/analytics/overview")))
+    fits(views.CostsAnswer, strict(ok("/api/v1/analytics/costs")))
+    fits(views.Health, strict(ok("/api/v1/health")))
     rows = list(csv.reader(io.StringIO(ok("/api/v1/export/csv").decode("utf-8"), newline="")))
     assert len(rows) == 1 + total and all(len(r) == len(rows[0]) for r in rows)
     assert len(strict(ok("/api/v1/export/json"))) == total

@@ -16,7 +16,10 @@ from flask import Flask
 from patter_dash import PatterDashboard
 from patter_dash.run.app import create_app
 
-SCHEMAS = ("CallSummary", "CallDetail", "Turn", "Cost", "Latency", "Overview", "Costs", "Error", "Envelope", "Batch", "Ack", "Health")
+SCHEMAS = (
+    "CallSummary", "CallDetail", "ActiveCall", "TurnRecord", "TurnMetrics", "CallMetrics", "CallMetricsRecord", "CostBreakdown",
+    "LatencyBreakdown", "Cost", "Overview", "Costs", "Error", "Envelope", "Batch", "Ack", "PatterAck", "PatterCall", "Health",
+)
 STREAMING = {"/api/v1/events", "/api/v1/ws", "/api/v1/ingest/ws"}
 CALL_ID = "CA941522e75e5447c05b6ca6d201f13845"
 

@@ -18,11 +18,11 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 import msgspec
 
-from .clean import ValidationError, sanitize
+from .clean import MAX_NUMBER, MAX_TEXT_LENGTH, ValidationError, sanitize
 
 #: Limits on untrusted input; documented in the README.
 MAX_ID_LENGTH = 256
@@ -31,11 +31,18 @@ MAX_SHORT_TEXT = 64
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Short = Annotated[str, msgspec.Meta(max_length=MAX_SHORT_TEXT)]
 Label = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+#: Free text is cut, not refused (clean.sanitize), so it has no max_length here.
+Text = Annotated[
+    str,
+    msgspec.Meta(description=f"Cut to {MAX_TEXT_LENGTH:,} characters (ending in …[truncated]); NUL removed, lone surrogates become U+FFFD."),
+]
+# The ±2**53 bound is enforced by clean.sanitize before these models run; it is
+# stated here so the generated schema documents it.
 #: Milliseconds, seconds, dollars, counts: never negative.
-Amount = Annotated[float, msgspec.Meta(ge=0)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
+Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_NUMBER)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_NUMBER)]
 #: Epoch seconds; the store judges whether a clock is sane (see store.sane_time).
-Time = float
+Time = Annotated[float, msgspec.Meta(ge=-MAX_NUMBER, le=MAX_NUMBER)]
 
 
 class _Model(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -43,6 +50,8 @@ class _Model(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class LatencyBreakdown(_Model):
+    """Patter's LatencyBreakdown, in milliseconds; unknown fields are kept."""
+
     stt_ms: Amount | None = None
     llm_ms: Amount | None = None
     tts_ms: Amount | None = None
@@ -57,6 +66,8 @@ class LatencyBreakdown(_Model):
 
 
 class CostBreakdown(_Model):
+    """Patter's CostBreakdown, in USD; unknown fields are kept."""
+
     stt: Amount | None = None
     tts: Amount | None = None
     llm: Amount | None = None
@@ -66,9 +77,11 @@ class CostBreakdown(_Model):
 
 
 class TurnMetrics(_Model):
+    """Patter's TurnMetrics: one turn's texts and latencies; unknown fields are kept."""
+
     turn_index: Count | None = None
-    user_text: str | None = None
-    agent_text: str | None = None
+    user_text: Text | None = None
+    agent_text: Text | None = None
     latency: LatencyBreakdown | None = None
     stt_audio_seconds: Amount | None = None
     tts_characters: Count | None = None
@@ -79,7 +92,7 @@ class Line(_Model):
     """One transcript line, as Patter's ``conversation_history`` holds it."""
 
     role: Short | None = None
-    text: str | None = None
+    text: Text | None = None
     timestamp: Time | None = None
 
 
@@ -97,6 +110,8 @@ class _Providers(_Model):
 
 
 class CallMetrics(_Providers):
+    """Patter's CallMetrics for a finished call; unknown fields (context_tokens, error_code, ...) are kept."""
+
     call_id: Id | None = None
     duration_seconds: Amount | None = None
     turns: list[TurnMetrics] | None = None
@@ -121,33 +136,44 @@ class _Common(_Providers):
 
 
 class CallInitiated(_Common):
-    pass
+    """``data`` of ``call_initiated``: an outbound call is being placed."""
 
 
 class CallStart(_Common):
-    pass
+    """``data`` of ``call_start`` (Patter's ``on_call_start``). It carries no timestamp: it is stamped on arrival."""
 
 
 class Transcript(_Common, kw_only=True):
+    """``data`` of ``transcript`` (Patter's ``on_transcript``): one line; ``history`` only lends the line its timestamp."""
+
     role: Short
-    text: str
+    text: Text
     history: list[Line] | None = None
 
 
 class Turn(_Common, kw_only=True):
+    """``data`` of ``turn`` (Patter's ``on_metrics``): one turn's metrics and the cost so far."""
+
     turn: TurnMetrics
     cost_so_far: CostBreakdown | None = None
     llm_ttft_ms: Amount | None = None
 
 
 class CallStatus(_Common, kw_only=True):
+    """``data`` of ``call_status``: ringing, no-answer, busy, failed, canceled, completed, ..."""
+
     status: Short
 
 
 class CallEnd(_Common):
+    """``data`` of ``call_end`` (Patter's ``on_call_end``): the final transcript and CallMetrics.
+
+    ``call_id`` may come from ``metrics.call_id`` instead.
+    """
+
     ended_at: Time | None = None
     transcript: list[Line] | None = None
-    conversation_history: list[Line] | None = None
+    conversation_history: Annotated[list[Line] | None, msgspec.Meta(description="Preferred over transcript.")] = None
     metrics: CallMetrics | None = None
 
 
@@ -160,6 +186,34 @@ EVENT_MODELS: dict[str, type[_Model]] = {
     "call_end": CallEnd,
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_MODELS)
+
+
+def _envelope(event_type: str, model: type[_Model]) -> type[msgspec.Struct]:
+    envelope = msgspec.defstruct(
+        f"{model.__name__}Envelope",
+        [
+            ("data", model),
+            ("id", Annotated[Id | None, msgspec.Meta(description="Optional idempotency key: a replayed id is acknowledged, not applied again.")], None),
+        ],
+        tag_field="type",
+        tag=event_type,
+        kw_only=True,
+        module=__name__,
+    )
+    envelope.__doc__ = f"One {event_type} event."
+    return envelope
+
+
+#: The ingest envelope ``{"type", "data", "id"}``, one model per type. Only
+#: documents: :func:`event_from_envelope` reads envelopes by hand, naming the field.
+ENVELOPES: tuple[type[msgspec.Struct], ...] = tuple(_envelope(t, m) for t, m in EVENT_MODELS.items())
+Envelope = Union[ENVELOPES]  # noqa: UP007 - a union built from a tuple
+
+
+class Batch(msgspec.Struct):
+    """Validated whole: one bad event refuses the batch and none of it is applied."""
+
+    events: Annotated[list[Envelope], msgspec.Meta(min_length=1)]  # type: ignore[valid-type]
 
 COST_KEYS: tuple[str, ...] = CostBreakdown.__struct_fields__
 LATENCY_KEYS: tuple[str, ...] = LatencyBreakdown.__struct_fields__

@@ -5,54 +5,42 @@ exports, both ingest routes, the SSE stream and the two WebSocket routes (which
 OpenAPI cannot model; they appear as ``GET`` with a ``101`` response and the
 protocol in the description). Paths are relative to the server URL, which is
 the dashboard's mount point (script root + ``PATTER_DASH_URL_PREFIX``), so a
-generated client works under any prefix. Vocabulary and limits come from
-:mod:`patter_dash.model.events`, so the document cannot drift from the validator.
+generated client works under any prefix.
+
+Shapes are not written here: every schema under ``components/schemas`` is
+generated (JSON Schema 2020-12, which OpenAPI 3.1 takes as is) from the models
+that validate events (:mod:`patter_dash.model.events`) and that describe the
+answers (:mod:`patter_dash.model.views`). This module adds what is not a
+shape: paths, parameters, security, status codes and their descriptions.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
+import msgspec
 from flask import Blueprint, Response, jsonify, request
 
 from ..config import Settings
+from ..model import events, views
 from ..model.clean import MAX_TEXT_LENGTH
-from ..model.events import (
-    COST_KEYS,
-    EVENT_TYPES,
-    LATENCY_KEYS,
-    MAX_ID_LENGTH,
-    PERCENTILE_KEYS,
-)
+from ..model.events import EVENT_MODELS, EVENT_TYPES
 from .auth import COOKIE
 from .context import API_PREFIX, current_dashboard
 
 bp = Blueprint("openapi", __name__)
 
 Schema = dict[str, Any]
-COMPONENTS = ("stt", "tts", "llm", "telephony")
 V1 = API_PREFIX
+REF = "#/components/schemas/{name}"
 
 
 # ----------------------------------------------------------------- helpers
 
 
 def ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def nullable(type_name: str) -> Schema:
-    return {"type": [type_name, "null"]}
-
-
-def obj(properties: dict[str, Schema], required: tuple[str, ...] | None = None, **extra: Any) -> Schema:
-    """An object schema; every property is required unless ``required`` says otherwise."""
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties if required is None else required),
-        **extra,
-    }
+    return {"$ref": REF.format(name=name)}
 
 
 def json_body(schema: Schema, description: str) -> Schema:
@@ -75,382 +63,57 @@ def param_ref(name: str) -> Schema:
 
 # ----------------------------------------------------------------- schemas
 
-
-def _numbers(keys: tuple[str, ...], **extra: Any) -> Schema:
-    return obj({k: {"type": "number"} for k in keys}, **extra)
-
-
-def _strings(keys: tuple[str, ...]) -> Schema:
-    return obj({k: {"type": "string"} for k in keys})
-
-
-def _latency() -> Schema:
-    return {
-        "type": "object",
-        "description": "Patter's LatencyBreakdown, in milliseconds; unknown fields are kept.",
-        "properties": {k: nullable("number") for k in LATENCY_KEYS},
-        "additionalProperties": True,
-    }
-
-
-def _turn() -> Schema:
-    return {
-        "type": "object",
-        "description": "Patter's TurnMetrics. Turn 0 is the greeting (empty user_text). Unknown fields are kept.",
-        "properties": {
-            "turn_index": nullable("number"),
-            "user_text": {"type": "string"},
-            "agent_text": {"type": "string", "description": '"[interrupted]" marks a barged-in turn.'},
-            "latency": ref("Latency"),
-            "stt_audio_seconds": nullable("number"),
-            "tts_characters": nullable("number"),
-            "timestamp": nullable("number"),
-        },
-        "required": ["turn_index", "user_text", "agent_text", "latency"],
-        "additionalProperties": True,
-    }
+#: The models the paths name; msgspec adds every model they refer to.
+MODELS: tuple[Any, ...] = (
+    events.Envelope,
+    events.Batch,
+    *EVENT_MODELS.values(),
+    views.CallList,
+    views.FullCallList,
+    views.ActiveCallList,
+    views.CallAnswer,
+    views.OverviewAnswer,
+    views.CostsAnswer,
+    views.Health,
+    views.Ack,
+    views.PatterAck,
+    views.Error,
+)
 
 
-def _call_metrics() -> Schema:
-    return {
-        "type": "object",
+@lru_cache(maxsize=1)
+def _generated() -> dict[str, Schema]:
+    (envelope, *_), components = msgspec.json.schema_components(MODELS, ref_template=REF)
+    for schema in components.values():
+        # msgspec writes additionalProperties: false for closed records only; every other
+        # model keeps what it does not declare (Patter's extra fields), so say so.
+        if schema.get("type") == "object":
+            schema.setdefault("additionalProperties", True)
+    components["Envelope"] = {
         "description": (
-            "Patter's CallMetrics for the call, without its turns (they are the call's own `turns`). "
-            "History rows carry latency_avg, latency_p50 and latency_p95 and the provider fields; the "
-            "detail adds latency_p90, latency_p99 and every other field Patter sent (*_model, "
-            "context_tokens, ...), passed through."
+            "One event: {type, data, id}. Strings and keys lose NUL characters, lone surrogates become U+FFFD, "
+            f"text is cut at {MAX_TEXT_LENGTH:,} characters; numbers must be finite and within ±2**53 and nesting "
+            "is bounded (else 400). A refused event is a 422 whose details name each field."
         ),
-        "properties": {
-            "call_id": {"type": "string"},
-            "duration_seconds": nullable("number"),
-            "cost": {
-                "type": "object",
-                "properties": {k: nullable("number") for k in COST_KEYS},
-                "required": list(COST_KEYS),
-            },
-            **{name: {"oneOf": [ref("Latency"), {"type": "null"}]} for name in PERCENTILE_KEYS},
-        },
-        "required": ["call_id", "duration_seconds", "cost", "latency_avg", "latency_p50", "latency_p95"],
-        "additionalProperties": True,
+        **envelope,
     }
-
-
-def _call_summary() -> Schema:
-    return obj(
-        {
-            "call_id": {"type": "string"},
-            "caller": {"type": "string", "description": "E.164 number, or empty (outbound media streams carry none)."},
-            "callee": {"type": "string"},
-            "direction": {"type": "string", "description": "inbound, outbound, or empty when never reported."},
-            "status": {"type": "string", "description": "in-progress, initiated, completed, no-answer, busy, failed, timeout (closed when idle), ..."},
-            "started_at": {"type": "number", "description": "Epoch seconds."},
-            "ended_at": {**nullable("number"), "description": "Epoch seconds; null while the call is live."},
-            "duration_seconds": {**nullable("number"), "description": "So far, for a live call."},
-            "cost": ref("Cost"),
-            "latency_avg_ms": {**nullable("number"), "description": "Mean response latency (agent_response_ms, else total_ms)."},
-            "latency_p95_ms": nullable("number"),
-            "provider_mode": {"type": "string"},
-            "providers": _strings(COMPONENTS),
-            "models": _strings(("stt", "tts", "llm")),
-            "turn_count": {"type": "integer", "minimum": 0},
-            "flags": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": (
-                    "Data-quality notes: no_start, late_turn, late_status, clock_skew, transcript_truncated "
-                    "(lines were dropped, see dropped_lines), evicted_idle (a live call closed as status timeout "
-                    "to make room under PATTER_DASH_MAX_ACTIVE_CALLS)."
-                ),
-            },
-            "metrics": ref("CallMetrics"),
-        },
-        description="The light view of a call: what the history table shows, without transcript or turns.",
-    )
-
-
-def _call_detail() -> Schema:
-    return {
-        "description": "The full record: the summary plus transcript, every turn, status history and unknown fields.",
-        "allOf": [
-            ref("CallSummary"),
-            obj(
-                {
-                    "transcript": {"type": "array", "items": ref("TranscriptLine")},
-                    "turns": {"type": "array", "items": ref("Turn")},
-                    "status_history": {
-                        "type": "array",
-                        "items": obj({"status": {"type": "string"}, "at": {"type": "number"}}),
-                    },
-                    "dropped_lines": {
-                        "type": "integer",
-                        "minimum": 0,
-                        "description": (
-                            "Transcript lines not kept: past 10,000 lines or PATTER_DASH_MAX_CALL_TEXT characters "
-                            "(the call is then flagged transcript_truncated)."
-                        ),
-                    },
-                    "extra": {
-                        "type": "object",
-                        "additionalProperties": True,
-                        "description": "Top-level fields Patter sent that are not modelled (e.g. custom_params).",
-                    },
-                },
-                required=("transcript", "turns", "status_history", "dropped_lines"),
-            ),
+    components["PatterCall"] = {
+        "description": (
+            "The call dict Patter 0.7.0's notify_dashboard POSTs, classified Patter's way: status 'initiated' → "
+            "outbound call initiated; else ended_at present → call end (with metrics); otherwise → call start."
+        ),
+        "anyOf": [
+            {"allOf": [ref("CallInitiated"), {"properties": {"status": {"const": "initiated"}}, "required": ["status"]}]},
+            {"allOf": [ref("CallEnd"), {"properties": {"ended_at": {"type": "number"}}, "required": ["ended_at"]}]},
+            {"allOf": [ref("CallStart"), {"properties": {"ended_at": {"type": "null"}}}]},
         ],
     }
-
-
-def _active_call() -> Schema:
-    return {
-        "allOf": [
-            ref("CallSummary"),
-            obj(
-                {
-                    "transcript": {
-                        "type": "array",
-                        "items": ref("TranscriptLine"),
-                        "description": (
-                            "The newest lines (at most 200) that fit this call's share of the page's 1,000,000-character "
-                            "transcript budget (1,000,000 / limit); when even the newest line is longer, its start. "
-                            "The whole transcript is in GET /calls/{call_id}."
-                        ),
-                    },
-                    "transcript_lines": {"type": "integer", "minimum": 0, "description": "Lines the call holds."},
-                    "transcript_partial": {"type": "boolean", "description": "Some of the call's lines or text are left out here."},
-                }
-            ),
-        ]
-    }
-
-
-def _overview() -> Schema:
-    return obj(
-        {
-            "total_calls": {"type": "integer", "minimum": 0},
-            "total_minutes": {"type": "number"},
-            "avg_duration": {"type": "number", "description": "Seconds."},
-            "avg_latency_ms": {"type": "number"},
-            "p95_latency_ms": {**nullable("number"), "description": "P95 over calls of each call's mean latency (within 0.5 %)."},
-            "total_cost": {"type": "number", "description": "USD."},
-            "cost_breakdown": _numbers(COMPONENTS),
-            "active_calls": {"type": "integer", "minimum": 0},
-            "calls_by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
-        },
-        description="Totals over completed calls started in the period (all of history without from/to).",
-    )
-
-
-def _costs() -> Schema:
-    point = obj(
-        {
-            "t": {"type": "integer", "description": "Bucket start, epoch seconds (UTC hour or day)."},
-            "calls": {"type": "integer"},
-            "minutes": {"type": "number"},
-            "cost": _numbers((*COMPONENTS, "total")),
-            "avg_latency_ms": {"type": "number"},
-            "p95_latency_ms": nullable("number"),
-        }
-    )
-    return obj(
-        {
-            "total_cost": {"type": "number"},
-            "breakdown": _numbers(COMPONENTS),
-            "calls_analyzed": {"type": "integer", "minimum": 0},
-            "total_minutes": {"type": "number"},
-            "period": obj({"from": nullable("number"), "to": nullable("number")}),
-            "bucket": {"enum": ["hour", "day"]},
-            "series": {"type": "array", "items": point},
-        },
-        description="Exact cost totals (summed in integer nano-dollars) and a per-bucket series.",
-    )
-
-
-def _health() -> Schema:
-    counts = {"type": "object", "additionalProperties": {"type": "integer"}}
-    return obj(
-        {
-            "status": {"enum": ["ok", "starting"]},
-            "uptime_seconds": {"type": "number"},
-            "pid": {"type": "integer"},
-            "queue": obj({"depth": {"type": "integer"}, "capacity": {"type": "integer"}}),
-            "events": counts,
-            "store": counts,
-            "subscribers": counts,
-            "auth": obj(
-                {"token": {"type": "boolean"}, "loopback_ingest": {"type": "boolean"}},
-                description=(
-                    "token: PATTER_DASH_TOKEN is set. loopback_ingest: POST /api/dashboard/ingest is accepted "
-                    "without the token from local clients (a token is set and PATTER_DASH_LOOPBACK_INGEST is on)."
-                ),
-            ),
-            "export": obj(
-                {
-                    "open": {"type": "integer", "description": "Exports being streamed now (each holds a snapshot)."},
-                    "row_errors": {"type": "integer", "description": "Rows skipped because they could not be encoded."},
-                    "failed": {"type": "integer", "description": "Exports cut short by an unexpected error."},
-                }
-            ),
-        }
-    )
-
-
-# ---------------------------------------------------------- ingest schemas
-
-_LINE = obj({"role": nullable("string"), "text": nullable("string"), "timestamp": nullable("number")}, required=())
-
-
-def _event_data(extra: dict[str, Schema], required: tuple[str, ...] = ()) -> Schema:
-    """``data`` of one event type: the identity fields every type may carry, plus its own."""
-    return {
-        "type": "object",
-        "properties": {
-            "call_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
-            "caller": nullable("string"),
-            "callee": nullable("string"),
-            "direction": nullable("string"),
-            "status": nullable("string"),
-            "timestamp": nullable("number"),
-            "started_at": nullable("number"),
-            **extra,
-        },
-        "required": ["call_id", *required],
-        "additionalProperties": True,
-    }
-
-
-def _camel(event_type: str) -> str:
-    return "".join(part.title() for part in event_type.split("_"))
-
-
-def _event_schemas() -> dict[str, Schema]:
-    cost = {"type": "object", "properties": {k: nullable("number") for k in COST_KEYS}}
-    data = {
-        "call_initiated": _event_data({}),
-        "call_start": _event_data({}),
-        "transcript": _event_data(
-            {"role": {"type": "string"}, "text": {"type": "string", "description": f"Truncated to {MAX_TEXT_LENGTH} characters."}},
-            ("role", "text"),
-        ),
-        "turn": _event_data({"turn": ref("TurnInput"), "cost_so_far": {**cost, "type": ["object", "null"]}}, ("turn",)),
-        "call_status": _event_data({"status": {"type": "string"}}, ("status",)),
-        "call_end": _event_data(
-            {
-                "ended_at": nullable("number"),
-                "transcript": {"type": ["array", "null"], "items": _LINE},
-                "conversation_history": {"type": ["array", "null"], "items": _LINE, "description": "Preferred over transcript."},
-                "metrics": {"type": ["object", "null"], "additionalProperties": True, "description": "Patter's CallMetrics."},
-            }
-        ),
-    }
-    schemas: dict[str, Schema] = {}
-    for event_type, body in data.items():
-        name = _camel(event_type)
-        schemas[f"{name}Data"] = body
-        schemas[f"{name}Envelope"] = obj(
-            {
-                "type": {"const": event_type},
-                "id": {
-                    "type": ["string", "null"],
-                    "minLength": 1,
-                    "maxLength": MAX_ID_LENGTH,
-                    "description": "Optional idempotency key: a replayed id is acknowledged, not applied again.",
-                },
-                "data": ref(f"{name}Data"),
-            },
-            required=("type", "data"),
-        )
-    schemas["Envelope"] = {
-        "description": "One event. Strings lose NUL characters and lone surrogates; numbers must be finite.",
-        "oneOf": [ref(f"{_camel(t)}Envelope") for t in EVENT_TYPES],
-        "discriminator": {
-            "propertyName": "type",
-            "mapping": {t: f"#/components/schemas/{_camel(t)}Envelope" for t in EVENT_TYPES},
-        },
-    }
-    schemas["TurnInput"] = {
-        "type": "object",
-        "properties": {
-            "turn_index": nullable("number"),
-            "user_text": nullable("string"),
-            "agent_text": nullable("string"),
-            "timestamp": nullable("number"),
-            "stt_audio_seconds": nullable("number"),
-            "tts_characters": nullable("number"),
-            "latency": {"type": ["object", "null"], "additionalProperties": nullable("number")},
-        },
-        "additionalProperties": True,
-    }
-    return schemas
+    return components
 
 
 def schemas() -> dict[str, Schema]:
-    return {
-        "Error": obj(
-            {
-                "error": {"type": "string"},
-                "details": {
-                    "type": "array",
-                    "items": obj({"field": {"type": "string"}, "error": {"type": "string"}}),
-                    "description": "For a refused body: each bad field and what it must be.",
-                },
-            },
-            required=("error",),
-        ),
-        "Cost": _numbers((*COMPONENTS, "total"), description="USD, rounded to 6 decimals."),
-        "Latency": _latency(),
-        "Turn": _turn(),
-        "TranscriptLine": obj({"role": {"type": "string"}, "text": {"type": "string"}, "timestamp": nullable("number")}),
-        "CallMetrics": _call_metrics(),
-        "CallSummary": _call_summary(),
-        "CallDetail": _call_detail(),
-        "ActiveCall": _active_call(),
-        "Pagination": obj(
-            {
-                "limit": {"type": "integer"},
-                "offset": {"type": "integer"},
-                "count": {"type": "integer", "description": "Items in this page."},
-                "total": {"type": "integer", "description": "Calls matching the filters (live calls, for /calls/active)."},
-            }
-        ),
-        "Overview": _overview(),
-        "Costs": _costs(),
-        "Health": _health(),
-        **_event_schemas(),
-        "Batch": obj(
-            {"events": {"type": "array", "minItems": 1, "items": ref("Envelope")}},
-            description="Validated whole: one bad event refuses the batch and none of it is applied.",
-        ),
-        "Ack": obj(
-            {
-                "accepted": {
-                    "type": "array",
-                    "items": obj({"seq": {"type": "integer"}, "duplicate": {"type": "boolean"}}),
-                    "description": "One per event, in order; seq is the event's place in the live stream.",
-                },
-                "seq": {"type": "integer", "description": "Single-event bodies only."},
-                "duplicate": {"type": "boolean", "description": "Single-event bodies only."},
-            },
-            required=("accepted",),
-        ),
-        "PatterCall": {
-            "description": (
-                "The call dict Patter 0.7.0's notify_dashboard POSTs, classified Patter's way: status 'initiated' → "
-                "outbound call initiated; else ended_at present → call end (with metrics); otherwise → call start."
-            ),
-            "anyOf": [
-                {"allOf": [ref("CallInitiatedData"), {"properties": {"status": {"const": "initiated"}}, "required": ["status"]}]},
-                {"allOf": [ref("CallEndData"), {"properties": {"ended_at": {"type": "number"}}, "required": ["ended_at"]}]},
-                {"allOf": [ref("CallStartData"), {"properties": {"ended_at": {"type": "null"}}}]},
-            ],
-        },
-        "PatterAck": {
-            "allOf": [
-                ref("Ack"),
-                obj({"ok": {"const": True}, "call_id": {"type": "string"}, "event": {"enum": ["initiated", "started", "ended"]}}),
-            ]
-        },
-    }
+    """``components/schemas``: generated from the models, plus PatterCall (a classification rule, not a shape)."""
+    return dict(_generated())
 
 
 def parameters() -> dict[str, Schema]:
@@ -514,10 +177,6 @@ def _get(
     return {"get": operation}
 
 
-def _data(schema: Schema, **extra: Schema) -> Schema:
-    return obj({"data": schema, **extra})
-
-
 def _websocket(summary: str, tag: str, description: str, params: tuple[str, ...] = ()) -> Schema:
     return {
         "get": {
@@ -548,34 +207,25 @@ def paths(settings: Settings) -> dict[str, Schema]:
         f"{V1}/calls": _get(
             "listCalls", "calls",
             json_body(
-                _data({"type": "array", "items": {"anyOf": [ref("CallSummary"), ref("CallDetail")]}}, pagination=ref("Pagination")),
+                {"anyOf": [ref("CallList"), ref("FullCallList")]},
                 "Completed calls matching the filters, newest first. CallDetail items with full=1.",
             ),
             history,
         ),
         f"{V1}/calls/active": _get(
             "listActiveCalls", "calls",
-            json_body(
-                obj(
-                    {
-                        "data": {"type": "array", "items": ref("ActiveCall")},
-                        "count": {"type": "integer", "description": "Items in this page (as pagination.count)."},
-                        "pagination": ref("Pagination"),
-                    }
-                ),
-                "Live calls, newest first (by when the dashboard first saw each), one page.",
-            ),
+            json_body(ref("ActiveCallList"), "Live calls, newest first (by when the dashboard first saw each), one page."),
             ("limit", "offset"),
         ),
         f"{V1}/calls/{{call_id}}": _get(
-            "getCall", "calls", json_body(_data(ref("CallDetail")), "The call, live or completed."), ("call_id",),
+            "getCall", "calls", json_body(ref("CallAnswer"), "The call, live or completed."), ("call_id",),
             errors={"404": error('No such call: {"error": "Call not found"}.')},
         ),
         f"{V1}/analytics/overview": _get(
-            "getOverview", "analytics", json_body(_data(ref("Overview")), "Totals for the period."), ("from", "to")
+            "getOverview", "analytics", json_body(ref("OverviewAnswer"), "Totals for the period."), ("from", "to")
         ),
         f"{V1}/analytics/costs": _get(
-            "getCosts", "analytics", json_body(_data(ref("Costs")), "Cost totals and series."), ("from", "to", "bucket")
+            "getCosts", "analytics", json_body(ref("CostsAnswer"), "Cost totals and series."), ("from", "to", "bucket")
         ),
         f"{V1}/export/csv": _get(
             "exportCsv", "export",

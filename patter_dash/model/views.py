@@ -1,0 +1,379 @@
+"""Views: every JSON body the API answers, as typed models (the response half of the one schema source).
+
+The routes build plain dicts (:mod:`patter_dash.model.records` and the
+store's analytics, for speed); these models say what those dicts are. The
+OpenAPI document's components are generated from them and from the event
+models (:mod:`patter_dash.model.events`), and the test suite checks real
+answers of every route against both, so the document, the validator and the
+answers cannot drift apart.
+
+A record is closed (an unexpected field is a drift and fails the check)
+except where the product promises to give back what Patter sent: the call's
+``extra``, unknown ``CallMetrics`` fields inside ``metrics``, and a turn's or
+a latency block's unknown fields. Those reuse Patter's own models, which
+accept unknown fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from .clean import MAX_TEXT_LENGTH
+from .events import (
+    Amount,
+    CallMetrics,
+    CostBreakdown,
+    Count,
+    Id,
+    Label,
+    LatencyBreakdown,
+    Short,
+    TurnMetrics,
+)
+
+#: Transcript lines a call keeps (core.store.MAX_LINES; a test holds the two equal).
+MAX_LINES = 10_000
+#: Newest lines per live call in /calls/active (web.api.ACTIVE_LINES; a test holds the two equal).
+ACTIVE_LINES = 200
+
+Text = Annotated[str, Meta(max_length=MAX_TEXT_LENGTH)]
+Ms = Annotated[float, Meta(ge=0, description="Milliseconds.")]
+
+
+class _Record(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Closed: a field the route adds without saying so here fails the suite.
+    pass
+
+
+# ------------------------------------------------------------ one call
+
+
+class ComponentCosts(_Record):
+    """USD per component."""
+
+    stt: Amount
+    tts: Amount
+    llm: Amount
+    telephony: Amount
+
+
+class Cost(ComponentCosts):
+    """USD per component and in total, rounded to 6 decimals."""
+
+    total: Amount
+
+
+class Providers(_Record):
+    """Provider names per component; empty when never reported."""
+
+    stt: Label
+    tts: Label
+    llm: Label
+    telephony: Label
+
+
+class Models(_Record):
+    """Model names per component; empty when never reported."""
+
+    stt: Label
+    tts: Label
+    llm: Label
+
+
+class CallMetricsRecord(CallMetrics, kw_only=True):
+    """Patter's CallMetrics for the call, as given back, without its turns (they are the call's own ``turns``).
+
+    History rows carry latency_avg, latency_p50 and latency_p95 and the provider
+    fields; the detail adds latency_p90, latency_p99 and every other field
+    Patter sent (*_model, context_tokens, ...), passed through unchanged.
+    """
+
+    call_id: Id
+    duration_seconds: Amount | None
+    cost: CostBreakdown
+    latency_avg: LatencyBreakdown | None
+    latency_p50: LatencyBreakdown | None
+    latency_p95: LatencyBreakdown | None
+
+
+class TurnRecord(TurnMetrics, kw_only=True):
+    """Patter's TurnMetrics as given back. Turn 0 is the greeting (empty user_text); unknown fields are kept."""
+
+    turn_index: Count | None
+    user_text: Text
+    agent_text: Annotated[Text, Meta(description='"[interrupted]" marks a barged-in turn.')]
+    latency: LatencyBreakdown
+
+
+class TranscriptLine(_Record):
+    role: Short
+    text: Text
+    timestamp: Annotated[float | None, Meta(description="Epoch seconds, as the runtime sent it.")]
+
+
+class StatusChange(_Record):
+    status: Short
+    at: Annotated[float, Meta(description="Epoch seconds.")]
+
+
+class CallSummary(_Record):
+    """The light view of a call: what the history table shows, without transcript or turns."""
+
+    call_id: Id
+    caller: Annotated[Label, Meta(description="E.164 number, or empty (outbound media streams carry none).")]
+    callee: Label
+    direction: Annotated[Short, Meta(description="inbound, outbound, or empty when never reported.")]
+    status: Annotated[
+        Short,
+        Meta(description="in-progress, initiated, completed, no-answer, busy, failed, timeout (closed when idle), ..."),
+    ]
+    started_at: Annotated[float, Meta(description="Epoch seconds.")]
+    ended_at: Annotated[float | None, Meta(description="Epoch seconds; null while the call is live.")]
+    duration_seconds: Annotated[Amount | None, Meta(description="So far, for a live call.")]
+    cost: Cost
+    latency_avg_ms: Annotated[Ms | None, Meta(description="Mean response latency (agent_response_ms, else total_ms).")]
+    latency_p95_ms: Ms | None
+    provider_mode: Short
+    providers: Providers
+    models: Models
+    turn_count: Count
+    flags: Annotated[
+        list[Short],
+        Meta(
+            description=(
+                "Data-quality notes: no_start, late_turn, late_status, clock_skew, transcript_truncated "
+                "(lines were dropped, see dropped_lines), evicted_idle (a live call closed as status timeout "
+                "to make room under PATTER_DASH_MAX_ACTIVE_CALLS)."
+            )
+        ),
+    ]
+    metrics: CallMetricsRecord
+
+
+class CallDetail(CallSummary):
+    """The full record: the summary plus transcript, every turn, status history and unknown fields."""
+
+    transcript: Annotated[list[TranscriptLine], Meta(max_length=MAX_LINES)]
+    turns: list[TurnRecord]
+    status_history: list[StatusChange]
+    dropped_lines: Annotated[
+        Count,
+        Meta(
+            description=(
+                f"Transcript lines not kept: past {MAX_LINES:,} lines or PATTER_DASH_MAX_CALL_TEXT characters "
+                "(the call is then flagged transcript_truncated)."
+            )
+        ),
+    ]
+    extra: (
+        Annotated[dict[str, Any], Meta(description="Top-level fields Patter sent that are not modelled (e.g. custom_params).")]
+        | UnsetType
+    ) = UNSET
+
+
+class ActiveCall(CallSummary):
+    """A live call with the newest lines of its transcript."""
+
+    transcript: Annotated[
+        list[TranscriptLine],
+        Meta(
+            max_length=ACTIVE_LINES,
+            description=(
+                f"The newest lines (at most {ACTIVE_LINES}) that fit this call's share of the page's 1,000,000-character "
+                "transcript budget (1,000,000 / limit); when even the newest line is longer, its start. "
+                "The whole transcript is in GET /calls/{call_id}."
+            ),
+        ),
+    ]
+    transcript_lines: Annotated[Count, Meta(description="Lines the call holds.")]
+    transcript_partial: Annotated[bool, Meta(description="Some of the call's lines or text are left out here.")]
+
+
+# ------------------------------------------------------------ read bodies
+
+
+class Pagination(_Record):
+    limit: Annotated[int, Meta(ge=1, le=1000)]
+    offset: Count
+    count: Annotated[Count, Meta(description="Items in this page.")]
+    total: Annotated[Count, Meta(description="Calls matching the filters (live calls, for /calls/active).")]
+
+
+class CallList(_Record):
+    """Completed calls matching the filters, newest first."""
+
+    data: list[CallSummary]
+    pagination: Pagination
+
+
+class FullCallList(_Record):
+    """Completed calls matching the filters, newest first, as full records (full=1)."""
+
+    data: list[CallDetail]
+    pagination: Pagination
+
+
+class ActiveCallList(_Record):
+    """Live calls, newest first (by when the dashboard first saw each), one page."""
+
+    data: list[ActiveCall]
+    count: Annotated[Count, Meta(description="Items in this page (as pagination.count).")]
+    pagination: Pagination
+
+
+class CallAnswer(_Record):
+    data: CallDetail
+
+
+class Overview(_Record):
+    """Totals over completed calls started in the period (all of history without from/to)."""
+
+    total_calls: Count
+    total_minutes: Amount
+    avg_duration: Annotated[Amount, Meta(description="Seconds.")]
+    avg_latency_ms: Ms
+    p95_latency_ms: Annotated[Ms | None, Meta(description="P95 over calls of each call's mean latency (within 1 %).")]
+    total_cost: Annotated[Amount, Meta(description="USD.")]
+    cost_breakdown: ComponentCosts
+    active_calls: Count
+    calls_by_status: dict[str, Count]
+
+
+class OverviewAnswer(_Record):
+    data: Overview
+
+
+class Period(_Record):
+    from_: Annotated[float | None, Meta(description="Epoch seconds, as asked.")] = msgspec.field(name="from")
+    to: float | None
+
+
+class CostPoint(_Record):
+    t: Annotated[int, Meta(description="Bucket start, epoch seconds (UTC hour or day).")]
+    calls: Count
+    minutes: Amount
+    cost: Cost
+    avg_latency_ms: Ms
+    p95_latency_ms: Ms | None
+
+
+class Costs(_Record):
+    """Exact cost totals (summed in integer nano-dollars) and a per-bucket series."""
+
+    total_cost: Amount
+    breakdown: ComponentCosts
+    calls_analyzed: Count
+    total_minutes: Amount
+    period: Period
+    bucket: Literal["hour", "day"]
+    series: list[CostPoint]
+
+
+class CostsAnswer(_Record):
+    data: Costs
+
+
+# ------------------------------------------------------------------ health
+
+
+class QueueState(_Record):
+    depth: Count
+    capacity: Count
+
+
+class EventCounters(_Record):
+    accepted: Count
+    duplicates: Count
+    dropped: Count
+    rejected: Count
+    busy: Count
+    errors: Count
+    last_seq: Annotated[Count, Meta(description="The newest event's sequence number (its SSE id).")]
+
+
+class StoreSizes(_Record):
+    active: Count
+    completed: Count
+    max_completed: Count
+    evicted: Count
+    max_active: Count
+    evicted_idle: Count
+
+
+class SubscriberState(_Record):
+    count: Count
+    max: Count
+    overflows: Count
+
+
+class AuthState(_Record):
+    """Who may use the dashboard (see the README's Security section).
+
+    mode: token (PATTER_DASH_TOKEN), auto-token (generated, kept in token_file; local requests open),
+    local (no token: local requests only) or insecure (PATTER_DASH_ALLOW_INSECURE). token: a token is
+    required from other machines. loopback_ingest: POST /api/dashboard/ingest is accepted without the
+    explicit token from local clients (PATTER_DASH_LOOPBACK_INGEST)."""
+
+    mode: Literal["token", "auto-token", "local", "insecure"]
+    token: bool
+    token_file: str | None
+    loopback_ingest: bool
+
+
+class ExportCounters(_Record):
+    open: Annotated[Count, Meta(description="Exports being streamed now (each holds a snapshot).")]
+    row_errors: Annotated[Count, Meta(description="Rows skipped because they could not be encoded.")]
+    failed: Annotated[Count, Meta(description="Exports cut short by an unexpected error.")]
+
+
+class Health(_Record):
+    """Event thread, queue, store and subscriber state."""
+
+    status: Literal["ok", "starting"]
+    uptime_seconds: Amount
+    pid: int
+    queue: QueueState
+    events: EventCounters
+    store: StoreSizes
+    subscribers: SubscriberState
+    auth: AuthState
+    export: ExportCounters
+
+
+# ------------------------------------------------------- ingest and errors
+
+
+class Accepted(_Record):
+    seq: Annotated[Count, Meta(description="The event's place in the live stream; for a duplicate, the place it already has.")]
+    duplicate: bool
+
+
+class Ack(_Record):
+    """What an ingest answers once every event of the body is applied."""
+
+    accepted: Annotated[list[Accepted], Meta(description="One per event, in order.")]
+    seq: Annotated[Count, Meta(description="Single-event bodies only.")] | UnsetType = UNSET
+    duplicate: Annotated[bool, Meta(description="Single-event bodies only.")] | UnsetType = UNSET
+
+
+class PatterAck(Ack, kw_only=True):
+    """What POST /api/dashboard/ingest answers (Patter ignores it)."""
+
+    ok: Literal[True]
+    call_id: Id
+    event: Annotated[Literal["initiated", "started", "ended"], Meta(description="How the body was classified.")]
+
+
+class FieldError(_Record):
+    field: Annotated[str, Meta(description='Where, e.g. "data.metrics.turns[2].latency.stt_ms" or "events[3].type".')]
+    error: Annotated[str, Meta(description="What it must be.")]
+
+
+class Error(_Record):
+    """Every refusal: a message, and for a refused body each bad field and what it must be."""
+
+    error: str
+    details: list[FieldError] | UnsetType = UNSET
