@@ -131,9 +131,14 @@ def complete_reads(get: Callable[[str], tuple[int, bytes]]) -> None:
     fits(views.CostsAnswer, strict(ok("/api/v1/analytics/costs")))
     fits(views.Health, strict(ok("/api/v1/health")))
     rows = list(csv.reader(io.StringIO(ok("/api/v1/export/csv").decode("utf-8"), newline="")))
-    assert len(rows) == 1 + total and all(len(r) == len(rows[0]) for r in rows)
+    listed = {c["call_id"] for c in listing["data"]}
+    exported = {r[0].removeprefix("'") for r in rows[1:]}
+    health = strict(ok("/api/v1/health"))
+    assert len(rows) == 1 + total, (total, len(rows) - 1, health.get("export"), listed ^ exported)
+    assert all(len(r) == len(rows[0]) for r in rows)
     assert len(strict(ok("/api/v1/export/json"))) == total
-    lines = ok("/api/v1/export/json?format=ndjson").decode("utf-8").splitlines()
+    # NDJSON lines end in "\n" only: str.splitlines would also split at U+2028 inside a string.
+    lines = ok("/api/v1/export/json?format=ndjson").decode("utf-8").split("\n")[:-1]
     assert len(lines) == total and all(isinstance(strict(line.encode()), dict) for line in lines)
 
 
