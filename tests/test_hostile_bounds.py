@@ -17,7 +17,7 @@ from sse import SSEClient
 from patter_dash.config import ConfigError, load_settings
 from patter_dash.core.store import MAX_LINES, CallStore
 from patter_dash.model import records
-from tests.test_store import apply
+from tests.core.test_store import apply
 
 try:  # the browser test borrows test_ui_browser's Chromium fixtures
     from tests.test_ui_browser import (  # noqa: F401
