@@ -19,7 +19,9 @@ applied all 8 (``counters["accepted"]``).
 ``extra`` (``run_bench.py --extra``): ``{"access_log": false}`` serves with
 ``bench/gunicorn_noaccesslog.conf.py`` (the shipped config minus the access
 log); ``{"tz": "..."}`` sets TZ; ``{"app": "mod:app", "pythonpath": [dir]}``
-serves another module (for trying a patch: it should import ``bench.preload_app``).
+serves another module (for trying a patch: it should import ``bench.preload_app``);
+``{"env": {"PATTER_DASH_HEARTBEAT": "0.5"}}`` overrides settings (the smoke tests
+in ``tests/test_bench_smoke.py`` shorten the soak's heartbeat this way).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class PatterDashTarget(Target):
         })
         if extra.get("tz"):
             env["TZ"] = extra["tz"]
+        env.update({str(k): str(v) for k, v in (extra.get("env") or {}).items()})
         conf = "gunicorn.conf.py"
         if extra.get("access_log") is False:
             conf = os.path.join("bench", "gunicorn_noaccesslog.conf.py")

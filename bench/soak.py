@@ -183,7 +183,7 @@ async def drive(h, target, seconds: float, rate: float, rest_rate: float, old_id
     async def sampler():
         while time.monotonic() < end_at:
             samples.append({"t": round(time.monotonic(), 1), "fds": fds(h.pids[1]), "rss_mb": rss_kb([h.pids[1]]) / 1024})
-            await asyncio.sleep(5)
+            await asyncio.sleep(min(5.0, max(0.0, end_at - time.monotonic())))
 
     await asyncio.gather(publisher(), reader(), sampler())
     return pub_count, post_lat, post_bad, rest_lat, rest_bad, samples
@@ -198,6 +198,10 @@ def main() -> None:
     ap.add_argument("--rest-rate", type=float, default=20.0, help="REST GETs/s")
     ap.add_argument("--cycle2-seconds", type=float, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--heartbeat", type=float, default=None,
+                    help="server's PATTER_DASH_HEARTBEAT (default: as shipped, 15 s); a closed stream is noticed "
+                         "at the next heartbeat, so a toy run shortens it")
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds to wait before each fds/RSS reading")
     ap.add_argument("--out", required=True)
     ap.add_argument("--swarm", nargs=5, metavar=("PORT", "S", "READY", "STOP", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -216,7 +220,8 @@ def main() -> None:
 
     os.chdir(PEER)
     target = load_target(os.path.join(BENCH, "peer_target.py"))
-    h = target.start_server(max_calls=args.n, preload=args.n, seed=args.seed)
+    extra = {"env": {"PATTER_DASH_HEARTBEAT": str(args.heartbeat)}} if args.heartbeat else {}
+    h = target.start_server(max_calls=args.n, preload=args.n, seed=args.seed, extra=extra)
     worker = h.pids[1]
     server_info = {k: v for k, v in h.info.items() if k != "health"}
     res: dict = {"meta": {"target": target.describe(), "argv": sys.argv, "S": args.S, "seconds": args.seconds,
@@ -225,7 +230,7 @@ def main() -> None:
                           "loadavg_at_start": open("/proc/loadavg").read().strip()},
                  "server_info": server_info}
     try:
-        time.sleep(2)
+        time.sleep(min(2.0, args.settle))
         base = {"fds": fds(worker), "rss_mb": rss_kb([worker]) / 1024,
                 "threads": status_kb(worker, "Threads")}
         res["baseline"] = base
@@ -309,7 +314,7 @@ def run_cycle(h, target, args, worker, seconds, tag):
             time.sleep(0.1)
         with open(ready) as fh:
             summary["connect"] = json.load(fh)
-        time.sleep(1.0)
+        time.sleep(min(1.0, args.settle))
         summary["during_start"] = {"fds": fds(worker), "rss_mb": rss_kb([worker]) / 1024}
         log(f"cycle {tag}: {summary['connect']} subscribers connected; fds {summary['during_start']['fds']}; "
             f"soaking {seconds}s")
@@ -320,7 +325,7 @@ def run_cycle(h, target, args, worker, seconds, tag):
             drive(h, target, seconds, args.rate, args.rest_rate, old_id, args.seed, tag))
         wall = time.monotonic() - t0
         cpu = cpu_seconds(h.pids) - cpu0
-        time.sleep(1.0)  # let the last events reach every subscriber
+        time.sleep(min(1.0, args.settle))  # let the last events reach every subscriber
         summary["during_end"] = {"fds": fds(worker), "rss_mb": rss_kb([worker]) / 1024}
         open(stop, "w").close()
         sub.wait(timeout=60)
@@ -338,7 +343,7 @@ def run_cycle(h, target, args, worker, seconds, tag):
             time.sleep(0.2)
         summary["subscribers_gone_after_s"] = round(time.time() - t_close, 2)
         log(f"cycle {tag}: server saw every stream closed after {summary['subscribers_gone_after_s']} s")
-        time.sleep(5)
+        time.sleep(args.settle)
         summary["after"] = {"fds": fds(worker), "rss_mb": rss_kb([worker]) / 1024,
                             "threads": status_kb(worker, "Threads")}
         return {"summary": summary, "raw": (pub_count, post_lat, post_bad, rest_lat, rest_bad, samples, swarm_res,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from flask.testing import FlaskClient
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Real payloads from the Patter SDK, copied from shared/patter-payloads (see its README).
@@ -150,6 +151,26 @@ def app():
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def post(target: Any, event_type: str, data: dict[str, Any], *, id: str | None = None,
+         headers: dict[str, str] | None = None, status: int = 202) -> dict[str, Any]:
+    """POST one event envelope to ``/api/v1/ingest`` and assert its status (202: applied); the JSON ack.
+
+    ``target`` is a Flask test client or a :class:`LiveServer` (its prefix and token are used).
+    """
+    envelope: dict[str, Any] = {"type": event_type, "data": data}
+    if id is not None:
+        envelope["id"] = id
+    if isinstance(target, FlaskClient):
+        response = target.post("/api/v1/ingest", json=envelope, headers=headers or {})
+        body = response.get_json()
+    else:  # by duck type: tests import this module both as conftest and as tests.conftest
+        response = requests.post(f"{target.url}/api/v1/ingest", json=envelope,
+                                 headers={**target.headers, **(headers or {})}, timeout=10)
+        body = response.json()
+    assert response.status_code == status, body
+    return body
 
 
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01):

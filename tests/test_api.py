@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from conftest import payload
+from conftest import payload, post
 from flask import Flask
 
 from patter_dash import PatterDashboard
@@ -16,11 +16,6 @@ from patter_dash.run.app import create_app
 
 BASE = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 HOUR = 3600
-
-
-def post(client, event_type: str, data: dict[str, Any]) -> None:
-    response = client.post("/api/v1/ingest", json={"type": event_type, "data": data})
-    assert response.status_code == 202, response.get_json()
 
 
 def finish(client, call_id: str, start: float, duration: float = 60.0, **fields: Any) -> None:

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from conftest import post
 
 from patter_dash.model.events import make_event
 from patter_dash.run.app import create_app
@@ -40,11 +41,6 @@ def strict_json(text: str) -> Any:
 
 def csv_rows(body: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(body, newline="")))
-
-
-def post(client, event_type: str, data: dict[str, Any]) -> None:
-    response = client.post("/api/v1/ingest", json={"type": event_type, "data": data})
-    assert response.status_code == 202, response.get_json()
 
 
 # ------------------------------------------------------------- 100,000 calls

@@ -1,14 +1,12 @@
 """Unbounded reads and calls (issue 10, item 5): paged live calls, per-call text, live-call count.
 
 Store bounds are checked on :class:`CallStore` directly; HTTP behaviour (paging,
-body size, the settings, the bench) through a real gunicorn + gevent server.
+body size, the settings) through a real gunicorn + gevent server.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from sse import SSEClient
 from patter_dash.config import ConfigError, load_settings
 from patter_dash.core.store import MAX_LINES, CallStore
 from patter_dash.model import records
-from tests.test_store import apply
+from tests.core.test_store import apply
 
 try:  # the browser test borrows test_ui_browser's Chromium fixtures
     from tests.test_ui_browser import (  # noqa: F401
@@ -31,7 +29,6 @@ try:  # the browser test borrows test_ui_browser's Chromium fixtures
 except pytest.skip.Exception:
     CHROMIUM = ""
 
-ROOT = Path(__file__).resolve().parent.parent
 LONG = 20_000  # the longest line ingest keeps (events.MAX_TEXT_LENGTH)
 
 def say(store: CallStore, call_id: str, text: str, now: float | None = None) -> records.Call:
@@ -216,20 +213,6 @@ def test_max_active_calls_setting_closes_the_idle_over_http(live_server: Any) ->
         closed += [json.loads(d)["call"] for d in data]  # none in a heartbeat
     stream.response.close()
     assert [(c["call_id"], c["status"]) for c in closed] == [("A0", "timeout"), ("A1", "timeout"), ("A2", "timeout")]
-
-
-def test_bench_script_runs_at_toy_size(tmp_path: Path) -> None:
-    out = tmp_path / "active-bounds.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "active_bounds.py"), "--calls", "200", "--seconds", "2", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    result = json.loads(out.read_text())
-    assert result["calls"] == 200 and result["active_total"] == 200
-    health = result["health"]
-    assert health["count"] > 10 and health["errors"] == 0 and health["max_ms"] >= health["p99_ms"] > 0
-    assert all(r["requests"] > 0 and r["errors"] == 0 for r in result["readers"].values())
 
 
 # ------------------------------------------------------------ the browser's live view

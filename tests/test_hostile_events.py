@@ -23,7 +23,7 @@ from urllib.parse import quote
 import msgspec
 import pytest
 import websocket
-from conftest import payload, wait_for
+from conftest import payload, post, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sse import SSEClient
@@ -266,7 +266,7 @@ def transcript_of(client, call_id: str = "R") -> list[tuple[str, str]]:
 
 def test_a_caller_who_says_yes_three_times_is_heard_three_times(client) -> None:
     history: list[dict[str, Any]] = []
-    client.post("/api/v1/ingest", json={"type": "call_start", "data": {"call_id": "R"}})
+    post(client, "call_start", {"call_id": "R"})
     answers = [client.post("/api/v1/ingest", json={"type": "transcript", "data": line("Yes.", history)}) for _ in range(3)]
     assert [a.status_code for a in answers] == [202, 202, 202]
     assert [a.get_json()["duplicate"] for a in answers] == [False, False, False]
@@ -290,7 +290,7 @@ def test_patters_double_delivery_through_callbacks_and_metrics_is_stored_once(cl
     """The shared payloads: on_transcript's user line, then on_metrics' turn that repeats it."""
     call_id = "CA941522e75e5447c05b6ca6d201f13845"
     for event_type, name in (("call_start", "call_start.json"), ("transcript", "transcript_user.json"), ("turn", "turn_metrics.json")):
-        assert client.post("/api/v1/ingest", json={"type": event_type, "data": payload(name)}).status_code == 202
+        post(client, event_type, payload(name))
     turn = payload("turn_metrics.json")["turn"]
     assert transcript_of(client, call_id) == [("user", turn["user_text"]), ("assistant", turn["agent_text"])]
     # The SDK's notify path repeats call_start and call_end; the callbacks send them too.
@@ -307,11 +307,11 @@ def test_a_turn_repeats_its_words_only_where_its_own_lines_did_not(client) -> No
 
     def turn(index: int, user: str, agent: str) -> None:
         data = {"call_id": "R", "turn": {"turn_index": index, "user_text": user, "agent_text": agent}}
-        assert client.post("/api/v1/ingest", json={"type": "turn", "data": data}).status_code == 202
+        post(client, "turn", data)
 
-    client.post("/api/v1/ingest", json={"type": "transcript", "data": line("Yes.", history)})
+    post(client, "transcript", line("Yes.", history))
     turn(1, "Yes.", "Booked.")  # the user line came through on_transcript; the agent's did not
-    client.post("/api/v1/ingest", json={"type": "transcript", "data": line("Yes.", history)})
+    post(client, "transcript", line("Yes.", history))
     turn(2, "Yes.", "Booked.")  # the caller said it again: a new line, and the agent's reply again
     turn(2, "Yes.", "Booked.")  # the same turn re-delivered: no new lines
     assert transcript_of(client) == [("user", "Yes."), ("assistant", "Booked.")] * 2

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import payload
+from conftest import payload, post
 
 from patter_dash.model.clean import TRUNCATION_MARK
 from patter_dash.model.events import EVENT_TYPES
@@ -83,16 +83,12 @@ def test_real_patter_callbacks_through_the_envelope_route(client) -> None:
         ("transcript", "transcript_user.json"),
         ("turn", "turn_metrics.json"),
     ):
-        response = ingest(client, {"type": event_type, "data": payload(name)})
-        assert response.status_code == 202
-        seqs.append(response.get_json()["seq"])
+        seqs.append(post(client, event_type, payload(name))["seq"])
     live = client.get(f"/api/v1/calls/{CALL_ID}").get_json()["data"]
     assert live["status"] == "in-progress" and live["ended_at"] is None
     assert live["cost"]["total"] == 0.016431  # cost_so_far from the turn
     assert [line["text"] for line in live["transcript"]][:1] == ["Hi, I'd like to book a teeth cleaning next week."]
-    response = ingest(client, {"type": "call_end", "data": payload("call_end.json")})
-    assert response.status_code == 202
-    seqs.append(response.get_json()["seq"])
+    seqs.append(post(client, "call_end", payload("call_end.json"))["seq"])
     assert seqs == sorted(seqs) and len(set(seqs)) == 4
     assert_stored_like_patter(client.get(f"/api/v1/calls/{CALL_ID}").get_json()["data"])
     assert client.get("/api/v1/calls/active").get_json()["count"] == 0
@@ -136,8 +132,7 @@ def test_a_replayed_event_id_is_acknowledged_not_applied_twice(client) -> None:
     assert (health["accepted"], health["duplicates"]) == (1, 1)
     # two different events of the same call, each with its own id, are both kept
     for i, text in enumerate(("first line", "second line")):
-        line = {"type": "transcript", "id": f"line-{i}", "data": {"call_id": "c1", "role": "user", "text": text}}
-        assert ingest(client, line).status_code == 202
+        post(client, "transcript", {"call_id": "c1", "role": "user", "text": text}, id=f"line-{i}")
     lines = client.get("/api/v1/calls/c1").get_json()["data"]["transcript"]
     assert [ln["text"] for ln in lines] == ["first line", "second line"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
-from conftest import payload
+from conftest import payload, post
 from flask import Flask
 
 from patter_dash import PatterDashboard
@@ -101,7 +101,7 @@ def test_real_responses_match_their_schemas(client) -> None:
         assert validator(document, {"$ref": "#/components/schemas/Envelope"}).is_valid(body)
         ack = client.post("/api/v1/ingest", json=body)
         validator(document, {"$ref": "#/components/schemas/Ack"}).validate(ack.get_json())
-    client.post("/api/v1/ingest", json={"type": "transcript", "data": {"call_id": "live", "role": "user", "text": "hi"}})
+    post(client, "transcript", {"call_id": "live", "role": "user", "text": "hi"})
     patter = client.post("/api/dashboard/ingest", json=payload("sdk_notify_call_start.json"))
     validator(document, {"$ref": "#/components/schemas/PatterAck"}).validate(patter.get_json())
     refused = client.post("/api/v1/ingest", json={"type": "turn", "data": {"call_id": 5}})
@@ -128,7 +128,7 @@ def test_real_responses_match_their_schemas(client) -> None:
 
 def test_detail_validates_as_detail_and_summary_is_not_a_detail(client) -> None:
     document = client.get("/api/v1/openapi.json").get_json()
-    client.post("/api/v1/ingest", json={"type": "call_end", "data": payload("call_end.json")})
+    post(client, "call_end", payload("call_end.json"))
     summary = client.get("/api/v1/calls").get_json()["data"][0]
     detail = client.get(f"/api/v1/calls/{CALL_ID}").get_json()["data"]
     assert validator(document, {"$ref": "#/components/schemas/CallSummary"}).is_valid(summary)

@@ -159,16 +159,6 @@ def test_subscriber_cap_answers_503_while_rest_keeps_working(live_server):
         s.close()
 
 
-def test_no_new_streams_once_shutdown_began():
-    from patter_dash.core.hub import Hub, HubFull
-
-    hub = Hub()
-    hub.subscribe()
-    hub.shutdown()
-    with pytest.raises(HubFull, match="shutting down"):
-        hub.subscribe()
-
-
 # --------------------------------------------------------------- WebSocket
 
 def ws_url(server, path: str) -> str:

@@ -2,6 +2,7 @@
 """Experiment: in-process costs of the store at N calls (no HTTP).
 
     /tmp/benchvenv/bin/python bench/experiments/gcprobe.py 100000
+    .venv/bin/python bench/experiments/gcprobe.py 200       # toy size (tests run this)
 
 Prints GC-tracked objects per stored call, the time of a full ``gc.collect()``
 (the pause every request sees when CPython runs a gen-2 collection), and the

@@ -1,6 +1,7 @@
 """What the typed check at ingest costs per event (patter_dash/model/events.py), on Patter's real payloads.
 
     .venv/bin/python bench/experiments/schema_check.py
+    .venv/bin/python bench/experiments/schema_check.py --number 200   # toy size (tests run this)
 
 Prints µs per event for the msgspec check alone and for the whole make_event
 (cleaning + check), per event type. Here: check 0.4-4.6 µs, make_event 17-274 µs
@@ -9,6 +10,7 @@ Prints µs per event for the msgspec check alone and for the whole make_event
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import timeit
@@ -40,4 +42,6 @@ def main(number: int = 20_000) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--number", type=int, default=20_000, help="timed repetitions per event type")
+    main(parser.parse_args().number)

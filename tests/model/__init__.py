@@ -1,0 +1,1 @@
+"""Unit tests of patter_dash/model/, one file per module (the end-to-end tests are in tests/)."""
