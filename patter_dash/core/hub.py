@@ -12,11 +12,12 @@ the event thread never blocks on them and they never take a lock to read.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
+
+from ..model import jsoncodec
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +27,12 @@ class Frame:
     seq: int
     type: str
     call_id: str
-    sse: bytes  # the whole SSE event; data is one line of JSON (json.dumps escapes CR, LF, NUL)
+    sse: bytes  # the whole SSE event; data is one line of JSON (the encoder escapes CR, LF, NUL)
 
     @classmethod
     def encode(cls, seq: int, event_type: str, call_id: str, payload: dict[str, Any]) -> Frame:
-        data = json.dumps(payload, separators=(",", ":"), allow_nan=False)
-        return cls(seq, event_type, call_id, f"{cls._head(seq, event_type)}{data}\n\n".encode())
+        head = cls._head(seq, event_type).encode()
+        return cls(seq, event_type, call_id, b"".join((head, jsoncodec.dumpb(payload), b"\n\n")))
 
     @staticmethod
     def _head(seq: int, event_type: str) -> str:
@@ -40,7 +41,7 @@ class Frame:
     @property
     def ws(self) -> str:
         """The same event as one WebSocket text frame (derived: WebSocket readers are few)."""
-        data = self.sse[len(self._head(self.seq, self.type)) : -2].decode()
+        data = self.sse[len(self._head(self.seq, self.type).encode()) : -2].decode()
         return f'{{"id":{self.seq},"event":"{self.type}","data":{data}}}'
 
 

@@ -21,7 +21,7 @@ from ..model.records import (
     TERMINAL_STATUSES,
     Call,
     Turn,
-    _intern,
+    intern,
     pack,
 )
 from .aggregates import DAY, HOUR, Aggregates
@@ -103,7 +103,7 @@ class CallStore:
         self.max_completed = max_completed
         self.max_call_text = max_call_text
         self.max_active = max_active
-        self.lock = threading.RLock()
+        self.make_lock()
         self.active: dict[str, Call] = {}
         self.completed: OrderedDict[str, Call] = OrderedDict()
         self.aggregates = Aggregates()
@@ -113,6 +113,13 @@ class CallStore:
         self.evicted_idle = 0
         self._closed: list[Call] = []
         self._costs_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def make_lock(self) -> None:
+        """(Re)create the lock, e.g. in the serving process once gevent has patched threading.
+
+        A lock made before the patch (``--preload``) is not greenlet-aware.
+        """
+        self.lock = threading.RLock()
 
     # ================================================================ writing
 
@@ -197,7 +204,7 @@ class CallStore:
         for field in ("caller", "callee", "direction"):
             value = data.get(field)
             if value and (overwrite or not getattr(call, field)):
-                setattr(call, field, _intern(value) if field == "direction" else value)
+                setattr(call, field, intern(value) if field == "direction" else value)
         extra = {k: v for k, v in data.items() if k not in _KNOWN_FIELDS}
         if extra:
             call.extra = {**(call.extra or {}), **extra}
@@ -235,7 +242,7 @@ class CallStore:
             return False
         if not self._admit_line(call, text, len(call.transcript)):
             return True  # counted and flagged: the call changed
-        call.transcript.append((_intern(role), text, timestamp))
+        call.transcript.append((intern(role), text, timestamp))
         return True
 
     def _on_turn(self, call: Call, event: Event) -> None:
@@ -277,7 +284,7 @@ class CallStore:
         call.turn_mark = claimed
 
     def _on_call_status(self, call: Call, event: Event) -> None:
-        status = _intern(event.data["status"].strip().lower())
+        status = intern(event.data["status"].strip().lower())
         at = sane_time(call, event.data.get("timestamp"), event.received_at)
         call.status_history = (*call.status_history, (status, at))
         if not call.active:
@@ -326,7 +333,7 @@ class CallStore:
             self._metrics(call, metrics)  # after the transcript: turns share its strings
         status = (data.get("status") or "").lower()
         if status in TERMINAL_STATUSES:
-            call.status = _intern(status)
+            call.status = intern(status)
         elif call.status not in TERMINAL_STATUSES:
             call.status = "completed"
         return True
@@ -354,7 +361,7 @@ class CallStore:
         for line in lines:
             text = line.get("text") or ""
             if self._admit_line(call, text, len(kept)):
-                kept.append((_intern(line.get("role") or ""), text, line.get("timestamp")))
+                kept.append((intern(line.get("role") or ""), text, line.get("timestamp")))
         if not call.dropped_lines and "transcript_truncated" in call.flags:
             call.flags = tuple(f for f in call.flags if f != "transcript_truncated")
         return kept
@@ -364,7 +371,7 @@ class CallStore:
             call.cost = pack(metrics["cost"], COST_KEYS)
         blocks = tuple(pack(metrics.get(name), LATENCY_KEYS) for name in PERCENTILE_KEYS)
         call.percentiles = blocks if any(b is not None for b in blocks) else None
-        meta = {k: _intern(v) for k, v in metrics.items() if k not in _METRICS_MODELLED}
+        meta = {k: intern(v) for k, v in metrics.items() if k not in _METRICS_MODELLED}
         call.meta = meta or None
         if metrics.get("turns"):
             texts = {t: t for _, t, _ in call.transcript}

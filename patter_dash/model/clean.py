@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 #: Limits on untrusted input; documented in the README.
 MAX_TEXT_LENGTH = 20_000
 #: Object keys are names, not text: cut sooner.
@@ -41,7 +43,17 @@ def _reject_constant(name: str) -> float:
 
 
 def parse_json(raw: bytes | str) -> Any:
-    """Strict JSON: no NaN/Infinity, no overflowing numbers, bounded nesting."""
+    """Strict JSON: no NaN/Infinity, no overflowing numbers, bounded nesting.
+
+    msgspec parses the common case in C. What it refuses (malformed input,
+    lone-surrogate escapes, numbers past a double) is parsed again by the
+    standard library, whose answers are the documented ones: the error
+    message, or a value :func:`sanitize` then cleans or refuses by field.
+    """
+    try:
+        return msgspec.json.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        pass
     try:
         value = json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:
@@ -57,11 +69,15 @@ def parse_json(raw: bytes | str) -> Any:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-#: In ``json.dumps`` output: an integer of 16+ digits, or a float written with a
-#: positive exponent (Python does so from 1e16 up); either may exceed MAX_NUMBER.
-_HUGE_NUMBER = re.compile(r"\d{16}|e\+\d")
 #: Bigger numbers lose precision as doubles and overflow sums of nano-dollars.
 MAX_NUMBER = 2**53
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+_to_plain = msgspec.msgpack.Encoder().encode
+_from_plain = msgspec.msgpack.Decoder().decode
+#: Digits as "0", so a number of 16+ digits is a run of "0"s found by one C search.
+_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+_SIXTEEN = b"0" * 16
 
 
 def _clean_text(value: str) -> str:
@@ -85,11 +101,9 @@ def _clean_key(key: Any, path: str) -> str:
     raise ValidationError("unsupported key", [{"field": path, "error": f"keys must be strings, got {type(key).__name__}"}])
 
 
-def _plain(value: Any) -> Any:
-    """json.dumps fallback: Patter's frozen dataclasses become dicts."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    raise TypeError(type(value).__name__)
+def _plain(value: Any) -> dict[str, Any]:
+    """A Patter frozen dataclass as a dict of its fields."""
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
 
 def sanitize(value: Any, *, copy: bool = True) -> Any:
@@ -97,30 +111,73 @@ def sanitize(value: Any, *, copy: bool = True) -> Any:
 
     Dataclasses (Patter's frozen models) become dicts, tuples become lists,
     strings lose NULs and lone surrogates and are capped in length, numbers
-    must be finite. The common case (nothing to clean) runs in C through one
-    ``json.dumps``; only input that needs cleaning, or is invalid, takes the
-    slow walk that names the field. ``copy=False`` keeps already-parsed JSON
-    as is when it is clean.
+    must be finite and within ±2**53. The common case (nothing to clean) is
+    one msgspec encode and decode in C plus byte searches over the encoding
+    that can only err towards suspicion; only input they flag, or that
+    msgspec refuses, takes the slow walk that cleans and names the field.
+    ``copy=False`` keeps already-parsed JSON as is when it is clean.
     """
     try:
-        text = json.dumps(value, default=_plain, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        raw = _encode(value)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        # Lone surrogates (not UTF-8), unsupported types or keys, deep nesting.
+        return _walk_top(value)
+    if b"\\u0000" in raw or _suspect_numbers_or_lengths(raw):
+        return _walk_top(value)
+    if not copy and isinstance(value, (dict, list)):
+        # Parsed JSON: only a number past a double (parsed as Infinity) can have become null.
+        return value if b"null" not in raw or value == _decode(raw) else _walk_top(value)
+    clean = _decode(raw)
+    if not _same_as_plain(value, clean):
+        return _walk_top(value)
+    return clean
+
+
+def _walk_top(value: Any) -> Any:
+    try:
+        return _walk(value, "data")
     except RecursionError:
         raise ValidationError("nested too deeply", [{"field": "data", "error": "nested too deeply"}]) from None
-    except (ValueError, TypeError):
-        return _walk(value, "data")  # names the NaN or the unsupported value
-    if "\\u0000" in text or len(text) > MAX_TEXT_LENGTH or not _is_utf8(text) or _HUGE_NUMBER.search(text):
-        return _walk(value, "data")
-    if copy or not isinstance(value, (dict, list)):
-        return json.loads(text)
-    return value
 
 
-def _is_utf8(text: str) -> bool:
+def _suspect_numbers_or_lengths(raw: bytes) -> bool:
+    """Whether the JSON ``raw`` may hold a number past ±2**53, a text past its cap or a key past its own.
+
+    Only what lies outside strings is searched for numbers, so ids and text
+    full of digits stay on the fast path. Escaped backslashes and quotes are
+    first masked with two bytes each, which keeps every string's length and
+    its quotes the real ones. A byte count is never below a character count,
+    so a string this judges short is short.
+    """
+    masked = raw.replace(b"\\\\", b"__").replace(b'\\"', b"__") if b"\\" in raw else raw
+    parts = masked.split(b'"')
+    if len(raw) > MAX_KEY_LENGTH:
+        longest = max(map(len, parts[1::2]), default=0)
+        if longest > MAX_TEXT_LENGTH:
+            return True
+        # A key is a string followed by ':' (the encoding is compact); keys are cut sooner than texts.
+        if longest > MAX_KEY_LENGTH and any(
+            len(parts[i]) > MAX_KEY_LENGTH and parts[i + 1][:1] == b":" for i in range(1, len(parts) - 1, 2)
+        ):
+            return True
+    # Outside strings: msgspec writes a float from 1e16 up with an exponent, and
+    # an integer as its digits, so 16 digits in a row or "e<digit>" may be too big.
+    numbers = b" ".join(parts[::2]).translate(_DIGITS)
+    return _SIXTEEN in numbers or b"e0" in numbers
+
+
+def _same_as_plain(value: Any, clean: Any) -> bool:
+    """Whether ``clean`` is ``value`` as plain data: nothing became null or text on the way.
+
+    msgspec writes NaN and Infinity as null and bytes, datetimes and the
+    like as text; msgpack gives them back as they are (dataclasses as dicts,
+    tuples as lists), so any difference sends the value to the walk, which
+    names the field.
+    """
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+        return bool(_from_plain(_to_plain(value)) == clean)
+    except (TypeError, ValueError, OverflowError, RecursionError):
         return False
-    return True
 
 
 def _walk(value: Any, path: str) -> Any:

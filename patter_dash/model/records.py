@@ -46,7 +46,8 @@ def _unknown(values: Mapping[str, Any] | None, known: tuple[str, ...] | frozense
     return extra or None
 
 
-def _intern(value: Any) -> Any:
+def intern(value: Any) -> Any:
+    """One shared string object for short repeated text (providers, roles, statuses)."""
     # Providers, roles and statuses repeat across every call.
     return sys.intern(value) if isinstance(value, str) and len(value) < 64 else value
 
@@ -164,7 +165,7 @@ class Call:
         v = self.cost[COST_KEYS.index(key)]
         return 0.0 if math.isnan(v) else v
 
-    def _percentile(self, name: str) -> dict[str, float | None] | None:
+    def percentile(self, name: str) -> dict[str, float | None] | None:
         if self.percentiles is None:
             return None
         return unpack(self.percentiles[PERCENTILE_KEYS.index(name)], LATENCY_KEYS)
@@ -229,7 +230,7 @@ def metrics_view(call: Call, *, full: bool) -> dict[str, Any]:
     cost = unpack(call.cost, COST_KEYS)
     metrics["cost"] = cost if cost is not None else {k: 0.0 for k in COST_KEYS}
     for name in PERCENTILE_KEYS if full else _LIGHT_PERCENTILES:
-        metrics[name] = call._percentile(name)
+        metrics[name] = call.percentile(name)
     if call.meta:
         metrics.update(call.meta if full else {k: call.meta[k] for k in _LIGHT_META if k in call.meta})
     return metrics

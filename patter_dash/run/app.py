@@ -7,10 +7,19 @@ import os
 from typing import Any
 
 from flask import Flask, redirect, request, url_for
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.wrappers import Response
 
+from ..model import jsoncodec
 from ..web import auth
 from ..web.extension import PatterDashboard
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's ``jsonify`` through the one JSON codec (the blueprint leaves a host app's own alone)."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return jsoncodec.dumps(obj)
 
 
 #: Where the standalone server keeps its state when PATTER_DASH_DATA_DIR is not set (relative to its working directory).
@@ -26,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None, *, standalone: bool = False
     """
     # No app-level /static route: the blueprint serves its own files behind auth rules.
     app = Flask("patter_dash", static_folder=None)
+    app.json = JSONProvider(app)
     app.config.update(config or {})
     if standalone:
         app.config.setdefault("PATTER_DASH_DATA_DIR", os.environ.get("PATTER_DASH_DATA_DIR") or DEFAULT_DATA_DIR)

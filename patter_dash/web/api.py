@@ -8,7 +8,6 @@ filter asks it to.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from functools import lru_cache
@@ -16,7 +15,7 @@ from functools import lru_cache
 from flask import Blueprint, Response, jsonify, request
 
 from ..core.pipeline import paced
-from ..model import records
+from ..model import jsoncodec, records
 from ..model.records import Call
 from . import params
 from .context import current_dashboard
@@ -33,10 +32,10 @@ def list_calls() -> Response:
     calls, total = current_dashboard().store.page(flt, limit, offset)
     if full:
         now = time.time()
-        rows = [json.dumps(records.detail(c, now), separators=(",", ":")) for c in _yielding(calls)]
+        rows = [jsoncodec.dumps(records.detail(c, now)) for c in _yielding(calls)]
     else:
         rows = [_summary_json(c, c.seq) for c in _yielding(calls)]
-    pagination = json.dumps({"limit": limit, "offset": offset, "count": len(calls), "total": total})
+    pagination = jsoncodec.dumps({"limit": limit, "offset": offset, "count": len(calls), "total": total})
     return Response(f'{{"data":[{",".join(rows)}],"pagination":{pagination}}}', mimetype="application/json")
 
 
@@ -54,7 +53,7 @@ def _summary_json(call: Call, seq: int) -> str:
     newest pages are read over and over (the dashboard polls them), so this
     turns a page of 50 into a join of cached strings.
     """
-    return json.dumps(records.summary(call, time.time()), separators=(",", ":"))
+    return jsoncodec.dumps(records.summary(call, time.time()))
 
 
 #: Transcript characters one ``/calls/active`` page carries in all, shared
@@ -79,8 +78,8 @@ def active_calls() -> Response:
         lines = call.transcript  # replaced whole, never shrunk in place: safe to read unlocked
         item["transcript"], item["transcript_partial"] = _tail(lines, share)
         item["transcript_lines"] = len(lines)
-        rows.append(json.dumps(item, separators=(",", ":")))
-    pagination = json.dumps({"limit": limit, "offset": offset, "count": len(rows), "total": total})
+        rows.append(jsoncodec.dumps(item))
+    pagination = jsoncodec.dumps({"limit": limit, "offset": offset, "count": len(rows), "total": total})
     body = f'{{"data":[{",".join(rows)}],"count":{len(rows)},"pagination":{pagination}}}'
     return Response(body, mimetype="application/json")
 
@@ -111,7 +110,7 @@ def call_detail(call_id: str) -> Response | tuple[Response, int]:
     if call is None:
         return jsonify(error="Call not found"), 404
     if call.active:  # its duration grows every second: never cached
-        body = json.dumps(records.detail(call, time.time()), separators=(",", ":"))
+        body = jsoncodec.dumps(records.detail(call, time.time()))
     else:
         body = _detail_json(call, call.seq)
     return Response(f'{{"data":{body}}}', mimetype="application/json")
@@ -120,7 +119,7 @@ def call_detail(call_id: str) -> Response | tuple[Response, int]:
 @lru_cache(maxsize=1024)
 def _detail_json(call: Call, seq: int) -> str:
     """A finished call's full record, encoded once per version (see :func:`_summary_json`)."""
-    return json.dumps(records.detail(call, time.time()), separators=(",", ":"))
+    return jsoncodec.dumps(records.detail(call, time.time()))
 
 
 @bp.get("/analytics/overview")

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import math
 import socket
 import time
 import unicodedata
@@ -26,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
 
-from ..model import records
+from ..model import jsoncodec, records
 from . import params
 from .bodies import StreamStats, describe, guarded, shutdown_socket
 from .context import current_dashboard
@@ -173,21 +171,8 @@ def _csv(calls: list[Call], rows: _RowGuard) -> Iterator[bytes]:
 
 
 def _dump(value: Any) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-    except ValueError:
-        # A non-finite number in one record: null there, rather than an export cut short.
-        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    # jsoncodec writes a non-finite number as null: a record never cuts an export short for one.
+    return jsoncodec.dumps(value)
 
 
 def _json(calls: list[Call], rows: _RowGuard, ndjson: bool) -> Iterator[bytes]:

@@ -12,7 +12,6 @@ Every refusal is a 4xx JSON ``{"error", "details"}``; nothing is queued then.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -28,6 +27,7 @@ from ..core.pipeline import Ack, ApplyFailed, QueueFull
 from ..model.clean import ValidationError, parse_json
 from ..model.events import events_from_body
 from ..model.patter import event_from_patter_notify
+from ..model import jsoncodec
 from . import auth
 from .context import API_PREFIX, current_dashboard
 from .deadline import read_body
@@ -110,6 +110,6 @@ def ingest_ws(ws: Any) -> None:
                 reply = {"ok": False, "error": f"{exc}; retry shortly", "retry": True}
             except ApplyFailed as exc:
                 reply = {"ok": False, "error": f"internal error: {exc}"}
-            ws.send(json.dumps(reply, separators=(",", ":")))
+            ws.send(jsoncodec.dumps(reply))
     except ConnectionClosed:
         return  # the peer left, or the size limit closed the socket (1009)

@@ -12,7 +12,6 @@ sent to a connected client: SSE subscribes on the body's first iteration
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from simple_websocket import ConnectionClosed
 
 from ..core.hub import OVERFLOW, RESET, SHUTDOWN, Hub, HubFull, Subscription
 from ..model.events import EVENT_TYPES
+from ..model import jsoncodec
 from . import params
 from .bodies import client_gone, describe, guarded, shutdown_socket
 from .context import current_dashboard
@@ -72,7 +72,7 @@ def _busy(reason: str) -> tuple[Response, int]:
 
 
 def _notice(name: str, **data: Any) -> str:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    return f"event: {name}\ndata: {jsoncodec.dumps(data)}\n\n"
 
 
 @bp.get("/events")
@@ -150,15 +150,15 @@ def live_ws(ws: Any) -> None:
     wait = min(CLIENT_CHECK, dash.settings.WS_PING_INTERVAL)
     try:
         if needs_reset:
-            ws.send(json.dumps({"event": "reset", "data": {"last_id": hub.head}}))
+            ws.send(jsoncodec.dumps({"event": "reset", "data": {"last_id": hub.head}}))
         while ws.connected:
             result = hub.read(sub, wait)
             if result in (SHUTDOWN, OVERFLOW):
-                ws.send(json.dumps({"event": result, "data": {}}))
+                ws.send(jsoncodec.dumps({"event": result, "data": {}}))
                 ws.close(reason=1001 if result == SHUTDOWN else 1013, message=str(result))
                 return
             if result == RESET:
-                ws.send(json.dumps({"event": "reset", "data": {"last_id": hub.head}}))
+                ws.send(jsoncodec.dumps({"event": "reset", "data": {"last_id": hub.head}}))
                 continue
             for frame in result:
                 ws.send(frame.ws)

@@ -59,8 +59,6 @@ def test_texts_are_cut_at_the_limit_with_a_mark_and_keys_at_theirs() -> None:
     assert list(sanitize({key: "v" * MAX_TEXT_LENGTH})) == ["k" * MAX_KEY_LENGTH]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: sanitize's fast path walks only bodies over 20,000 characters, "
-                   "so a long key in a small event is kept whole (README: keys at 256)")
 def test_a_long_key_is_cut_in_a_small_event_too() -> None:
     assert list(sanitize({"k" * (MAX_KEY_LENGTH + 50): 1})) == ["k" * MAX_KEY_LENGTH]
 
@@ -105,7 +103,8 @@ def test_patters_dataclasses_become_dicts_and_tuples_lists() -> None:
 
 def test_values_no_json_can_hold_are_refused_naming_the_field() -> None:
     assert refused({"a": [1, object()]})["field"] == "data.a[1]"
-    assert refused({"a": {1, 2}})["field"] == "data.a"
+    # What has a JSON form (a set, a UUID, a Decimal) is taken in that form.
+    assert sorted(sanitize({"a": {1, 2}})["a"]) == [1, 2]
 
 
 def test_parse_json_is_strict() -> None:
