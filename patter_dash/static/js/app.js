@@ -265,7 +265,10 @@ function main() {
   byId("pd-shortcuts-open").addEventListener("click", () => shortcuts.showModal());
   installShortcuts({
     search() {
-      if (background !== "history") window.location.hash = viewHash("history", historyParams);
+      if (background !== "history") {
+        window.location.hash = viewHash("history", historyParams);
+        route(); // now, not at hashchange: a hidden field cannot take focus
+      }
       const q = byId("pd-q");
       q.focus();
       q.select();
