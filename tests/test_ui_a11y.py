@@ -13,6 +13,7 @@
 The fixtures (``browser``, ``open_page``) and event builders are those of test_ui_browser.py.
 """
 
+# ruff: noqa: F811  (the fixtures browser/open_page are imported, then named as test parameters)
 from __future__ import annotations
 
 import threading
@@ -437,7 +438,7 @@ def test_every_chart_has_a_caption_and_a_data_table(live_server: Any, open_page:
     total = money(overview["total_cost"])
     cost_summary = page.locator("#pd-chart-cost-summary")
     expect(cost_summary).to_contain_text(f"{total} in total over 2 hours with calls")
-    expect(cost_summary).to_contain_text(f"highest hour")
+    expect(cost_summary).to_contain_text("highest hour")
     expect(cost_summary).to_contain_text(money(costs[1]["total"]))
     expect(page.locator("#pd-chart-latency-summary")).to_contain_text(
         f"Average {ms(overview['avg_latency_ms'])}, P95 {ms(overview['p95_latency_ms'])}")
