@@ -7,6 +7,8 @@
  * cost by component (an SVG donut drawn with createElementNS), and latency
  * over time (uPlot lines). Data comes from the overview and costs endpoints;
  * live events trigger a debounced refetch. Charts follow the light/dark theme.
+ * Every chart also speaks without sight: a caption with its key figures
+ * (total, peak, per component) and a toggle to the same numbers as a table.
  */
 
 import { h, s, fill, setText } from "./dom.js";
@@ -45,7 +47,8 @@ function moneyTicks(splits) {
 
 export class AnalyticsView {
   /**
-   * @param {object} els  {controls, tiles, costChart, latencyChart, donut, error}
+   * @param {object} els  {controls, tiles, costChart, latencyChart, donut, error, charts}
+   *                      (charts: the element holding the <figure data-chart> cards)
    */
   constructor(els) {
     this.els = els;
@@ -65,6 +68,7 @@ export class AnalyticsView {
 
     this.tileRefs = this.buildTiles();
     els.controls.addEventListener("click", (ev) => this.controlClicked(ev));
+    els.charts.addEventListener("click", (ev) => this.tableToggled(ev));
     this.syncControls();
 
     const ro = new ResizeObserver(() => schedule("charts-resize", () => this.resize()));
@@ -169,6 +173,88 @@ export class AnalyticsView {
     this.drawCostChart();
     this.drawLatencyChart();
     this.drawDonut();
+    this.drawText();
+  }
+
+  /** "Show data table" ⇄ "Hide data table" for the chart whose button was pressed. */
+  tableToggled(ev) {
+    const btn = ev.target instanceof Element ? ev.target.closest(".pd-chart-table-toggle") : null;
+    if (!btn) return;
+    const open = btn.getAttribute("aria-expanded") !== "true";
+    btn.setAttribute("aria-expanded", String(open));
+    setText(btn, open ? "Hide data table" : "Show data table");
+    document.getElementById(btn.getAttribute("aria-controls")).hidden = !open;
+  }
+
+  /** Captions with the key figures, and the data tables, for every chart. */
+  drawText() {
+    const { step, points } = this.buckets();
+    const unit = step === 3600 ? "hour" : "day";
+    const when = (t) => fmt.shortDateTime(t);
+    const cards = this.els.charts;
+    const part = (key) => ({
+      summary: cards.querySelector(`[data-chart="${key}"] .pd-chart-summary`),
+      table: cards.querySelector(`[data-chart="${key}"] .pd-chart-table`),
+    });
+
+    // cost over time
+    const cost = part("cost");
+    const withCost = points.filter((p) => p.cost && num(p.cost.total) !== null);
+    if (!withCost.length) {
+      setText(cost.summary, "No calls in this period.");
+      fill(cost.table, h("p", { class: "pd-muted" }, "No data."));
+    } else {
+      const total = withCost.reduce((a, p) => a + p.cost.total, 0);
+      const peak = withCost.reduce((a, p) => (p.cost.total > a.cost.total ? p : a));
+      const byComp = COMPONENTS.map((c) => `${c.label} ${fmt.money(withCost.reduce((a, p) => a + (num(p.cost[c.key]) || 0), 0))}`);
+      setText(cost.summary, `${fmt.money(total)} in total over ${fmt.num(withCost.length)} ${unit}${withCost.length === 1 ? "" : "s"} with calls; `
+        + `highest ${unit} ${when(peak.t)} at ${fmt.money(peak.cost.total)}. By component: ${byComp.join(", ")}.`);
+      fill(cost.table, this.table(`Cost per ${unit} by component`,
+        [unit === "hour" ? "Hour" : "Day", "Calls", ...COMPONENTS.map((c) => c.label), "Total"],
+        withCost.map((p) => [when(p.t), fmt.num(p.calls), ...COMPONENTS.map((c) => fmt.money(num(p.cost[c.key]))), fmt.money(p.cost.total)])));
+    }
+
+    // latency over time
+    const lat = part("latency");
+    const withLat = points.filter((p) => num(p.avg_latency_ms) !== null || num(p.p95_latency_ms) !== null);
+    if (!withLat.length) {
+      setText(lat.summary, "No latency measured in this period.");
+      fill(lat.table, h("p", { class: "pd-muted" }, "No data."));
+    } else {
+      const o = this.overview || {};
+      const peak = withLat.reduce((a, p) => ((num(p.p95_latency_ms) || 0) > (num(a.p95_latency_ms) || 0) ? p : a));
+      setText(lat.summary, `Average ${fmt.ms(o.avg_latency_ms)}, P95 ${fmt.ms(o.p95_latency_ms)} over the period; `
+        + `highest P95 ${fmt.ms(peak.p95_latency_ms)} (${unit} ${when(peak.t)}).`);
+      fill(lat.table, this.table(`Response latency per ${unit}`,
+        [unit === "hour" ? "Hour" : "Day", "Average", "P95"],
+        withLat.map((p) => [when(p.t), fmt.ms(p.avg_latency_ms), fmt.ms(p.p95_latency_ms)])));
+    }
+
+    // cost by component
+    const comp = part("components");
+    const o = this.overview || {};
+    const b = o.cost_breakdown || (this.costs && this.costs.breakdown) || {};
+    const values = COMPONENTS.map((c) => Math.max(0, num(b[c.key]) || 0));
+    const total = values.reduce((a, v) => a + v, 0);
+    const pct = (v) => (total ? `${Math.round((v / total) * 100)}%` : fmt.DASH);
+    if (!total) {
+      setText(comp.summary, "No costs in this period.");
+      fill(comp.table, h("p", { class: "pd-muted" }, "No data."));
+    } else {
+      setText(comp.summary, `${fmt.money(num(o.total_cost) ?? total)} in total: `
+        + COMPONENTS.map((c, i) => `${c.label} ${fmt.money(values[i])} (${pct(values[i])})`).join(", ") + ".");
+      fill(comp.table, this.table("Cost by component",
+        ["Component", "Cost", "Share"], COMPONENTS.map((c, i) => [c.label, fmt.money(values[i]), pct(values[i])])));
+    }
+  }
+
+  /** A data table: the first column heads its row, numbers align right. */
+  table(caption, head, rows) {
+    return h("table", { class: "pd-data-table" },
+      h("caption", { class: "pd-visually-hidden" }, caption),
+      h("thead", null, h("tr", null, head.map((c, i) => h("th", { scope: "col", class: i ? "pd-num" : null }, c)))),
+      h("tbody", null, rows.map((r) => h("tr", null,
+        r.map((c, i) => (i ? h("td", { class: "pd-num" }, c) : h("th", { scope: "row" }, c)))))));
   }
 
   drawTiles() {

@@ -2,7 +2,8 @@
  * app.js — entry point of the patter-dash page.
  *
  * Owns: wiring the views together (live, history, detail, analytics) with the
- * event stream, the tab navigation (#live, #history, #analytics), the time-zone
+ * event stream, the routes (#live, #history?filters, #analytics, #call/<id>:
+ * see router.js) and what Back does, the shortcuts' actions, the time-zone
  * note, the page title, and removing a ?token= from the address bar once the
  * server has turned it into a session cookie. Views never talk to each other
  * directly; they go through the callbacks set up here.
@@ -17,8 +18,9 @@ import { LiveView, PAGE_SIZE } from "./live.js";
 import { HistoryView } from "./history.js";
 import { DetailView } from "./detail.js";
 import { AnalyticsView } from "./analytics.js";
-
-const VIEWS = ["live", "history", "analytics"];
+import { VIEWS, parseHash, callHash, viewHash, replaceHash } from "./router.js";
+import { Announcer } from "./announce.js";
+import { installShortcuts, trapFocus } from "./keys.js";
 
 /* The token, if any, served its purpose when the server answered; keep it out of history and screenshots. */
 function dropTokenFromUrl() {
@@ -33,8 +35,38 @@ function main() {
   setText(byId("pd-tz"), `Times in ${TIME_ZONE}`);
   byId("pd-tz").title = "All times are shown in your browser's time zone";
 
-  const detail = new DetailView(byId("pd-detail"));
-  const openDetail = (id) => detail.open(id);
+  /* ---- a URL per call ----
+   * Opening a call adds #call/<id> to the tab's history, so Back closes it; closing it
+   * (Esc, ✕) goes back to the address it was opened from. A #call link loaded fresh has
+   * no such step under it: closing it replaces the address with the view behind it. */
+  let background = "live"; // the view shown behind the detail
+  let historyParams = {}; // history's filters, kept for its address
+  let pushedCall = false; // is the current #call/… entry one this page added?
+  let returning = false; // our own Back after a close is under way (the user may already be typing)
+  const backgroundHash = () => viewHash(background, background === "history" ? historyParams : null);
+
+  const detail = new DetailView(byId("pd-detail"), {
+    onClose() {
+      if (parseHash(window.location.hash).callId === null) return; // closed by Back: the address is right
+      if (pushedCall) {
+        pushedCall = false;
+        returning = true;
+        window.history.back();
+      } else {
+        replaceHash(backgroundHash());
+      }
+    },
+  });
+  const openDetail = (id) => {
+    const hash = callHash(id);
+    if (window.location.hash === hash) {
+      detail.open(id);
+      return;
+    }
+    pushedCall = parseHash(window.location.hash).callId === null;
+    window.location.hash = hash; // → hashchange → route() opens it
+  };
+  const announcer = new Announcer(byId("pd-announcer"));
 
   const liveCount = byId("pd-live-count");
   const liveSub = byId("pd-live-sub");
@@ -43,6 +75,8 @@ function main() {
   const liveNext = byId("pd-live-next");
   let analytics = null;
   let refreshLive = () => {};
+  const historyTab = document.querySelector(".pd-tab[data-view=history]");
+  const tabs = Array.from(document.querySelectorAll(".pd-tab[data-view]"));
   const live = new LiveView(byId("pd-live-grid"), byId("pd-live-empty"), {
     onOpen: openDetail,
     onCount: (n, offset, shown) => {
@@ -71,7 +105,15 @@ function main() {
     csv: byId("pd-export-csv"),
     json: byId("pd-export-json"),
     error: byId("pd-history-error"),
-  }, { onOpen: openDetail });
+  }, {
+    onOpen: openDetail,
+    onState(params) {
+      historyParams = params;
+      const hash = viewHash("history", params);
+      historyTab.setAttribute("href", hash); // the History tab keeps the filters
+      if (background === "history" && parseHash(window.location.hash).callId === null) replaceHash(hash);
+    },
+  });
 
   analytics = new AnalyticsView({
     controls: byId("pd-analytics-controls"),
@@ -80,6 +122,7 @@ function main() {
     latencyChart: byId("pd-chart-latency"),
     donut: byId("pd-chart-components"),
     error: byId("pd-analytics-error"),
+    charts: byId("pd-charts"),
   });
 
   /* ---- active-call snapshots, with stream events buffered while one loads ----
@@ -91,7 +134,10 @@ function main() {
   let buffered = [];
 
   function handleEvent(type, data) {
+    const id = data.call_id != null ? String(data.call_id) : data.call && data.call.call_id != null ? String(data.call.call_id) : null;
+    if (id !== null && (type === "call_start" || type === "call_initiated")) announcer.callStarted(id, data.call);
     const ended = live.applyEvent(type, data);
+    if (ended && id !== null) announcer.callEnded(id, data.call);
     detail.noteEvent(data.call_id);
     if (ended) {
       // History and analytics hold finished calls only: they change when a call ends.
@@ -174,10 +220,10 @@ function main() {
     onState() {},
   });
 
-  /* ---- tabs ---- */
-  const tabs = Array.from(document.querySelectorAll(".pd-tab[data-view]"));
+  /* ---- views and routes ---- */
   function show(view) {
     if (!VIEWS.includes(view)) view = "live";
+    background = view;
     for (const name of VIEWS) {
       const section = byId(`pd-view-${name}`);
       section.hidden = name !== view;
@@ -189,9 +235,51 @@ function main() {
     analytics.setVisible(view === "analytics");
     document.documentElement.dataset.view = view;
   }
-  const currentView = () => window.location.hash.replace(/^#/, "");
-  window.addEventListener("hashchange", () => show(currentView()));
-  show(currentView());
+  function route() {
+    const r = parseHash(window.location.hash);
+    if (r.callId !== null) {
+      show(background);
+      if (!detail.dialog.open || detail.openId !== r.callId) detail.open(r.callId);
+      return;
+    }
+    show(r.view);
+    if (returning) {
+      // The entry we return to holds the filters as they were; what the page shows now is newer.
+      returning = false;
+      replaceHash(backgroundHash());
+    } else if (r.view === "history") {
+      history.applyUrl(r.params);
+    }
+    if (detail.dialog.open) {
+      pushedCall = false;
+      detail.close();
+    }
+  }
+  window.addEventListener("hashchange", route);
+  route();
+
+  /* ---- keyboard shortcuts (keys.js says when they fire) ---- */
+  const shortcuts = byId("pd-shortcuts");
+  trapFocus(shortcuts);
+  shortcuts.querySelector(".pd-detail-close").addEventListener("click", () => shortcuts.close());
+  byId("pd-shortcuts-open").addEventListener("click", () => shortcuts.showModal());
+  installShortcuts({
+    search() {
+      if (background !== "history") {
+        window.location.hash = viewHash("history", historyParams);
+        route(); // now, not at hashchange: a hidden field cannot take focus
+      }
+      const q = byId("pd-q");
+      q.focus();
+      q.select();
+    },
+    move(delta) {
+      if (background === "history") history.moveFocus(delta);
+    },
+    help() {
+      shortcuts.showModal();
+    },
+  });
 
   history.load();
   analytics.refresh();

@@ -6,12 +6,16 @@
  * models), the cost breakdown per component, average and P95 latency, a
  * stacked STT/LLM/TTS bar per turn, and the transcript as a conversation.
  * While the call is live, stream events for it trigger a throttled refetch.
+ * Keyboard: the dialog's body takes focus on open (so arrow keys scroll the
+ * call), Tab stays inside, and on close focus goes back to the row or card
+ * that opened it, found again by call id if a redraw replaced it.
  */
 
 import { h, fill, setText } from "./dom.js";
 import * as fmt from "./format.js";
 import { callUrl, latestOnly, isAbort } from "./api.js";
 import { throttle } from "./scheduler.js";
+import { trapFocus } from "./keys.js";
 import { statusBadge, directionTag, modeChip, elapsed, isEnded, normLine, transcriptLine, linesFromTurn } from "./calls.js";
 
 const COMPONENTS = [
@@ -24,8 +28,13 @@ const COMPONENTS = [
 const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
 export class DetailView {
-  /** @param {HTMLDialogElement} dialog */
-  constructor(dialog) {
+  /**
+   * @param {HTMLDialogElement} dialog
+   * @param {object} opts  {onClose(callId)}: the dialog closed (Esc, ✕, backdrop or close())
+   */
+  constructor(dialog, opts = {}) {
+    this.opts = opts;
+    this.returnTo = null; // {el, id}: where focus goes back to on close
     this.dialog = dialog;
     this.body = dialog.querySelector(".pd-detail-body");
     this.title = dialog.querySelector(".pd-detail-title");
@@ -40,9 +49,13 @@ export class DetailView {
       if (ev.target === dialog) this.close(); // click on the backdrop
     });
     dialog.addEventListener("close", () => {
+      const id = this.callId;
       this.callId = null;
       this.call = null;
+      this.restoreFocus(id);
+      if (this.opts.onClose) this.opts.onClose(id);
     });
+    trapFocus(dialog);
     setInterval(() => this.tick(), 1000);
   }
 
@@ -50,18 +63,38 @@ export class DetailView {
     return this.callId;
   }
 
-  open(callId) {
+  /** Show a call; `opener` is the element focus returns to on close (default: whatever has focus now). */
+  open(callId, opener) {
+    if (!this.dialog.open || opener) {
+      const el = opener || document.activeElement;
+      this.returnTo = { el: el instanceof HTMLElement && el !== document.body ? el : null, id: String(callId) };
+    }
     this.callId = String(callId);
     this.call = null;
     setText(this.title, "Call details");
     fill(this.body, h("p", { class: "pd-muted pd-detail-loading" }, "Loading call…"));
     if (!this.dialog.open) this.dialog.showModal();
     this.body.scrollTop = 0;
+    this.body.focus({ preventScroll: true });
     this.load();
   }
 
   close() {
     if (this.dialog.open) this.dialog.close();
+  }
+
+  /** Focus the opener again, or (a redraw replaced it) the row or card of the same call, else the main area. */
+  restoreFocus(callId) {
+    const back = this.returnTo;
+    this.returnTo = null;
+    let target = back && back.el && back.el.isConnected && back.el.getClientRects().length ? back.el : null;
+    if (!target && callId !== null) {
+      const sel = `[data-call-id="${CSS.escape(callId)}"]`;
+      target = document.querySelector(`tr${sel}`) || document.querySelector(`${sel} .pd-live-open`);
+      if (target && !target.getClientRects().length) target = null;
+    }
+    if (!target) target = document.getElementById("pd-main");
+    if (target) target.focus({ preventScroll: false });
   }
 
   /** A stream event concerns a call: refetch if that call is on screen. */

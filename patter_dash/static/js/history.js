@@ -5,6 +5,8 @@
  * search), the server-side paginated table of calls, the pager, and the CSV /
  * JSON export links, which always carry the current filters. Paging and
  * filtering happen on the server; this module only asks and draws.
+ * The filters and the page also live in the address (#history?status=…), so a
+ * filtered view can be shared: urlParams() says them, applyUrl() takes them.
  */
 
 import { h, setText, fill } from "./dom.js";
@@ -31,6 +33,18 @@ const COLUMNS = [
 const BASE_STATUSES = ["completed", "no-answer", "busy", "failed", "canceled"];
 const BASE_MODES = ["pipeline", "openai_realtime", "elevenlabs_convai"]; // plus any seen in data
 
+const FILTERS = ["q", "status", "direction", "provider_mode", "from", "to"];
+const PAGE_SIZES = [25, 50, 100];
+
+/** Epoch seconds → a datetime-local value in the browser's zone (the inverse of localInputToEpoch). */
+function epochToLocalInput(value) {
+  const t = Number(value);
+  if (!Number.isFinite(t) || String(value).trim() === "") return "";
+  const d = new Date(t * 1000);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
 /** datetime-local value ("2025-01-31T14:05") → epoch seconds in the browser's zone. */
 function localInputToEpoch(value) {
   if (!value) return "";
@@ -41,7 +55,7 @@ function localInputToEpoch(value) {
 export class HistoryView {
   /**
    * @param {object} els   {form, body, summary, prev, next, pageSize, csv, json, error, table}
-   * @param {object} opts  {onOpen(callId)}
+   * @param {object} opts  {onOpen(callId, row), onState(params)}: onState after filters or page change
    */
   constructor(els, opts) {
     this.els = els;
@@ -91,6 +105,7 @@ export class HistoryView {
     els.pageSize.addEventListener("change", () => {
       this.limit = Number(els.pageSize.value) || 25;
       this.offset = 0;
+      this.stateChanged();
       this.load();
     });
     els.body.addEventListener("click", (ev) => this.rowActivated(ev));
@@ -131,7 +146,63 @@ export class HistoryView {
     this.els.form.dataset.active = String(Object.entries(f).some(([k, v]) => k !== "q" && v !== ""));
     this.offset = 0;
     this.updateExports();
+    this.stateChanged();
     this.load();
+  }
+
+  /** The filters and page as address parameters: only what differs from the default, times in epoch seconds. */
+  urlParams() {
+    const f = this.filters();
+    const out = {};
+    for (const k of FILTERS) if (f[k] !== "") out[k] = String(f[k]);
+    if (this.limit !== 25) out.limit = String(this.limit);
+    if (this.offset) out.offset = String(this.offset);
+    return out;
+  }
+
+  stateChanged() {
+    if (this.opts.onState) this.opts.onState(this.urlParams());
+  }
+
+  /** Take filters and page from the address; reload when they differ from what is shown. */
+  applyUrl(params) {
+    const wanted = new URLSearchParams(params);
+    const current = new URLSearchParams(this.urlParams());
+    wanted.sort();
+    current.sort();
+    if (wanted.toString() === current.toString()) return false;
+    const form = this.els.form;
+    const status = wanted.get("status") || "";
+    const mode = wanted.get("provider_mode") || "";
+    if (status) this.knownStatuses.add(status);
+    if (mode) this.knownModes.add(mode);
+    this.syncOptions();
+    form.elements.q.value = wanted.get("q") || "";
+    form.elements.status.value = status;
+    form.elements.direction.value = wanted.get("direction") || "";
+    form.elements.provider_mode.value = mode;
+    form.elements.from.value = epochToLocalInput(wanted.get("from") || "");
+    form.elements.to.value = epochToLocalInput(wanted.get("to") || "");
+    const limit = Number(wanted.get("limit"));
+    this.limit = PAGE_SIZES.includes(limit) ? limit : 25;
+    this.els.pageSize.value = String(this.limit);
+    const offset = Number(wanted.get("offset"));
+    this.offset = Number.isInteger(offset) && offset > 0 ? offset : 0;
+    const f = this.filters();
+    form.dataset.active = String(Object.entries(f).some(([k, v]) => k !== "q" && v !== ""));
+    this.updateExports();
+    this.stateChanged();
+    if (this.loaded) this.load();
+    return true;
+  }
+
+  /** Move focus to the next (delta 1) or previous (-1) row; from outside the table, to the first row. */
+  moveFocus(delta) {
+    const rows = Array.from(this.els.body.querySelectorAll("tr.pd-row"));
+    if (!rows.length) return;
+    const at = rows.indexOf(document.activeElement);
+    const next = at === -1 ? 0 : Math.min(rows.length - 1, Math.max(0, at + delta));
+    rows[next].focus();
   }
 
   updateExports() {
@@ -144,6 +215,7 @@ export class HistoryView {
     const next = Math.max(0, this.offset + delta * this.limit);
     if (delta > 0 && this.total !== null && next >= this.total) return;
     this.offset = next;
+    this.stateChanged();
     this.load();
   }
 
@@ -232,7 +304,7 @@ export class HistoryView {
 
   rowActivated(ev) {
     const tr = ev.target instanceof Element ? ev.target.closest("tr[data-call-id]") : null;
-    if (tr) this.opts.onOpen(tr.dataset.callId);
+    if (tr) this.opts.onOpen(tr.dataset.callId, tr);
   }
 
   draw() {

@@ -210,13 +210,15 @@ export class LiveView {
       callee: h("span", { class: "pd-party-num" }),
       mode: h("span", { class: "pd-live-mode" }),
       providers: h("span", { class: "pd-providers" }),
-      transcript: h("ol", { class: "pd-transcript pd-transcript-live", "aria-live": "polite", "aria-label": "Transcript" }),
+      // Not a live region: a screen reader would read every line. announce.js says starts and ends instead.
+      transcript: h("ol", { class: "pd-transcript pd-transcript-live", "aria-label": "Transcript" }),
       waiting: h("p", { class: "pd-live-waiting" }, "Waiting for the first words…"),
       turns: h("span"),
       latency: h("span"),
       cost: h("span"),
     };
     const open = h("button", { type: "button", class: "pd-btn pd-btn-small pd-live-open" }, "Details");
+    refs.open = open;
     open.addEventListener("click", () => this.opts.onOpen(entry.id));
     const el = h("article", { class: "pd-card pd-live-card", dataset: { callId: entry.id } },
       h("header", { class: "pd-live-head" }, refs.status, refs.dir, refs.timer),
@@ -247,6 +249,9 @@ export class LiveView {
     shown.status = item.status;
     shown.direction = item.direction;
     shown.mode = item.provider_mode;
+    // Every card has a "Details" button: its name says which call (and starts with the visible word).
+    const label = `Details of the call from ${item.caller || "unknown"} to ${item.callee || "unknown"}`;
+    if (refs.open.getAttribute("aria-label") !== label) refs.open.setAttribute("aria-label", label);
     setText(refs.caller, item.caller || fmt.DASH);
     setText(refs.callee, item.callee || fmt.DASH);
     setText(refs.providers, fmt.providerList(item.providers));
