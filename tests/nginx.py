@@ -23,7 +23,9 @@ README_LOCATIONS = """
             proxy_read_timeout 1h;
             gzip off;
         }}
-        location /ops/voice/api/v1/ws {{
+""" + "".join(
+    """
+        location /ops/voice/api/v1/%s {{
             proxy_pass http://127.0.0.1:{upstream};
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -32,16 +34,9 @@ README_LOCATIONS = """
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
-        location /ops/voice/api/v1/ingest/ws {{
-            proxy_pass http://127.0.0.1:{upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-"""
+""" % websocket
+    for websocket in ("ws", "ingest/ws")  # the two WebSocket routes
+)
 
 CONF = """
 worker_processes 1;
