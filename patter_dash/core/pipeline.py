@@ -29,7 +29,7 @@ from ..model import records
 from ..model.clean import ValidationError
 from ..model.events import Event, make_event
 from .hub import Hub
-from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, CallStore
+from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore
 
 log = logging.getLogger("patter_dash")
 
@@ -350,7 +350,8 @@ class Pipeline:
                 self.counters["duplicates"] += 1
                 return Ack(seen, True)
         event.seq = self._seq + 1
-        call, changed = self.store.apply(event)
+        applied = self.store.apply(event)
+        call, changed = applied.call, applied.changed
         if changed:
             self._seq = event.seq  # only now: readers take a gap in ids for a lost event
         if event.key is not None:  # only once applied: a failed event may be retried
@@ -361,7 +362,7 @@ class Pipeline:
             self.counters["duplicates"] += 1
             return Ack(call.seq, True)
         self.counters["accepted"] += 1
-        self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, call))
+        self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, applied))
         for closed in self.store.take_closed():
             # A live call closed to make room ends on every open page as if its status said so.
             self._seq = closed.seq = self._seq + 1
@@ -371,16 +372,40 @@ class Pipeline:
         return Ack(event.seq, False)
 
     @staticmethod
-    def _payload(event: Event, call: records.Call) -> dict[str, Any]:
-        payload: dict[str, Any] = {"seq": event.seq, "type": event.type, "call_id": event.call_id}
-        payload["call"] = records.summary(call, time.time(), with_metrics=False)
-        if event.type == "transcript" and call.transcript and call.transcript[-1][1] == event.data["text"]:
-            role, text, ts = call.transcript[-1]
-            payload["line"] = {"role": role, "text": text, "timestamp": ts}  # absent when over the call's text budget
-        elif event.type == "turn":
+    def _payload(event: Event, applied: Applied) -> dict[str, Any]:
+        """One live frame: what this event changed, not the whole call again.
+
+        The full summary (a card's every field) goes with the events that
+        create, move or close a card and with a call's first frame; a line or
+        a turn carries itself plus the few card fields it can change. ``line``
+        and ``lines`` are exactly what the store appended: a reader shows them
+        as sent, with no de-duplication rule of its own.
+        """
+        call = applied.call
+        kind = event.type
+        payload: dict[str, Any] = {"seq": event.seq, "type": kind, "call_id": event.call_id}
+        # A finished call's late line or turn changes its history row: readers get the whole row.
+        whole = applied.new or not call.active
+        if kind == "transcript":
+            payload["call"] = records.summary(call, time.time(), with_metrics=False) if whole else records.card_fields(call, turns=False)
+            if applied.lines:  # absent when over the call's text budget
+                role, text, ts = applied.lines[0]
+                payload["line"] = {"role": role, "text": text, "timestamp": ts}
+        elif kind == "turn":
+            payload["call"] = records.summary(call, time.time(), with_metrics=False) if whole else records.card_fields(call, turns=True)
             index = event.data["turn"].get("turn_index")
-            turn = next((t for t in call.turns if t.index == index), call.turns[-1] if call.turns else None)
+            turn = None
+            for held in reversed(call.turns):  # the newest turn is usually last
+                if held.index == index:
+                    turn = held
+                    break
+            if turn is None and call.turns:
+                turn = call.turns[-1]
             payload["turn"] = turn.to_dict() if turn else None
+            payload["cost_so_far"] = event.data.get("cost_so_far")
+            payload["lines"] = [{"role": r, "text": t, "timestamp": ts} for r, t, ts in applied.lines]
+        else:
+            payload["call"] = records.summary(call, time.time(), with_metrics=False)
         return payload
 
     # ------------------------------------------------------------------ health

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..model.events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
 from ..model.records import (
@@ -45,6 +45,20 @@ IDLE_STATUS = "timeout"
 CLOCK_SKEW_SECONDS = 300.0
 #: No call in a runtime's records is older than this (2000-01-01 UTC); before it, the clock is wrong.
 EARLIEST_TIME = 946_684_800.0
+_APPENDING = frozenset({"transcript", "turn"})
+
+
+class Applied(NamedTuple):
+    """What one event did to the store, for the writer to publish."""
+
+    call: Call
+    changed: bool
+    #: The event made the call (its first change): readers have not seen it yet.
+    new: bool
+    #: The transcript lines this event appended (a line, or a turn's mirrored words), in order.
+    lines: Any
+
+
 #: How far back a line is compared when telling a re-delivery from a repeat.
 RECENT_LINES = 50
 
@@ -123,14 +137,16 @@ class CallStore:
 
     # ================================================================ writing
 
-    def apply(self, event: Event) -> tuple[Call, bool]:
-        """Apply one event; returns the call it touched and whether anything changed.
+    def apply(self, event: Event) -> Applied:
+        """Apply one event; says which call it touched, whether anything changed, and what it appended.
 
-        Never raises on order. ``False`` means the event repeated what the
-        call already holds (a re-delivered line, a second ``call_end``).
+        Never raises on order. ``changed`` is False when the event repeated
+        what the call already holds (a re-delivered line, a second ``call_end``).
         """
         with self.lock:
             call = self._find_or_create(event)
+            new = call.seq == 0
+            held = len(call.transcript)
             handler: Callable[[Call, Event], bool | None] = getattr(self, f"_on_{event.type}")
             if call.active:
                 changed = handler(call, event) is not False
@@ -144,7 +160,9 @@ class CallStore:
                     self.aggregates.add(call)
             if changed:
                 call.seq = event.seq
-            return call, changed
+            # Only transcript and turn events append; call_end replaces the transcript whole.
+            lines = call.transcript[held:] if event.type in _APPENDING and len(call.transcript) > held else ()
+            return Applied(call, changed, new and changed, lines)
 
     def _find_or_create(self, event: Event) -> Call:
         call = self.active.get(event.call_id) or self.completed.get(event.call_id)

@@ -185,11 +185,12 @@ class Call:
                 if v and not math.isnan(v):
                     return v
             return None
-        values = sorted(v for v in (t.response_ms for t in self.turns) if v is not None)
+        values = [v for v in (t.response_ms for t in self.turns) if v is not None]
         if not values:
             return None
         if name == "latency_avg":
-            return sum(values) / len(values)
+            return sum(values) / len(values)  # every turn frame asks: no sort
+        values.sort()
         pct = {"latency_p50": 50, "latency_p90": 90, "latency_p95": 95, "latency_p99": 99}[name]
         return values[max(0, math.ceil(pct / 100 * len(values)) - 1)]
 
@@ -262,6 +263,20 @@ def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, A
         "flags": list(call.flags),
         **({"metrics": metrics_view(call, full=False)} if with_metrics else {}),
     }
+
+
+def card_fields(call: Call, *, turns: bool) -> dict[str, Any]:
+    """What a line or a turn can change on a live call's card: a fraction of :func:`summary`.
+
+    A line can change the status only through flags (``transcript_truncated``,
+    ``clock_skew``); a turn also moves the turn count, the latency and the cost.
+    """
+    fields: dict[str, Any] = {"call_id": call.call_id, "status": call.status, "flags": list(call.flags)}
+    if turns:
+        fields["turn_count"] = len(call.turns)
+        fields["latency_avg_ms"] = _round(call.latency_ms("latency_avg"))
+        fields["cost"] = call.cost_dict()
+    return fields
 
 
 def transcript_view(call: Call) -> list[dict[str, Any]]:
