@@ -396,12 +396,12 @@ class Pipeline:
             index = event.data["turn"].get("turn_index")
             turn = None
             for held in reversed(call.turns):  # the newest turn is usually last
-                if held.index == index:
+                if held[records.TURN_INDEX] == index:
                     turn = held
                     break
             if turn is None and call.turns:
                 turn = call.turns[-1]
-            payload["turn"] = turn.to_dict() if turn else None
+            payload["turn"] = records.turn_view(turn) if turn else None
             payload["cost_so_far"] = event.data.get("cost_so_far")
             payload["lines"] = [{"role": r, "text": t, "timestamp": ts} for r, t, ts in applied.lines]
         else:
