@@ -2,7 +2,7 @@
 
 A tidy-up once removed a store method that ``bench/preload_app.py`` called, and the benchmark
 adapter stayed broken until the next benchmark run. Here each script runs as the reported
-benchmark runs it (the harness's ``run_bench.py``, ``bench/w5.py``, ``bench/extras.py``,
+benchmark runs it (the harness's ``run_bench.py``, ``bench/w5.py``, ``bench/extras.py``, ``bench/ingest.py``,
 ``bench/soak.py``, ``bench/active_bounds.py``, ``bench/experiments/*``), against real gunicorn +
 gevent servers, with the harness copy in ``tests/fixtures/bench-peer`` (the shared one may be
 absent on a fresh clone). The figures are not checked, only that every workload ran and the
@@ -111,6 +111,21 @@ def test_extras_pause_list_full_batched_and_w3clean(tmp_path: Path) -> None:
         no_errors(rows, "non2xx", "exc")
     for rows in res["w3clean"]["runs"].values():
         no_errors(rows, "errors")
+
+
+def test_ingest_write_path_figures_at_toy_size(tmp_path: Path) -> None:
+    out = tmp_path / "ingest.json"
+    run([str(BENCH / "ingest.py"), "--target", TARGET, "--n", "200", "--dur", "1", "--out", str(out)], timeout=180)
+    res = json.loads(out.read_text())
+    for conc in ("c1", "c16"):
+        no_errors(res["w2"][conc], "non2xx", "exc")
+        floor = res["floor"][conc][0]
+        assert floor["req_per_s"] > 0 and floor["non2xx"] == floor["exc"] == 0
+    for rows in res["batched"].values():
+        no_errors(rows, "non2xx", "exc")
+    assert all(v["events"] > 0 and v["bad"] == 0 for v in res["ws"].values())
+    assert res["gcwindow"][0]["wrk"]["errors"] == 0 and res["gcwindow"][0]["collect"]["seconds"] >= 0
+    assert res["loadpause"]["calls"] == 200 and res["loadpause"]["non2xx"] == 0 and res["loadpause"]["probes"] > 0
 
 
 def test_soak_cycles_clients_and_every_event_arrives(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import requests
 from werkzeug.serving import make_server
 
 from patter_dash.core.pipeline import Pipeline
+from patter_dash.model import records
 from patter_dash.run.app import create_app
 from tests.conftest import ROOT, payload, wait_for
 
@@ -86,7 +87,7 @@ def test_patter_dataclasses_and_callbacks_are_accepted():
     asyncio.run(a_call())
     try:
         call = wait_for(lambda: (c := dash.store.get("DC1")) is not None and c.turns and c)
-        assert call.turns[0].to_dict()["latency"]["total_ms"] == 900.0
+        assert records.turn_view(call.turns[0])["latency"]["total_ms"] == 900.0
     finally:
         dash.stop()
 

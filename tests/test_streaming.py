@@ -245,3 +245,30 @@ def test_ws_live_feed_carries_events_with_ids_and_resume(live_server):
     resumed = websocket.create_connection(ws_url(server, f"/api/v1/ws?last_event_id={frames[0]['id']}"), timeout=10)
     assert json.loads(resumed.recv())["event"] == "transcript"
     resumed.close()
+
+
+def test_frames_carry_what_their_event_changed(live_server):
+    """Lifecycle frames carry the whole summary; a line or a turn carries itself and the card fields it moves."""
+    server = live_server()
+    sse = SSEClient(f"{server.url}/api/v1/events")
+    sse.next_block()
+    now = time.time()
+    turn = {"turn_index": 1, "user_text": "Yes.", "agent_text": "Great, booked.", "timestamp": now + 1,
+            "latency": {"agent_response_ms": 700.0}}
+    server.post_events([
+        start_event("F1", caller="+15550000001"),
+        {"type": "transcript", "data": {"call_id": "F1", "role": "user", "text": "Yes.", "timestamp": now}},
+        {"type": "turn", "data": {"call_id": "F1", "turn": turn, "cost_so_far": {"stt": 0.001, "total": 0.001}}},
+        {"type": "call_end", "data": {"call_id": "F1"}},
+    ])
+    start, line, turned, end = (sse.next_event()["data"] for _ in range(4))
+    sse.close()
+    assert start["call"]["caller"] == "+15550000001" and "started_at" in start["call"]
+    assert line["line"] == {"role": "user", "text": "Yes.", "timestamp": now}
+    assert set(line["call"]) == {"call_id", "status", "flags"}
+    # The user's words came as a line first: the turn adds only the agent's.
+    assert [(x["role"], x["text"]) for x in turned["lines"]] == [("assistant", "Great, booked.")]
+    assert turned["turn"]["turn_index"] == 1 and turned["cost_so_far"]["total"] == 0.001
+    assert turned["call"]["turn_count"] == 1 and turned["call"]["latency_avg_ms"] == 700.0
+    assert turned["call"]["cost"]["total"] == 0.001 and "caller" not in turned["call"]
+    assert end["call"]["status"] == "completed" and end["call"]["caller"] == "+15550000001"

@@ -424,6 +424,37 @@ def test_transcript_burst_is_batched(live_server: Any, open_page: Any) -> None:
     guard.check()
 
 
+def test_live_card_shows_the_lines_the_server_stored(live_server: Any, open_page: Any) -> None:
+    """The card shows each line the store kept, as sent: no de-duplication rule of its own.
+
+    A caller who says "Yes." three times said it three times (Patter's lines
+    carry no timestamp; the server stamps each on arrival). Words that come as
+    a line and then again in the turn are one line on the server, so one here.
+    """
+    server = live_server()
+    page, guard = open_page()
+    open_dashboard(page, server.url)
+    server.post_events([call_start("CA-yes", "+15553330003", "+15550001234")])
+    card = live_card(page, "+15553330003")
+    expect(card).to_be_visible()
+    for _ in range(3):
+        server.post_events([ev("transcript", call_id="CA-yes", role="user", text="Yes.")])
+    expect(card.locator(".pd-line").filter(has_text="Yes.")).to_have_count(3)
+    said = time.time()
+    server.post_events([line("CA-yes", "user", "Friday at noon, please.", said)])
+    server.post_events([turn("CA-yes", turn_data(1, "Friday at noon, please.", "Booked for Friday at noon.",
+                                                 latency(200, 400, 150, 800), said + 1))])
+    expect(card.locator(".pd-line").filter(has_text="Booked for Friday at noon.")).to_have_count(1)
+    expect(card.locator(".pd-line").filter(has_text="Friday at noon, please.")).to_have_count(1)
+    expect(card.locator(".pd-line")).to_have_count(5)
+    expect(card).to_contain_text("1 turn")
+    # The same words again are a new line, from the turn's lines as from a transcript line.
+    server.post_events([turn("CA-yes", turn_data(2, "Friday at noon, please.", "", latency(200, 400, 150, 800)))])
+    expect(card.locator(".pd-line").filter(has_text="Friday at noon, please.")).to_have_count(2)
+    expect(card).to_contain_text("2 turns")
+    guard.check()
+
+
 def test_analytics_tiles_and_charts(live_server: Any, open_page: Any) -> None:
     server = live_server()
     costs = [cost_of(0.001, 0.012, 0.0004, 0.0085), cost_of(0.002, 0.02, 0.0008, 0.017), cost_of(0.0005, 0.006, 0.0002, 0.0085)]

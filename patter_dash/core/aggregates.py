@@ -30,6 +30,18 @@ def latency_bin(ms: float) -> int:
     return 0 if ms < 1 else int(math.log(ms) / _LOG_BASE) + 1
 
 
+def contribution(call: Call) -> tuple[int, list[int], float | None]:
+    """What one call adds to a total: duration in ms, cost components in nano-units, latency.
+
+    Computed once per change; the call counts in three totals (all, its hour, its day).
+    """
+    return (
+        round((call.duration_seconds() or 0.0) * 1000),
+        [round(call.cost_value(key) * NANO) for key in COMPONENTS],
+        call.latency_ms(),
+    )
+
+
 class Totals:
     """Additive sums for a set of completed calls."""
 
@@ -43,12 +55,11 @@ class Totals:
         self.latency_n = 0
         self.histogram: dict[int, list[int]] = {}  # bin -> [count, sum in µs]
 
-    def add(self, call: Call, sign: int = 1) -> None:
+    def add(self, call: Call, sign: int = 1, numbers: tuple[int, list[int], float | None] | None = None) -> None:
+        duration_ms, cost, latency = numbers or contribution(call)
         self.calls += sign
-        self.duration_ms += sign * round((call.duration_seconds() or 0.0) * 1000)
-        for i, key in enumerate(COMPONENTS):
-            self.cost[i] += sign * round(call.cost_value(key) * NANO)
-        latency = call.latency_ms()
+        self.duration_ms += sign * duration_ms
+        self.cost = [a + sign * b for a, b in zip(self.cost, cost)]
         if latency is not None and latency > 0:
             us = round(latency * 1000)
             self.latency_us += sign * us
@@ -126,7 +137,8 @@ class Aggregates:
 
     def _apply(self, call: Call, sign: int) -> None:
         self.version += 1
-        self.total.add(call, sign)
+        numbers = contribution(call)
+        self.total.add(call, sign, numbers)
         self.by_status[call.status] += sign
         if not self.by_status[call.status]:
             del self.by_status[call.status]
@@ -134,7 +146,7 @@ class Aggregates:
         bucket = self.hours.get(hour)
         if bucket is None:
             bucket = self.hours[hour] = Bucket()
-        bucket.add(call, sign)
+        bucket.add(call, sign, numbers)
         if sign > 0:
             bucket.members.add(call)
         else:
@@ -145,7 +157,7 @@ class Aggregates:
         totals = self.days.get(day)
         if totals is None:
             totals = self.days[day] = Totals()
-        totals.add(call, sign)
+        totals.add(call, sign, numbers)
         if not totals.calls:
             del self.days[day]
 

@@ -29,7 +29,7 @@ from ..model import records
 from ..model.clean import ValidationError
 from ..model.events import Event, make_event
 from .hub import Hub
-from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, CallStore
+from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore
 
 log = logging.getLogger("patter_dash")
 
@@ -37,6 +37,9 @@ SEEN_IDS = 100_000  # how many event ids are remembered for de-duplication
 DROP_WARNING_INTERVAL = 10.0
 #: Applied events between two ``gc.freeze()`` calls of the event thread.
 FREEZE_EVERY = 20_000
+#: Largest submission applied on the submitting greenlet itself when the event thread is idle
+#: (the event thread's own pause interval: the loop is not held longer than in a burst).
+INLINE_MAX = 100
 
 
 def gevent_active() -> bool:
@@ -181,6 +184,8 @@ class Pipeline:
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._sleeping = False
+        self._inline = False
+        self._next_freeze = FREEZE_EVERY
         self._stopping = False
         self._seq = 0
         self._seen: OrderedDict[str, int] = OrderedDict()
@@ -219,6 +224,8 @@ class Pipeline:
             self._wakeup = _Wakeup()
             self._thread = threading.Thread(target=self._run, name="patter-dash-events", daemon=True)
             self._thread.start()
+            # Under gevent the event "thread" is a greenlet of this OS thread: see submit().
+            self._inline = gevent_active()
             self._pid = os.getpid()
         for hook in self.on_start:
             hook()
@@ -260,11 +267,19 @@ class Pipeline:
             raise QueueFull("ingest queue is full")
         self.ensure_started()
         ticket = _Ticket(len(events))
-        for i, event in enumerate(events):
-            self._queue.append(Pending(event.type, event.data, event.key, event.received_at, event, ticket, i))
-        self._wake()
-        if not ticket.done.wait(timeout):
-            raise QueueFull("events were queued but not applied in time")
+        if self._inline and self._sleeping and not self._queue and len(events) <= INLINE_MAX:
+            # The event greenlet is parked with nothing queued, and greenlets do not
+            # preempt each other: applying here, without yielding, is exactly what it
+            # would do, minus the hand-off (a wake-up and two switches a request).
+            for i, event in enumerate(events):
+                self._handle(Pending(event.type, event.data, event.key, event.received_at, event, ticket, i))
+            self._next_freeze = self._freeze(self._next_freeze)
+        else:
+            for i, event in enumerate(events):
+                self._queue.append(Pending(event.type, event.data, event.key, event.received_at, event, ticket, i))
+            self._wake()
+            if not ticket.done.wait(timeout):
+                raise QueueFull("events were queued but not applied in time")
         acks = [a for a in ticket.acks if a is not None]
         if any(a.seq == 0 for a in acks):
             raise ApplyFailed("an event could not be applied")
@@ -292,7 +307,6 @@ class Pipeline:
         wakeup = self._wakeup
         assert wakeup is not None
         last_reap = time.monotonic()
-        next_freeze = FREEZE_EVERY
         while not self._stopping:
             handled = 0
             while self._queue:
@@ -300,8 +314,8 @@ class Pipeline:
                 handled += 1
                 if handled % 100 == 0:
                     let_others_run()  # readers run during a burst
-                    next_freeze = self._freeze(next_freeze)
-            next_freeze = self._freeze(next_freeze)
+                    self._next_freeze = self._freeze(self._next_freeze)
+            self._next_freeze = self._freeze(self._next_freeze)
             now = time.monotonic()
             if now - last_reap >= 1.0:
                 self.hub.reap()
@@ -350,7 +364,8 @@ class Pipeline:
                 self.counters["duplicates"] += 1
                 return Ack(seen, True)
         event.seq = self._seq + 1
-        call, changed = self.store.apply(event)
+        applied = self.store.apply(event)
+        call, changed = applied.call, applied.changed
         if changed:
             self._seq = event.seq  # only now: readers take a gap in ids for a lost event
         if event.key is not None:  # only once applied: a failed event may be retried
@@ -361,7 +376,7 @@ class Pipeline:
             self.counters["duplicates"] += 1
             return Ack(call.seq, True)
         self.counters["accepted"] += 1
-        self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, call))
+        self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, applied))
         for closed in self.store.take_closed():
             # A live call closed to make room ends on every open page as if its status said so.
             self._seq = closed.seq = self._seq + 1
@@ -371,16 +386,40 @@ class Pipeline:
         return Ack(event.seq, False)
 
     @staticmethod
-    def _payload(event: Event, call: records.Call) -> dict[str, Any]:
-        payload: dict[str, Any] = {"seq": event.seq, "type": event.type, "call_id": event.call_id}
-        payload["call"] = records.summary(call, time.time(), with_metrics=False)
-        if event.type == "transcript" and call.transcript and call.transcript[-1][1] == event.data["text"]:
-            role, text, ts = call.transcript[-1]
-            payload["line"] = {"role": role, "text": text, "timestamp": ts}  # absent when over the call's text budget
-        elif event.type == "turn":
+    def _payload(event: Event, applied: Applied) -> dict[str, Any]:
+        """One live frame: what this event changed, not the whole call again.
+
+        The full summary (a card's every field) goes with the events that
+        create, move or close a card and with a call's first frame; a line or
+        a turn carries itself plus the few card fields it can change. ``line``
+        and ``lines`` are exactly what the store appended: a reader shows them
+        as sent, with no de-duplication rule of its own.
+        """
+        call = applied.call
+        kind = event.type
+        payload: dict[str, Any] = {"seq": event.seq, "type": kind, "call_id": event.call_id}
+        # A finished call's late line or turn changes its history row: readers get the whole row.
+        whole = applied.new or not call.active
+        if kind == "transcript":
+            payload["call"] = records.summary(call, time.time(), with_metrics=False) if whole else records.card_fields(call, turns=False)
+            if applied.lines:  # absent when over the call's text budget
+                role, text, ts = applied.lines[0]
+                payload["line"] = {"role": role, "text": text, "timestamp": ts}
+        elif kind == "turn":
+            payload["call"] = records.summary(call, time.time(), with_metrics=False) if whole else records.card_fields(call, turns=True)
             index = event.data["turn"].get("turn_index")
-            turn = next((t for t in call.turns if t.index == index), call.turns[-1] if call.turns else None)
-            payload["turn"] = turn.to_dict() if turn else None
+            turn = None
+            for held in reversed(call.turns):  # the newest turn is usually last
+                if held[records.TURN_INDEX] == index:
+                    turn = held
+                    break
+            if turn is None and call.turns:
+                turn = call.turns[-1]
+            payload["turn"] = records.turn_view(turn) if turn else None
+            payload["cost_so_far"] = event.data.get("cost_so_far")
+            payload["lines"] = [{"role": r, "text": t, "timestamp": ts} for r, t, ts in applied.lines]
+        else:
+            payload["call"] = records.summary(call, time.time(), with_metrics=False)
         return payload
 
     # ------------------------------------------------------------------ health

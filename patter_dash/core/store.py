@@ -14,14 +14,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..model.events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
 from ..model.records import (
+    AGENT_TEXT,
     TERMINAL_STATUSES,
+    TIMESTAMP,
+    TURN_INDEX,
+    USER_TEXT,
     Call,
     Turn,
     intern,
+    make_turn,
     pack,
 )
 from .aggregates import DAY, HOUR, Aggregates
@@ -45,8 +50,28 @@ IDLE_STATUS = "timeout"
 CLOCK_SKEW_SECONDS = 300.0
 #: No call in a runtime's records is older than this (2000-01-01 UTC); before it, the clock is wrong.
 EARLIEST_TIME = 946_684_800.0
+_APPENDING = frozenset({"transcript", "turn"})
+
+
+class Applied(NamedTuple):
+    """What one event did to the store, for the writer to publish."""
+
+    call: Call
+    changed: bool
+    #: The event made the call (its first change): readers have not seen it yet.
+    new: bool
+    #: The transcript lines this event appended (a line, or a turn's mirrored words), in order.
+    lines: Any
+
+
 #: How far back a line is compared when telling a re-delivery from a repeat.
 RECENT_LINES = 50
+
+
+def _turn_order(turn: Turn) -> tuple[bool, Any]:
+    """Turns by index; those without one last, in arrival order (the sort is stable)."""
+    index = turn[TURN_INDEX]
+    return (index is None, index if index is not None else 0)
 
 
 def sane_time(call: Call, value: float | None, received: float) -> float:
@@ -123,14 +148,16 @@ class CallStore:
 
     # ================================================================ writing
 
-    def apply(self, event: Event) -> tuple[Call, bool]:
-        """Apply one event; returns the call it touched and whether anything changed.
+    def apply(self, event: Event) -> Applied:
+        """Apply one event; says which call it touched, whether anything changed, and what it appended.
 
-        Never raises on order. ``False`` means the event repeated what the
-        call already holds (a re-delivered line, a second ``call_end``).
+        Never raises on order. ``changed`` is False when the event repeated
+        what the call already holds (a re-delivered line, a second ``call_end``).
         """
         with self.lock:
             call = self._find_or_create(event)
+            new = call.seq == 0
+            held = len(call.transcript)
             handler: Callable[[Call, Event], bool | None] = getattr(self, f"_on_{event.type}")
             if call.active:
                 changed = handler(call, event) is not False
@@ -144,7 +171,9 @@ class CallStore:
                     self.aggregates.add(call)
             if changed:
                 call.seq = event.seq
-            return call, changed
+            # Only transcript and turn events append; call_end replaces the transcript whole.
+            lines = call.transcript[held:] if event.type in _APPENDING and len(call.transcript) > held else ()
+            return Applied(call, changed, new and changed, lines)
 
     def _find_or_create(self, event: Event) -> Call:
         call = self.active.get(event.call_id) or self.completed.get(event.call_id)
@@ -248,19 +277,24 @@ class CallStore:
     def _on_turn(self, call: Call, event: Event) -> None:
         data = event.data
         texts = {t: t for _, t, _ in call.transcript[-12:]}  # the lines this turn spoke
-        turn = Turn(data["turn"], texts)
-        repeated = turn.index is not None and any(t.index == turn.index for t in call.turns)
-        turns = [t for t in call.turns if turn.index is None or t.index != turn.index]
-        turns.append(turn)
-        turns.sort(key=lambda t: (t.index is None, t.index if t.index is not None else 0))
-        call.turns = tuple(turns)
+        turn = make_turn(data["turn"], texts)
+        index = turn[TURN_INDEX]
+        held = call.turns
+        repeated = index is not None and any(t[TURN_INDEX] == index for t in held)
+        if not repeated and (not held or index is None or (held[-1][TURN_INDEX] is not None and held[-1][TURN_INDEX] < index)):
+            call.turns = (*held, turn)  # the usual case: the next turn, in order
+        else:
+            turns = [t for t in held if index is None or t[TURN_INDEX] != index]
+            turns.append(turn)
+            turns.sort(key=_turn_order)
+            call.turns = tuple(turns)
         if not call.active:
             call.flag("late_turn")
             return
         if data.get("cost_so_far"):
             call.cost = pack(data["cost_so_far"], COST_KEYS)
         if not repeated:
-            self._mirror_turn(call, turn, sane_time(call, turn.timestamp, event.received_at))
+            self._mirror_turn(call, turn, sane_time(call, turn[TIMESTAMP], event.received_at))
 
     def _mirror_turn(self, call: Call, turn: Turn, at: float) -> None:
         """Put the turn's words into the transcript unless its own lines already did.
@@ -271,7 +305,7 @@ class CallStore:
         again, and a line of the next turn that came early stays unclaimed.
         """
         claimed = call.turn_mark
-        for role, text in (("user", turn.user_text), ("assistant", turn.agent_text)):
+        for role, text in (("user", turn[USER_TEXT]), ("assistant", turn[AGENT_TEXT])):
             if not text:
                 continue
             found = next(
@@ -375,7 +409,7 @@ class CallStore:
         call.meta = meta or None
         if metrics.get("turns"):
             texts = {t: t for _, t, _ in call.transcript}
-            call.turns = tuple(Turn(t, texts) for t in metrics["turns"])
+            call.turns = tuple(make_turn(t, texts) for t in metrics["turns"])
 
     # ================================================================ reading
 

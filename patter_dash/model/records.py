@@ -1,7 +1,8 @@
 """Records: how one call is held in memory, and the views read from it.
 
-A call's numbers are packed into ``array('d')`` (NaN standing for "absent")
-and its text into tuples, so a stored call costs a few KB instead of the
+A call's numbers are packed into ``bytes`` of doubles (NaN standing for
+"absent") and its turns and text into tuples of atoms, which the garbage
+collector stops tracking, so a stored call costs a few KB instead of the
 peer's 23.7 KB of nested dicts. Fields Patter sends that are not modelled here
 are kept in ``extra`` / ``meta`` and given back unchanged. The views
 (:func:`summary`, :func:`detail`) rebuild Patter's dict shapes for readers.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
-from array import array
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,25 +26,38 @@ PROVIDER_KEYS = ("stt_provider", "tts_provider", "llm_provider", "telephony_prov
 MODEL_KEYS = ("stt_model", "tts_model", "llm_model")
 
 
-def pack(values: Mapping[str, Any] | None, keys: tuple[str, ...]) -> array | None:
-    """Known numeric keys → array of floats, NaN for missing or null."""
+_ONE = struct.Struct("d")
+_BLOCKS: dict[int, struct.Struct] = {}
+
+
+def _block(n: int) -> struct.Struct:
+    block = _BLOCKS.get(n)
+    if block is None:
+        block = _BLOCKS[n] = struct.Struct(f"{n}d")
+    return block
+
+
+def pack(values: Mapping[str, Any] | None, keys: tuple[str, ...]) -> bytes | None:
+    """Known numeric keys → packed doubles, NaN for missing or null.
+
+    ``bytes``, not ``array('d')``: an array is tracked by the garbage
+    collector and bytes are not, and a stored call holds a dozen such blocks.
+    """
     if not values:
         return None
     get = values.get
-    return array("d", [NAN if (v := get(k)) is None else v for k in keys])
+    return _block(len(keys)).pack(*[NAN if (v := get(k)) is None else v for k in keys])
 
 
-def unpack(packed: array | None, keys: tuple[str, ...]) -> dict[str, float | None] | None:
+def unpack(packed: bytes | None, keys: tuple[str, ...]) -> dict[str, float | None] | None:
     if packed is None:
         return None
-    return {k: (None if math.isnan(v) else v) for k, v in zip(keys, packed)}
+    return {k: (None if v != v else v) for k, v in zip(keys, _block(len(keys)).unpack(packed))}
 
 
-def _unknown(values: Mapping[str, Any] | None, known: tuple[str, ...] | frozenset[str]) -> dict[str, Any] | None:
-    if not values:
-        return None
-    extra = {k: v for k, v in values.items() if k not in known}
-    return extra or None
+def value_at(packed: bytes, index: int) -> float:
+    """One number of a packed block (NaN when absent)."""
+    return _ONE.unpack_from(packed, index * 8)[0]
 
 
 def intern(value: Any) -> Any:
@@ -52,54 +66,62 @@ def intern(value: Any) -> Any:
     return sys.intern(value) if isinstance(value, str) and len(value) < 64 else value
 
 
-class Turn:
-    """One turn's metrics (Patter's ``TurnMetrics``)."""
+# One turn's metrics (Patter's ``TurnMetrics``) as a plain tuple:
+# (turn_index, user_text, agent_text, timestamp, stt_audio_seconds, tts_characters, latency, extra).
+# A tuple of strings, numbers and bytes is untracked by the garbage collector
+# after its first pass; an object with slots never is, and 100,000 calls hold
+# 600,000 turns. ``latency`` is a packed block, ``extra`` the unmodelled fields or None.
+Turn = tuple
+TURN_INDEX, USER_TEXT, AGENT_TEXT, TIMESTAMP, LATENCY, EXTRA = 0, 1, 2, 3, 6, 7
+_TURN_KNOWN = frozenset({"turn_index", "user_text", "agent_text", "timestamp", "stt_audio_seconds", "tts_characters", "latency"})
+_LATENCY_KNOWN = frozenset(LATENCY_KEYS)
 
-    __slots__ = ("index", "user_text", "agent_text", "timestamp", "stt_audio_seconds", "tts_characters", "latency", "extra")
 
-    _KNOWN = frozenset({"turn_index", "user_text", "agent_text", "timestamp", "stt_audio_seconds", "tts_characters", "latency"})
+def make_turn(data: Mapping[str, Any], texts: dict[str, str]) -> Turn:
+    """A stored turn from a cleaned ``TurnMetrics`` dict; ``texts`` shares strings with the transcript."""
+    get = data.get
+    user = get("user_text") or ""
+    agent = get("agent_text") or ""
+    latency = get("latency") or None
+    extra = None
+    if data.keys() - _TURN_KNOWN:  # a set difference in C: most turns have nothing unmodelled
+        extra = {k: v for k, v in data.items() if k not in _TURN_KNOWN}
+    if latency and latency.keys() - _LATENCY_KNOWN:
+        extra = {**(extra or {}), "__latency__": {k: v for k, v in latency.items() if k not in _LATENCY_KNOWN}}
+    return (
+        get("turn_index"), texts.setdefault(user, user), texts.setdefault(agent, agent), get("timestamp"),
+        get("stt_audio_seconds"), get("tts_characters"), pack(latency, LATENCY_KEYS), extra,
+    )
 
-    def __init__(self, data: Mapping[str, Any], texts: dict[str, str]) -> None:
-        self.index = data.get("turn_index")
-        # The same sentences are in the transcript: share one string object.
-        self.user_text = texts.setdefault(data.get("user_text") or "", data.get("user_text") or "")
-        self.agent_text = texts.setdefault(data.get("agent_text") or "", data.get("agent_text") or "")
-        self.timestamp = data.get("timestamp")
-        self.stt_audio_seconds = data.get("stt_audio_seconds")
-        self.tts_characters = data.get("tts_characters")
-        latency = data.get("latency") or None
-        self.latency = pack(latency, LATENCY_KEYS)
-        extra = _unknown(data, self._KNOWN)
-        latency_extra = _unknown(latency, LATENCY_KEYS)
-        if latency_extra:
-            extra = {**(extra or {}), "__latency__": latency_extra}
-        self.extra = extra
 
-    @property
-    def response_ms(self) -> float | None:
-        """What the caller waited: agent_response_ms, else total_ms (Patter's rule)."""
-        if self.latency is None:
-            return None
-        for index in _RESPONSE_INDEXES:
-            v = self.latency[index]
-            if not math.isnan(v) and v > 0:
-                return v
+def response_ms(turn: Turn) -> float | None:
+    """What the caller waited: agent_response_ms, else total_ms (Patter's rule)."""
+    latency = turn[LATENCY]
+    if latency is None:
         return None
+    for index in _RESPONSE_INDEXES:
+        v = value_at(latency, index)
+        if v > 0:  # False for NaN too
+            return v
+    return None
 
-    def to_dict(self) -> dict[str, Any]:
-        latency = unpack(self.latency, LATENCY_KEYS) or {}
-        extra = dict(self.extra or {})
-        latency.update(extra.pop("__latency__", {}))
-        return {
-            "turn_index": self.index,
-            "user_text": self.user_text,
-            "agent_text": self.agent_text,
-            "latency": latency,
-            "stt_audio_seconds": self.stt_audio_seconds,
-            "tts_characters": self.tts_characters,
-            "timestamp": self.timestamp,
-            **extra,
-        }
+
+def turn_view(turn: Turn) -> dict[str, Any]:
+    """Patter's ``TurnMetrics`` dict, unknown fields given back."""
+    index, user, agent, timestamp, stt_audio, tts_chars, packed, extra = turn
+    latency = unpack(packed, LATENCY_KEYS) or {}
+    extra = dict(extra or {})
+    latency.update(extra.pop("__latency__", {}))
+    return {
+        "turn_index": index,
+        "user_text": user,
+        "agent_text": agent,
+        "latency": latency,
+        "stt_audio_seconds": stt_audio,
+        "tts_characters": tts_chars,
+        "timestamp": timestamp,
+        **extra,
+    }
 
 
 class Call:
@@ -121,8 +143,8 @@ class Call:
         self.started_at = started_at
         self.ended_at: float | None = None
         self.duration: float | None = None
-        self.cost: array | None = None
-        self.percentiles: tuple[array | None, ...] | None = None
+        self.cost: bytes | None = None
+        self.percentiles: tuple[bytes | None, ...] | None = None
         self.meta: dict[str, Any] | None = None  # CallMetrics' scalar fields
         self.turns: tuple[Turn, ...] = ()
         # (role, text, timestamp) triples. Only ever appended to or replaced
@@ -162,7 +184,7 @@ class Call:
     def cost_value(self, key: str) -> float:
         if self.cost is None:
             return 0.0
-        v = self.cost[COST_KEYS.index(key)]
+        v = value_at(self.cost, COST_KEYS.index(key))
         return 0.0 if math.isnan(v) else v
 
     def percentile(self, name: str) -> dict[str, float | None] | None:
@@ -181,15 +203,16 @@ class Call:
             if block is None:
                 return None
             for index in _RESPONSE_INDEXES:
-                v = block[index]
+                v = value_at(block, index)
                 if v and not math.isnan(v):
                     return v
             return None
-        values = sorted(v for v in (t.response_ms for t in self.turns) if v is not None)
+        values = [v for v in map(response_ms, self.turns) if v is not None]
         if not values:
             return None
         if name == "latency_avg":
-            return sum(values) / len(values)
+            return sum(values) / len(values)  # every turn frame asks: no sort
+        values.sort()
         pct = {"latency_p50": 50, "latency_p90": 90, "latency_p95": 95, "latency_p99": 99}[name]
         return values[max(0, math.ceil(pct / 100 * len(values)) - 1)]
 
@@ -264,6 +287,20 @@ def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, A
     }
 
 
+def card_fields(call: Call, *, turns: bool) -> dict[str, Any]:
+    """What a line or a turn can change on a live call's card: a fraction of :func:`summary`.
+
+    A line can change the status only through flags (``transcript_truncated``,
+    ``clock_skew``); a turn also moves the turn count, the latency and the cost.
+    """
+    fields: dict[str, Any] = {"call_id": call.call_id, "status": call.status, "flags": list(call.flags)}
+    if turns:
+        fields["turn_count"] = len(call.turns)
+        fields["latency_avg_ms"] = _round(call.latency_ms("latency_avg"))
+        fields["cost"] = call.cost_dict()
+    return fields
+
+
 def transcript_view(call: Call) -> list[dict[str, Any]]:
     return [{"role": r, "text": t, "timestamp": ts} for r, t, ts in call.transcript]
 
@@ -273,7 +310,7 @@ def detail(call: Call, now: float) -> dict[str, Any]:
     view = summary(call, now, with_metrics=False)
     view["metrics"] = metrics_view(call, full=True)
     view["transcript"] = transcript_view(call)
-    view["turns"] = [t.to_dict() for t in call.turns]
+    view["turns"] = [turn_view(t) for t in call.turns]
     view["status_history"] = [{"status": s, "at": at} for s, at in call.status_history]
     view["dropped_lines"] = call.dropped_lines
     if call.extra:

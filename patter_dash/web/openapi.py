@@ -264,7 +264,9 @@ def paths(settings: Settings) -> dict[str, Schema]:
             {
                 "description": (
                     "Server-Sent Events: one 'event: <type>' with 'id: <seq>' and a JSON 'data:' line per applied "
-                    "event (seq, type, call_id, call summary, plus line or turn). Heartbeat comments keep it open; "
+                    "event (seq, type, call_id, call; lifecycle events and a call's first frame carry the whole summary, "
+                    "transcript frames 'line' and the card fields a line can change, turn frames 'turn', 'cost_so_far' "
+                    "and 'lines', the transcript lines the turn added). Heartbeat comments keep it open; "
                     "'reset', 'overflow', 'shutdown' and 'busy' events tell the reader to reconnect. HEAD answers the "
                     "headers only and never subscribes."
                 ),

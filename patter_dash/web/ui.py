@@ -28,6 +28,7 @@ from pathlib import Path
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from ..model.events import EVENT_TYPES
 from . import auth
 from .context import current_dashboard
 
@@ -66,7 +67,11 @@ bp = Blueprint(
 @auth.page
 def dashboard() -> str:
     """Render the single-page dashboard (live calls, history, analytics)."""
-    return render_template("patter_dash/dashboard.html", signed_in=current_dashboard().settings.TOKEN is not None)
+    return render_template(
+        "patter_dash/dashboard.html",
+        signed_in=current_dashboard().settings.TOKEN is not None,
+        event_types=EVENT_TYPES,  # the stream's event names: the page listens for exactly these
+    )
 
 
 @bp.post("/dashboard/logout")

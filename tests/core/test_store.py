@@ -23,7 +23,7 @@ def apply(store: CallStore, event_type: str, data: dict, now: float | None = Non
     _seq += 1
     event = make_event(event_type, data, now=now)
     event.seq = _seq
-    call, _ = store.apply(event)
+    call = store.apply(event).call
     return call
 
 

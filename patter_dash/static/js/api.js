@@ -22,6 +22,9 @@ export const urls = Object.freeze({
   events: ds.events,
 });
 
+/** The stream's call event types, as the server's vocabulary names them (rendered into data-event-types). */
+export const eventTypes = Object.freeze(String(ds.eventTypes || "").split(" ").filter(Boolean));
+
 const ID_PLACEHOLDER = "__ID__";
 
 /** Resolve a URL relative to the page and add query parameters (empty ones are skipped). */

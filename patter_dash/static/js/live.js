@@ -19,12 +19,11 @@ import { h, setText, fill } from "./dom.js";
 import * as fmt from "./format.js";
 import { schedule } from "./scheduler.js";
 import {
-  isEnded, statusBadge, directionTag, modeChip, elapsed, lineKey, normLine, transcriptLine, linesFromTurn,
+  isEnded, statusBadge, directionTag, modeChip, elapsed, lineKey, normLine, transcriptLine,
 } from "./calls.js";
 
 const MAX_LINES = 200; // per live card; older lines stay in the call's detail view
 export const PAGE_SIZE = 50; // live calls per page
-const RECENT = 6; // lines compared when de-duplicating (the store's rule, so live cards match the detail view)
 
 export class LiveView {
   /**
@@ -107,6 +106,11 @@ export class LiveView {
         if (type === "call_start" || type === "call_initiated") this.opts.onStale();
         return false;
       }
+      if (typeof call.started_at !== "number") {
+        // A line or a turn carries only the fields it changes, and a card needs the whole summary.
+        this.opts.onStale();
+        return false;
+      }
       entry = this.upsert(call);
       this.calls = new Map([[id, entry], ...this.calls]); // newest first
       this.total += 1;
@@ -114,11 +118,11 @@ export class LiveView {
     } else if (call) {
       this.upsert(call);
     }
+    // Exactly the lines the server stored for this event: its rule decides what is a repeat.
     if (type === "transcript" && data.line) {
       this.addLine(entry, normLine(data.line));
-    } else if (type === "turn" && data.turn) {
-      // Patter reports agent text through turns; the same sentence may also come as a line.
-      for (const line of linesFromTurn(data.turn)) this.addLine(entry, line);
+    } else if (type === "turn" && Array.isArray(data.lines)) {
+      for (const line of data.lines) this.addLine(entry, normLine(line));
     }
     this.render();
     return false;
@@ -128,7 +132,7 @@ export class LiveView {
     const id = String(item.call_id);
     let entry = this.calls.get(id);
     if (!entry) {
-      entry = { id, item, pending: [], keys: new Set(), recent: [], el: null, refs: null };
+      entry = { id, item, pending: [], keys: new Set(), el: null, refs: null };
       this.calls.set(id, entry);
     } else {
       entry.item = { ...entry.item, ...item };
@@ -143,20 +147,14 @@ export class LiveView {
     this.removed.add(entry);
   }
 
-  /** The server's rule: a line equal (role and text) to one of the last few is the same line again. */
-  isRecent(entry, line) {
-    return entry.recent.some((r) => r.text === line.text && r.role === line.role);
-  }
-
+  /** Add a stored line; the only check is against the same frame replayed (a resync, a snapshot that held it). */
   addLine(entry, line) {
     if (!line.text) return;
     const key = lineKey(line);
-    if (entry.keys.has(key) || this.isRecent(entry, line)) return;
+    if (entry.keys.has(key)) return;
     entry.keys.add(key);
     entry.pending.push(line);
     if (entry.pending.length > MAX_LINES) entry.pending.splice(0, entry.pending.length - MAX_LINES);
-    entry.recent.push(line);
-    if (entry.recent.length > RECENT) entry.recent.shift();
     this.dirty.add(entry);
   }
 

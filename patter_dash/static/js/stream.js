@@ -6,8 +6,11 @@
  * to the handlers the app registered.
  *
  * Protocol (see the backend's streaming blueprint):
- *   event: call_initiated | call_start | transcript | turn | call_status | call_end
- *          data = {seq, type, call_id, call, line?, turn?}
+ *   event: one of the server's event types (the page's data-event-types)
+ *          data = {seq, type, call_id, call, line? | turn, cost_so_far, lines}
+ *          call: the full summary on call_initiated/call_start/call_status/call_end
+ *          and a call's first frame; on transcript and turn frames only the card
+ *          fields those can change (status, flags; turn_count, latency, cost)
  *   event: reset     → our resume point is gone: refetch everything
  *   event: overflow  → we were too slow: reconnect (and refetch)
  *   event: shutdown  → the server is stopping; EventSource reconnects by itself
@@ -16,8 +19,7 @@
  */
 
 import { setText } from "./dom.js";
-
-export const CALL_EVENTS = ["call_initiated", "call_start", "transcript", "turn", "call_status", "call_end"];
+import { eventTypes } from "./api.js";
 
 const LABELS = {
   connecting: "Connecting…",
@@ -104,7 +106,7 @@ export class LiveStream {
       }
     });
 
-    for (const type of CALL_EVENTS) {
+    for (const type of eventTypes) {
       es.addEventListener(type, (ev) => {
         if (es !== this.es) return;
         let data;
