@@ -108,7 +108,7 @@ def wait_until(page: Page, js: str, timeout: float = 10.0) -> Any:
         value = page.evaluate(f"() => ({js})")
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {js}"
+        assert time.monotonic() < deadline, f"timed out waiting for {js} (location.hash is {page.evaluate('() => location.hash')!r})"
         time.sleep(0.05)
 
 

@@ -235,7 +235,12 @@ function main() {
     analytics.setVisible(view === "analytics");
     document.documentElement.dataset.view = view;
   }
+  // The address last acted on: search() routes at once, and the hashchange that follows must not
+  // route again, or it would reset the search field to the address while the user types in it.
+  let routedHash = null;
   function route() {
+    if (window.location.hash === routedHash) return;
+    routedHash = window.location.hash;
     const r = parseHash(window.location.hash);
     if (r.callId !== null) {
       show(background);
