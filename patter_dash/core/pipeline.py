@@ -177,7 +177,7 @@ class Pipeline:
         max_active_calls: int = MAX_ACTIVE_CALLS,
     ) -> None:
         self.queue_size = queue_size
-        self._options = dict(max_calls=max_calls, replay_size=replay_size, max_subscribers=max_subscribers, subscriber_queue=subscriber_queue)
+        self._hub_options = dict(replay_size=replay_size, max_subscribers=max_subscribers, max_lag=subscriber_queue)
         self._store_options = dict(max_completed=max_calls, max_call_text=max_call_text, max_active=max_active_calls)
         self._queue: deque[Pending] = deque()
         self._pid: int | None = None
@@ -194,7 +194,7 @@ class Pipeline:
         self.started_at = time.time()
         self.counters = {"accepted": 0, "duplicates": 0, "dropped": 0, "rejected": 0, "busy": 0, "errors": 0}
         self.store = CallStore(**self._store_options)
-        self.hub = Hub(replay_size, max_subscribers, subscriber_queue)
+        self.hub = Hub(**self._hub_options)
         self._wakeup: _Wakeup | None = None
         #: Called once in each process where the event thread starts (e.g. the demo runtime).
         self.on_start: list[Callable[[], None]] = []
@@ -212,7 +212,7 @@ class Pipeline:
                 # A forked child: the parent's thread, queue and state are not ours.
                 self._queue.clear()
                 self.store = CallStore(**self._store_options)
-                self.hub = Hub(self._options["replay_size"], self._options["max_subscribers"], self._options["subscriber_queue"])
+                self.hub = Hub(**self._hub_options)
             # Locks made before gevent patched threading (``--preload``) are not greenlet-aware.
             self.store.make_lock()
             self.hub.make_primitives()
@@ -273,7 +273,7 @@ class Pipeline:
             # would do, minus the hand-off (a wake-up and two switches a request).
             for i, event in enumerate(events):
                 self._handle(Pending(event.type, event.data, event.key, event.received_at, event, ticket, i))
-            self._next_freeze = self._freeze(self._next_freeze)
+            self._maybe_freeze()
         else:
             for i, event in enumerate(events):
                 self._queue.append(Pending(event.type, event.data, event.key, event.received_at, event, ticket, i))
@@ -314,8 +314,8 @@ class Pipeline:
                 handled += 1
                 if handled % 100 == 0:
                     let_others_run()  # readers run during a burst
-                    self._next_freeze = self._freeze(self._next_freeze)
-            self._next_freeze = self._freeze(self._next_freeze)
+                    self._maybe_freeze()
+            self._maybe_freeze()
             now = time.monotonic()
             if now - last_reap >= 1.0:
                 self.hub.reap()
@@ -325,7 +325,7 @@ class Pipeline:
                 wakeup.wait(0.5)
             self._sleeping = False
 
-    def _freeze(self, due: int) -> int:
+    def _maybe_freeze(self) -> None:
         """Every :data:`FREEZE_EVERY` applied events, hide what exists from the collector.
 
         Stored calls live long and are freed by reference counting; out of the
@@ -333,10 +333,9 @@ class Pipeline:
         (1.5 s) on some request's path. ``gc.freeze()`` itself is O(1).
         """
         accepted = self.counters["accepted"]
-        if accepted < due:
-            return due
-        gc.freeze()
-        return accepted + FREEZE_EVERY
+        if accepted >= self._next_freeze:
+            gc.freeze()
+            self._next_freeze = accepted + FREEZE_EVERY
 
     def _handle(self, item: Pending) -> None:
         ticket = item.ticket

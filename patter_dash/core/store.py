@@ -29,6 +29,9 @@ from ..model.records import (
     make_turn,
     pack,
 )
+from ..model.views import (
+    MAX_LINES,  # transcript lines kept per call: a runaway call cannot exhaust memory
+)
 from .aggregates import DAY, HOUR, Aggregates
 
 #: Top-level event fields the record models; anything else lands in ``Call.extra``.
@@ -37,8 +40,6 @@ _KNOWN_FIELDS = frozenset({
     "transcript", "conversation_history", "metrics", "role", "text", "turn", "cost_so_far", "llm_ttft_ms",
 })
 _METRICS_MODELLED = frozenset({"call_id", "duration_seconds", "turns", "cost", *PERCENTILE_KEYS})
-#: Transcript lines kept per call; a runaway call cannot exhaust memory.
-MAX_LINES = 10_000
 #: Transcript characters kept per call (``PATTER_DASH_MAX_CALL_TEXT``): 10,000
 #: lines of 20,000 characters would otherwise be 200 M characters in one call.
 MAX_CALL_TEXT = 2_000_000

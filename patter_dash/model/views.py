@@ -34,9 +34,9 @@ from .events import (
     TurnMetrics,
 )
 
-#: Transcript lines a call keeps (core.store.MAX_LINES; a test holds the two equal).
+#: Transcript lines a call keeps (the store's bound; one source for it and for this schema).
 MAX_LINES = 10_000
-#: Newest lines per live call in /calls/active (web.api.ACTIVE_LINES; a test holds the two equal).
+#: Newest lines per live call in /calls/active (the route's bound and this schema's).
 ACTIVE_LINES = 200
 
 Text = Annotated[str, Meta(max_length=MAX_TEXT_LENGTH)]

@@ -17,6 +17,9 @@ from flask import Blueprint, Response, jsonify, request
 from ..core.pipeline import paced
 from ..model import jsoncodec, records
 from ..model.records import Call
+from ..model.views import (
+    ACTIVE_LINES,  # newest lines per live call in the list (what a live card shows)
+)
 from . import params
 from .context import current_dashboard
 
@@ -59,8 +62,6 @@ def _summary_json(call: Call, seq: int) -> str:
 #: Transcript characters one ``/calls/active`` page carries in all, shared
 #: evenly by its calls: the page size, not the calls' length, bounds the body.
 ACTIVE_PAGE_TEXT = 1_000_000
-#: Newest transcript lines per live call in the list (what a live card shows).
-ACTIVE_LINES = 200
 
 
 @bp.get("/calls/active")
