@@ -80,6 +80,7 @@ def start_server(repo: str, port: int, calls: int, completed: int, log_path: str
         "PATTER_DASH_MAX_CALLS": str(max(completed, 1)),
         "PATTER_DASH_QUEUE_SIZE": "200000",
         "PATTER_DASH_MAX_BODY": str(16 << 20),
+        "PATTER_DASH_DB": ":memory:",  # measures the read model alone
         "GEVENT_MONITOR_THREAD_ENABLE": "true",
         "GEVENT_MAX_BLOCKING_TIME": "0.1",
         "PYTHONUNBUFFERED": "1",

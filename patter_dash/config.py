@@ -73,6 +73,32 @@ def _path(value: Any) -> str | None:
     return text
 
 
+def _non_negative(value: Any) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("expected a number >= 0 (0 turns it off)")
+    return number
+
+
+def _database(value: Any) -> str | None:
+    text = str(value or "").strip()
+    if not text:
+        return None
+    if "\x00" in text:
+        raise ValueError("expected a file path, or :memory: to keep history in memory only")
+    return text
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
 def _list(value: Any) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)):
         items = value
@@ -111,6 +137,11 @@ class Settings:
     BODY_TIMEOUT: float = setting(30.0, _positive_float)
     SESSION_MAX_AGE: int = setting(43_200, _positive_int)
     DATA_DIR: str | None = setting(None, _path)
+    #: Where history is kept: an SQLite file, or None / ``:memory:`` for memory only.
+    DB: str | None = setting(None, _database)
+    DB_SYNC: str = setting("normal", _choice("normal", "full"))
+    RETENTION_DAYS: float = setting(90.0, _non_negative)
+    CALL_TIMEOUT: float = setting(7200.0, _non_negative)
     ALLOW_INSECURE: bool = setting(False, _bool)
 
     def replace(self, **changes: Any) -> Settings:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..model.records import Call
@@ -30,7 +30,11 @@ def latency_bin(ms: float) -> int:
     return 0 if ms < 1 else int(math.log(ms) / _LOG_BASE) + 1
 
 
-def contribution(call: Call) -> tuple[int, list[int], float | None]:
+#: What one call adds: duration in ms, cost components in nano-units, latency in ms (or None).
+Numbers = tuple[int, list[int], float | None]
+
+
+def contribution(call: Call) -> Numbers:
     """What one call adds to a total: duration in ms, cost components in nano-units, latency.
 
     Computed once per change; the call counts in three totals (all, its hour, its day).
@@ -55,8 +59,8 @@ class Totals:
         self.latency_n = 0
         self.histogram: dict[int, list[int]] = {}  # bin -> [count, sum in µs]
 
-    def add(self, call: Call, sign: int = 1, numbers: tuple[int, list[int], float | None] | None = None) -> None:
-        duration_ms, cost, latency = numbers or contribution(call)
+    def add(self, call: Call | None, sign: int = 1, numbers: Numbers | None = None) -> None:
+        duration_ms, cost, latency = numbers or contribution(call)  # type: ignore[arg-type]
         self.calls += sign
         self.duration_ms += sign * duration_ms
         self.cost = [a + sign * b for a, b in zip(self.cost, cost)]
@@ -111,11 +115,14 @@ class Totals:
 
 
 class Bucket(Totals):
-    __slots__ = ("members",)
+    """An hour's totals, its calls per status, and those of its calls held in memory."""
+
+    __slots__ = ("members", "statuses")
 
     def __init__(self) -> None:
         super().__init__()
         self.members: set[Call] = set()
+        self.statuses: Counter[str] = Counter()
 
 
 class Aggregates:
@@ -128,6 +135,9 @@ class Aggregates:
         self.days: dict[int, Totals] = {}
         #: Bumped on every change, so readers can cache what they derive from these totals.
         self.version = 0
+        #: (lo, hi) -> (started_at, status, numbers) of every stored call started in [lo, hi): set when
+        #: history is kept beyond memory, for the edge hours of a range.
+        self.cold_rows: Callable[[float, float], list[tuple[float, str, Numbers]]] | None = None
 
     def add(self, call: Call) -> None:
         self._apply(call, 1)
@@ -136,30 +146,87 @@ class Aggregates:
         self._apply(call, -1)
 
     def _apply(self, call: Call, sign: int) -> None:
-        self.version += 1
-        numbers = contribution(call)
-        self.total.add(call, sign, numbers)
-        self.by_status[call.status] += sign
-        if not self.by_status[call.status]:
-            del self.by_status[call.status]
-        hour = int(call.started_at // HOUR) * HOUR
-        bucket = self.hours.get(hour)
-        if bucket is None:
-            bucket = self.hours[hour] = Bucket()
-        bucket.add(call, sign, numbers)
+        bucket = self.count(call.started_at, call.status, contribution(call), sign)
         if sign > 0:
             bucket.members.add(call)
         else:
             bucket.members.discard(call)
-            if not bucket.calls:
-                del self.hours[hour]
+
+    def count(self, started_at: float, status: str, numbers: Numbers, sign: int = 1) -> Bucket:
+        """Add (or with ``sign=-1`` take away) one call's numbers; its hour bucket.
+
+        A call counted without being made a member (history on disk, not in
+        memory) makes its hour "cold": a range that cuts that hour asks the
+        journal (:attr:`cold_rows`) for the calls inside.
+        """
+        self.version += 1
+        self.total.add(None, sign, numbers)
+        self.by_status[status] += sign
+        if not self.by_status[status]:
+            del self.by_status[status]
+        hour = int(started_at // HOUR) * HOUR
+        bucket = self.hours.get(hour)
+        if bucket is None:
+            bucket = self.hours[hour] = Bucket()
+        bucket.add(None, sign, numbers)
+        bucket.statuses[status] += sign
+        if not bucket.calls:
+            del self.hours[hour]
         day = hour - hour % DAY
         totals = self.days.get(day)
         if totals is None:
             totals = self.days[day] = Totals()
-        totals.add(call, sign, numbers)
+        totals.add(None, sign, numbers)
         if not totals.calls:
             del self.days[day]
+        return bucket
+
+    def load(self, hours: Iterable[tuple[Any, ...]], latencies: Iterable[tuple[Any, ...]]) -> None:
+        """Start from stored sums: per (hour, status) count, duration, costs; per (hour, bin) count, µs.
+
+        Sums of integers, so the totals equal adding the calls one by one;
+        O(hours), not O(calls), at start.
+        """
+        self.version += 1
+        for hour, status, calls, duration_ms, *cost in hours:
+            bucket = self.hours.get(hour) or self.hours.setdefault(hour, Bucket())
+            bucket.calls += calls
+            bucket.duration_ms += duration_ms
+            bucket.cost = [a + b for a, b in zip(bucket.cost, cost)]
+            bucket.statuses[status] += calls
+            self.by_status[status] += calls
+        for hour, bin_, n, us in latencies:
+            bucket = self.hours[hour]
+            bucket.latency_n += n
+            bucket.latency_us += us
+            bucket.histogram[bin_] = [n, us]
+        for hour, bucket in self.hours.items():
+            self.total.merge(bucket)
+            day = hour - hour % DAY
+            (self.days.get(day) or self.days.setdefault(day, Totals())).merge(bucket)
+
+    def forget(self, call: Call) -> None:
+        """Stop holding ``call`` (it left memory) while it still counts (it is kept on disk)."""
+        bucket = self.hours.get(int(call.started_at // HOUR) * HOUR)
+        if bucket is not None:
+            bucket.members.discard(call)
+
+    def adopt(self, call: Call) -> None:
+        """Hold ``call`` again for edge-hour sums; its numbers were counted already (:meth:`count`)."""
+        bucket = self.hours.get(int(call.started_at // HOUR) * HOUR)
+        if bucket is not None:
+            bucket.members.add(call)
+
+    def _members(self, hour: int, bucket: Bucket, start: float | None, end: float | None) -> Iterable[tuple[float, str, Numbers]]:
+        """(started_at, status, numbers) of the bucket's calls in [start, end)."""
+        if bucket.statuses.total() > len(bucket.members) and self.cold_rows is not None:
+            lo = hour if start is None else max(hour, start)
+            hi = hour + HOUR if end is None else min(hour + HOUR, end)
+            return self.cold_rows(lo, hi)
+        return [
+            (c.started_at, c.status, contribution(c)) for c in bucket.members
+            if (start is None or c.started_at >= start) and (end is None or c.started_at < end)
+        ]
 
     # ---------------------------------------------------------------- queries
 
@@ -173,9 +240,8 @@ class Aggregates:
                 yield hour, bucket
                 continue
             partial = Totals()  # an edge hour: count only its calls inside the range
-            for call in bucket.members:
-                if (start is None or call.started_at >= start) and (end is None or call.started_at < end):
-                    partial.add(call)
+            for _, _, numbers in self._members(hour, bucket, start, end):
+                partial.add(None, 1, numbers)
             if partial.calls:
                 yield hour, partial
 
@@ -194,10 +260,12 @@ class Aggregates:
         for hour, bucket in self.hours.items():
             if (start is not None and hour + HOUR <= start) or (end is not None and hour >= end):
                 continue
-            for call in bucket.members:
-                if (start is None or call.started_at >= start) and (end is None or call.started_at < end):
-                    counts[call.status] += 1
-        return dict(counts)
+            if (start is None or hour >= start) and (end is None or hour + HOUR <= end):
+                counts.update(bucket.statuses)
+                continue
+            for _, status, _ in self._members(hour, bucket, start, end):
+                counts[status] += 1
+        return {k: v for k, v in counts.items() if v}
 
     def series(self, start: float | None, end: float | None, width: int) -> list[tuple[int, Totals]]:
         """Totals per ``width``-second bucket (HOUR or DAY, UTC), oldest first.

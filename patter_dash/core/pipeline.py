@@ -1,10 +1,16 @@
-"""Pipeline: runtime → bounded queue → one event thread → store → hub.
+"""Pipeline: runtime → bounded queue → one event thread → journal → store → hub.
 
 :meth:`Pipeline.feed` is what the voice runtime calls: it only appends to a
 bounded deque and never blocks or raises. One background event thread (a
 greenlet under gunicorn's gevent worker) drains the queue, validates,
 de-duplicates by event id, numbers each accepted event, applies it to the
 store (the only writer) and publishes it to the hub.
+
+With a journal, what queued while the last transaction committed is written
+as one transaction (group commit) on a native thread, and only then applied
+and acknowledged: an HTTP or WebSocket ack means the event is on disk. A
+failed write (disk full) refuses new ingest with 503 and keeps what
+:meth:`feed` queued until writing works again.
 
 The thread starts lazily in the serving process (:meth:`ensure_started`,
 checked against the PID), never at import or in gunicorn's master, so
@@ -25,9 +31,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..journal import Batch, Journal, JournalUnavailable
 from ..model import records
 from ..model.clean import ValidationError
 from ..model.events import Event, make_event
+from .aggregates import HOUR, contribution, latency_bin
+from .cooperative import gevent_active, let_others_run, offload, on_foreign_native_thread
 from .hub import Hub
 from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore
 
@@ -40,24 +49,14 @@ FREEZE_EVERY = 20_000
 #: Largest submission applied on the submitting greenlet itself when the event thread is idle
 #: (the event thread's own pause interval: the loop is not held longer than in a burst).
 INLINE_MAX = 100
-
-
-def gevent_active() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
-    return bool(monkey.is_module_patched("threading"))
-
-
-def let_others_run() -> None:
-    """Pause a long job so other requests run, I/O included.
-
-    Under gevent, ``sleep(0)`` may resume us before the loop polls sockets, so a
-    long export starved every other client for seconds; any positive sleep waits
-    for the next loop iteration. In threaded hosts it releases the GIL.
-    """
-    time.sleep(1e-6)
+#: Events written in one transaction at most (what queued while the last one committed).
+BATCH_MAX = 1_000
+#: Seconds between two tries to write after the journal failed (disk full, read-only).
+RETRY_INTERVAL = 1.0
+#: Calls deleted in one transaction by the retention purge (small: readers run between them).
+PURGE_BATCH = 500
+#: Seconds between two retention passes.
+PURGE_INTERVAL = 60.0
 
 
 #: What one reader encodes between two pauses: this many calls, or this much transcript text.
@@ -83,20 +82,6 @@ def paced(calls: list[records.Call]) -> Iterator[list[records.Call]]:
             batch, text = [], 0
     if batch:
         yield batch
-
-
-def _on_foreign_native_thread() -> bool:
-    """Under gevent, whether we run on an OS thread other than the main one.
-
-    Greenlets spawned there would belong to that thread's own hub, which
-    nobody runs; the event thread must start from the serving (main) thread.
-    """
-    if not gevent_active():
-        return False
-    from gevent.monkey import get_original
-
-    current, main = get_original("threading", ["current_thread", "main_thread"])
-    return current() is not main()
 
 
 class _Wakeup:
@@ -134,12 +119,19 @@ class Ack:
 class _Ticket:
     """Lets an HTTP request wait until its events are applied."""
 
-    __slots__ = ("acks", "done", "remaining")
+    __slots__ = ("acks", "done", "remaining", "failure", "result")
 
     def __init__(self, n: int) -> None:
         self.acks: list[Ack | None] = [None] * n
         self.remaining = n
         self.done = threading.Event()
+        #: Why the events were not accepted (the journal could not write them), if so.
+        self.failure: str | None = None
+        self.result: Any = None
+
+    def fail(self, reason: str) -> None:
+        self.failure = reason
+        self.done.set()
 
 
 @dataclass(slots=True)
@@ -164,6 +156,14 @@ class ApplyFailed(Exception):
     """An event passed validation but could not be applied (logged with its traceback)."""
 
 
+class JournalDown(QueueFull):
+    """The journal cannot write (disk full, read-only file): nothing was accepted; retry later."""
+
+
+#: Queue item types that are operations of the writer, not events.
+DELETE = "__delete__"
+
+
 class Pipeline:
     def __init__(
         self,
@@ -175,10 +175,18 @@ class Pipeline:
         subscriber_queue: int = 2_000,
         max_call_text: int = MAX_CALL_TEXT,
         max_active_calls: int = MAX_ACTIVE_CALLS,
+        journal: Journal | None = None,
+        call_timeout: float | None = None,
+        retention_days: float = 0,
     ) -> None:
         self.queue_size = queue_size
+        self.journal = journal
+        self.call_timeout = call_timeout
+        self.retention_days = retention_days
         self._hub_options = dict(replay_size=replay_size, max_subscribers=max_subscribers, max_lag=subscriber_queue)
-        self._store_options = dict(max_completed=max_calls, max_call_text=max_call_text, max_active=max_active_calls)
+        self._store_options = dict(
+            max_completed=max_calls, max_call_text=max_call_text, max_active=max_active_calls, keep_history=journal is not None
+        )
         self._queue: deque[Pending] = deque()
         self._pid: int | None = None
         self._start_lock = threading.Lock()
@@ -193,6 +201,14 @@ class Pipeline:
         self._drops_since_warning = 0
         self.started_at = time.time()
         self.counters = {"accepted": 0, "duplicates": 0, "dropped": 0, "rejected": 0, "busy": 0, "errors": 0}
+        #: Why the journal cannot write now (None: it can), and when to try again.
+        self.journal_error: str | None = None
+        self._retry_at = 0.0
+        self.journal_stats = {"commits": 0, "events": 0, "failures": 0, "last_commit_ms": 0.0, "restore_seconds": 0.0}
+        #: Finished calls and event ids applied but not yet written (the next transaction takes them).
+        self._unwritten: dict[str, records.Call] = {}
+        self._unwritten_seen: list[tuple[str, int]] = []
+        self._last_purge = 0.0
         self.store = CallStore(**self._store_options)
         self.hub = Hub(**self._hub_options)
         self._wakeup: _Wakeup | None = None
@@ -203,7 +219,7 @@ class Pipeline:
 
     def ensure_started(self) -> None:
         """Start the event thread in this process if it is not running here yet."""
-        if self._pid == os.getpid() or _on_foreign_native_thread():
+        if self._pid == os.getpid() or on_foreign_native_thread():
             return
         with self._start_lock:
             if self._pid == os.getpid():
@@ -221,11 +237,14 @@ class Pipeline:
             # across restarts: a reader resuming from before a restart gets a
             # reset instead of silently skipping the new process's first events.
             self._seq = self.hub.head = int(time.time() * 1_000_000)
+            if self.journal is not None:
+                self._restore(self.journal)
             self._wakeup = _Wakeup()
             self._thread = threading.Thread(target=self._run, name="patter-dash-events", daemon=True)
             self._thread.start()
             # Under gevent the event "thread" is a greenlet of this OS thread: see submit().
-            self._inline = gevent_active()
+            # With a journal, an ack waits for the commit that only the event thread makes.
+            self._inline = gevent_active() and self.journal is None
             self._pid = os.getpid()
         for hook in self.on_start:
             hook()
@@ -236,7 +255,67 @@ class Pipeline:
             self._wakeup.send()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.journal is not None and self._pid == os.getpid():
+            self.journal.close()
         self._pid = None
+
+    def _restore(self, journal: Journal) -> None:
+        """Read the history back: sums of every stored call, the newest calls, events to replay.
+
+        The file is read on a native thread; replaying (the events of calls
+        still live when the last process stopped) pauses between events so a
+        gevent loop that already serves stays responsive.
+        """
+        started = time.monotonic()
+        keep = self._store_options["max_completed"]
+
+        def read() -> Any:
+            journal.open()
+            return journal.restore(keep)
+
+        restored = offload(read)
+        store = self.store
+        store.load(restored.hours, restored.latencies, restored.calls, restored.done)
+        store.aggregates.cold_rows = lambda lo, hi: offload(journal.numbers_between, lo, hi)
+        self._adopt_cold(e.call_id for e in restored.events)
+        self._seq = max(self._seq, restored.last_seq)
+        replayed: list[tuple[str, int]] = []
+        for n, event in enumerate(restored.events, 1):
+            event.seq = self._seq + 1
+            try:
+                applied = store.apply(event)
+            except Exception:  # it failed when it arrived too: the rest of history still loads
+                log.exception("patter-dash: a stored event could not be replayed")
+                continue
+            if applied.changed:
+                self._seq = event.seq
+            if event.key is not None:
+                replayed.append((event.key, applied.call.seq))
+            if n % 100 == 0:
+                let_others_run()
+        store.take_closed()  # nobody is reading yet: nothing to announce
+        for key, seq in (*restored.seen, *replayed):
+            self._seen[key] = seq
+        while len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+        self.hub.head = self._seq
+        gc.freeze()  # the restored calls live long: out of the collector's sight (see _maybe_freeze)
+        self.journal_stats["restore_seconds"] = round(time.monotonic() - started, 3)
+        log.info(
+            "patter-dash: restored %d stored calls (%d in memory, %d events replayed) from %s in %.2f s",
+            store.aggregates.total.calls, len(store.completed), len(restored.events), journal.path,
+            self.journal_stats["restore_seconds"],
+        )
+
+    def _adopt_cold(self, call_ids: Any) -> None:
+        """Bring back from disk the finished calls these ids name that memory no longer holds."""
+        journal = self.journal
+        assert journal is not None
+        store = self.store
+        missing = {i for i in call_ids if i not in store.completed and i not in store.active}
+        if missing:
+            for call in offload(journal.load_many, missing):
+                store.adopt_cold(call)
 
     @property
     def running(self) -> bool:
@@ -262,6 +341,9 @@ class Pipeline:
 
     def submit(self, events: list[Event], timeout: float = 10.0) -> list[Ack]:
         """Enqueue validated events and wait until they are applied (HTTP/WS ingest)."""
+        if self.journal_error is not None:
+            self.counters["busy"] += 1
+            raise JournalDown(f"history cannot be written: {self.journal_error}")
         if len(self._queue) + len(events) > self.queue_size:
             self.counters["busy"] += 1
             raise QueueFull("ingest queue is full")
@@ -280,10 +362,26 @@ class Pipeline:
             self._wake()
             if not ticket.done.wait(timeout):
                 raise QueueFull("events were queued but not applied in time")
+        if ticket.failure is not None:
+            raise JournalDown(f"history cannot be written: {ticket.failure}")
         acks = [a for a in ticket.acks if a is not None]
         if any(a.seq == 0 for a in acks):
             raise ApplyFailed("an event could not be applied")
         return acks
+
+    def delete(self, call_ids: list[str], timeout: float = 30.0) -> list[str]:
+        """Delete calls from memory, disk and totals; the ids that existed. Announced as ``call_deleted``."""
+        if self.journal_error is not None:
+            raise JournalDown(f"history cannot be written: {self.journal_error}")
+        self.ensure_started()
+        ticket = _Ticket(1)
+        self._queue.append(Pending(DELETE, list(call_ids), ticket=ticket))
+        self._wake()
+        if not ticket.done.wait(timeout):
+            raise QueueFull("the deletion was queued but not done in time")
+        if ticket.failure is not None:
+            raise JournalDown(f"history cannot be written: {ticket.failure}")
+        return ticket.result  # type: ignore[no-any-return]
 
     def _wake(self) -> None:
         if self._sleeping and self._wakeup is not None:
@@ -308,22 +406,187 @@ class Pipeline:
         assert wakeup is not None
         last_reap = time.monotonic()
         while not self._stopping:
-            handled = 0
-            while self._queue:
-                self._handle(self._queue.popleft())
-                handled += 1
-                if handled % 100 == 0:
-                    let_others_run()  # readers run during a burst
-                    self._maybe_freeze()
+            if self.journal is None:
+                self._drain()
+            else:
+                self._drain_journaled(self.journal)
             self._maybe_freeze()
             now = time.monotonic()
             if now - last_reap >= 1.0:
                 self.hub.reap()
+                self._close_stale()
+                if self.journal is not None:
+                    self._purge(self.journal)
                 last_reap = now
             self._sleeping = True
-            if not self._queue:
+            if not self._queue or (self.journal_error is not None and time.monotonic() < self._retry_at):
                 wakeup.wait(0.5)
             self._sleeping = False
+        if self.journal is not None and self.journal_error is None:
+            # A clean stop leaves the file folded (snapshots written, their events gone).
+            try:
+                self._drain_journaled(self.journal)
+            except JournalUnavailable:
+                pass
+
+    def _drain(self) -> None:
+        handled = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if item.type == DELETE:
+                self._delete(item, None)
+            else:
+                self._handle(item)
+            handled += 1
+            if handled % 100 == 0:
+                let_others_run()  # readers run during a burst
+                self._maybe_freeze()
+
+    # -------------------------------------------------------------- journal
+
+    def _drain_journaled(self, journal: Journal) -> None:
+        """Write what queued as one transaction, then apply and acknowledge it; repeat until empty."""
+        while self._queue or self._unwritten or self._unwritten_seen or self.journal_error is not None:
+            if self.journal_error is not None and time.monotonic() < self._retry_at:
+                return
+            if self._queue and self._queue[0].type == DELETE:
+                self._delete(self._queue.popleft(), journal)
+                continue
+            items: list[Pending] = []
+            while self._queue and len(items) < BATCH_MAX and self._queue[0].type != DELETE:
+                items.append(self._queue.popleft())
+            accepted = [item for item in items if self._validate(item)]
+            batch = self._batch([item.event for item in accepted if item.event is not None])
+            try:
+                self._commit(journal, batch, accepted)
+            except JournalUnavailable:
+                # Nothing of the batch is on disk: those who wait are told (503), and
+                # what the runtime fed goes back to the front of the queue.
+                for item in accepted:
+                    if item.ticket is not None:
+                        item.ticket.fail(self.journal_error or "")
+                self._queue.extendleft(reversed([i for i in accepted if i.ticket is None]))
+                return
+            for n, item in enumerate(accepted, 1):
+                self._handle(item)
+                if n % 100 == 0:
+                    let_others_run()
+                    self._maybe_freeze()
+            if not self._queue and not self._unwritten and not self._unwritten_seen:
+                return
+
+    def _validate(self, item: Pending) -> bool:
+        """Make the item's event (a fed one is checked here); a refused one is answered now."""
+        if item.event is not None:
+            return True
+        try:
+            item.event = make_event(item.type, item.data, item.key, now=item.received)
+            return True
+        except ValidationError as exc:
+            self.counters["rejected"] += 1
+            log.debug("rejected event: %s %s", exc.message, exc.details)
+            self._answer(item, Ack(0, False))
+            return False
+
+    def _batch(self, events: list[Event]) -> Batch:
+        """The next transaction: new events (not those already seen), finished calls, applied ids."""
+        for call in self.store.take_dirty():
+            self._unwritten[call.call_id] = call
+        fresh: list[Event] = []
+        keys: set[str] = set()
+        for event in events:
+            key = event.key
+            if key is None or (key not in self._seen and key not in keys):
+                fresh.append(event)
+                if key is not None:
+                    keys.add(key)
+        snapshots = [(call, call.done, _counted(call)) for call in self._unwritten.values()]
+        return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq)
+
+    def _commit(self, journal: Journal, batch: Batch, accepted: list[Pending]) -> None:
+        """Write ``batch`` off the loop; fetch the finished calls its events name that are only on disk."""
+        started = time.monotonic()
+        ids = {item.event.call_id for item in accepted if item.event is not None}
+        store = self.store
+        cold = [i for i in ids if i not in store.completed and i not in store.active]
+
+        def write() -> list[records.Call]:
+            journal.commit(batch)
+            return journal.load_many(cold) if cold else []
+
+        try:
+            found = offload(write)
+        except JournalUnavailable as exc:
+            if self.journal_error is None:
+                log.error("patter-dash: cannot write history (%s); ingest answers 503 until it can", exc)
+            self.journal_error = str(exc)
+            self.journal_stats["failures"] += 1
+            self._retry_at = time.monotonic() + RETRY_INTERVAL
+            raise
+        if self.journal_error is not None:
+            log.warning("patter-dash: history is written again (%s is over)", self.journal_error)
+            self.journal_error = None
+        for call in found:
+            store.adopt_cold(call)
+        self._unwritten.clear()
+        self._unwritten_seen = []
+        stats = self.journal_stats
+        stats["commits"] += 1
+        stats["events"] += len(batch.events)
+        stats["last_commit_ms"] = round((time.monotonic() - started) * 1000, 2)
+
+    def _delete(self, item: Pending, journal: Journal | None) -> None:
+        """Delete calls (a DELETE request, or the retention purge): journal first, then memory and totals."""
+        ids = [i for i in dict.fromkeys(item.data) if isinstance(i, str) and i]
+        store = self.store
+        on_disk: list[tuple[Any, ...]] = []
+        if journal is not None:
+            try:
+                on_disk = offload(journal.forget, ids)
+            except JournalUnavailable as exc:
+                self.journal_error = str(exc)
+                self._retry_at = time.monotonic() + RETRY_INTERVAL
+                if item.ticket is not None:
+                    item.ticket.fail(str(exc))
+                return
+        deleted = []
+        for call_id in ids:
+            self._unwritten.pop(call_id, None)
+            if store.delete(call_id) is not None:
+                deleted.append(call_id)
+        cold = {row[0]: row for row in on_disk}
+        for call_id, row in cold.items():
+            if call_id not in deleted:
+                _, started_at, status, duration_ms, *cost = row
+                store.uncount(started_at, status, (duration_ms, cost[:5], cost[5]))
+                deleted.append(call_id)
+        if deleted:
+            self._seq += 1
+            self.hub.publish(self._seq, "call_deleted", deleted[0] if len(deleted) == 1 else "",
+                             {"seq": self._seq, "type": "call_deleted", "call_ids": deleted})
+        if item.ticket is not None:
+            item.ticket.result = deleted
+            item.ticket.done.set()
+
+    def _purge(self, journal: Journal) -> None:
+        """Retention: delete calls started before the cutoff, a small batch at a time."""
+        if not self.retention_days or self.journal_error is not None:
+            return
+        now = time.monotonic()
+        if now - self._last_purge < PURGE_INTERVAL:
+            return
+        self._last_purge = now
+        cutoff = time.time() - self.retention_days * 86_400
+        while not self._stopping:
+            ids = offload(journal.started_before, cutoff, PURGE_BATCH)
+            if not ids:
+                return
+            self._delete(Pending(DELETE, ids), journal)
+            let_others_run()
+
+    def _close_stale(self) -> None:
+        if self.call_timeout and self.store.close_stale(time.time() - self.call_timeout):
+            self._announce_closed()
 
     def _maybe_freeze(self) -> None:
         """Every :data:`FREEZE_EVERY` applied events, hide what exists from the collector.
@@ -338,7 +601,6 @@ class Pipeline:
             self._next_freeze = accepted + FREEZE_EVERY
 
     def _handle(self, item: Pending) -> None:
-        ticket = item.ticket
         try:
             event = item.event or make_event(item.type, item.data, item.key, now=item.received)
             ack = self._apply(event)
@@ -350,6 +612,11 @@ class Pipeline:
             self.counters["errors"] += 1
             log.exception("patter-dash failed to apply an event")
             ack = Ack(0, False)
+        self._answer(item, ack)
+
+    @staticmethod
+    def _answer(item: Pending, ack: Ack) -> None:
+        ticket = item.ticket
         if ticket is not None:
             ticket.acks[item.index] = ack
             ticket.remaining -= 1
@@ -369,6 +636,8 @@ class Pipeline:
             self._seq = event.seq  # only now: readers take a gap in ids for a lost event
         if event.key is not None:  # only once applied: a failed event may be retried
             self._seen[event.key] = call.seq
+            if self.journal is not None:
+                self._unwritten_seen.append((event.key, call.seq))
             if len(self._seen) > SEEN_IDS:
                 self._seen.popitem(last=False)
         if not changed:
@@ -376,13 +645,17 @@ class Pipeline:
             return Ack(call.seq, True)
         self.counters["accepted"] += 1
         self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, applied))
+        self._announce_closed()
+        return Ack(event.seq, False)
+
+    def _announce_closed(self) -> None:
         for closed in self.store.take_closed():
-            # A live call closed to make room ends on every open page as if its status said so.
+            # A live call closed without its call_end (room, timeout) ends on every
+            # open page as if its status said so.
             self._seq = closed.seq = self._seq + 1
             payload = {"seq": self._seq, "type": "call_status", "call_id": closed.call_id,
                        "call": records.summary(closed, time.time(), with_metrics=False)}
             self.hub.publish(self._seq, "call_status", closed.call_id, payload)
-        return Ack(event.seq, False)
 
     @staticmethod
     def _payload(event: Event, applied: Applied) -> dict[str, Any]:
@@ -424,13 +697,50 @@ class Pipeline:
     # ------------------------------------------------------------------ health
 
     def health(self) -> dict[str, Any]:
+        status = "ok" if self.running else "starting"
+        if self.journal_error is not None:
+            status = "degraded"
         return {
-            "status": "ok" if self.running else "starting",
+            "status": status,
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "pid": os.getpid(),
             "queue": {"depth": len(self._queue), "capacity": self.queue_size},
             "events": {**self.counters, "last_seq": self._seq},
             "store": self.store.sizes(),
             "subscribers": {"count": self.hub.subscriber_count, "max": self.hub.max_subscribers, "overflows": self.hub.overflows},
+            "history": self._history_view(),
         }
+
+    def _history_view(self) -> dict[str, Any]:
+        """Where history is kept and how it is doing (health and the UI header)."""
+        journal = self.journal
+        if journal is None:
+            return {"mode": "memory", "calls": self.store.aggregates.total.calls}
+        size = 0
+        for suffix in ("", "-wal"):
+            try:
+                size += os.path.getsize(journal.path + suffix)
+            except OSError:
+                pass
+        return {
+            "mode": journal.engine,
+            "path": journal.path,
+            "bytes": size,
+            "calls": self.store.aggregates.total.calls,
+            "status": "ok" if self.journal_error is None else "degraded",
+            "error": self.journal_error,
+            # Events fed but not yet on disk (queued, or held while the journal cannot write).
+            "lag": len(self._queue),
+            **self.journal_stats,
+        }
+
+
+def _counted(call: records.Call) -> tuple[Any, ...]:
+    """What a finished call adds to analytics, as the journal stores it beside the call."""
+    duration_ms, cost, latency = contribution(call)
+    latency_us = round(latency * 1000) if latency is not None and latency > 0 else None
+    return (
+        duration_ms, *cost, latency, int(call.started_at // HOUR) * HOUR,
+        latency_us, latency_bin(latency) if latency_us is not None else None,
+    )
 

@@ -124,9 +124,19 @@ class CallStore:
     """Active calls plus a bounded ring of completed ones, with live aggregates."""
 
     def __init__(
-        self, max_completed: int = 10_000, *, max_call_text: int = MAX_CALL_TEXT, max_active: int = MAX_ACTIVE_CALLS
+        self,
+        max_completed: int = 10_000,
+        *,
+        max_call_text: int = MAX_CALL_TEXT,
+        max_active: int = MAX_ACTIVE_CALLS,
+        keep_history: bool = False,
     ) -> None:
         self.max_completed = max_completed
+        #: Calls leaving memory stay in the totals (a journal keeps them); the writer
+        #: collects what changed for it (:meth:`take_dirty`).
+        self.keep_history = keep_history
+        self.done = 0
+        self._dirty: dict[str, Call] = {}
         self.max_call_text = max_call_text
         self.max_active = max_active
         self.make_lock()
@@ -170,6 +180,8 @@ class CallStore:
                     changed = handler(call, event) is not False
                 finally:
                     self.aggregates.add(call)
+                if changed and self.keep_history:
+                    self._dirty[call.call_id] = call
             if changed:
                 call.seq = event.seq
             # Only transcript and turn events append; call_end replaces the transcript whole.
@@ -205,28 +217,107 @@ class CallStore:
         """
         while len(self.active) >= self.max_active and self._idle:
             _, call = self._idle.popitem(last=False)
-            call.status = IDLE_STATUS
-            call.ended_at = max(call.last_event_at, call.started_at)
-            call.flag("evicted_idle")
+            self._close(call, "evicted_idle")
             self.evicted_idle += 1
-            self._complete(call)
-            self._closed.append(call)
+
+    def close_stale(self, cutoff: float) -> int:
+        """Close live calls with no event since ``cutoff`` (``PATTER_DASH_CALL_TIMEOUT``): status ``timeout``.
+
+        A runtime that crashed never sends call_end; its call would stay live for
+        ever. A late call_end still completes it (the completed-call rules).
+        """
+        closed = 0
+        with self.lock:
+            while self._idle:
+                call = next(iter(self._idle.values()))
+                if call.last_event_at >= cutoff:
+                    break
+                del self._idle[call.call_id]
+                self._close(call, "stale_timeout")
+                closed += 1
+        return closed
+
+    def _close(self, call: Call, flag: str) -> None:
+        call.status = IDLE_STATUS
+        call.ended_at = max(call.last_event_at, call.started_at)
+        call.flag(flag)
+        self._complete(call)
+        self._closed.append(call)
 
     def take_closed(self) -> list[Call]:
-        """The calls closed to make room since the last call, for the writer to announce."""
+        """The calls closed without a call_end since the last call, for the writer to announce."""
         with self.lock:
             closed, self._closed = self._closed, []
         return closed
 
+    def take_dirty(self) -> list[Call]:
+        """Completed calls made or changed since the last call, for the writer to journal."""
+        with self.lock:
+            dirty, self._dirty = list(self._dirty.values()), {}
+        return dirty
+
     def _complete(self, call: Call) -> None:
         del self.active[call.call_id]
         self._idle.pop(call.call_id, None)
+        self.done += 1
+        call.done = self.done
         self.completed[call.call_id] = call
         self.aggregates.add(call)
+        if self.keep_history:
+            self._dirty[call.call_id] = call
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self.completed) > self.max_completed:
             _, old = self.completed.popitem(last=False)
-            self.aggregates.remove(old)
+            if self.keep_history:
+                self.aggregates.forget(old)  # still counted: it stays on disk
+            else:
+                self.aggregates.remove(old)
             self.evicted += 1
+
+    # ---------------------------------------------------------- whole calls
+
+    def load(self, hours: list[tuple[Any, ...]], latencies: list[tuple[Any, ...]], calls: list[Call], done: int) -> None:
+        """Restore history: the sums of every stored call, and the newest calls whole (oldest first)."""
+        with self.lock:
+            self.aggregates.load(hours, latencies)
+            for call in calls:
+                self.completed[call.call_id] = call
+                self.aggregates.adopt(call)
+            self.done = max(self.done, done)
+            self._trim()
+
+    def adopt_cold(self, call: Call) -> None:
+        """Take back a finished call from disk (a late event for it arrived), as the oldest in memory.
+
+        Its numbers are counted already; it is older than every call held, so
+        the order of history stays right, and it leaves memory first again.
+        """
+        with self.lock:
+            if call.call_id in self.completed or call.call_id in self.active:
+                return
+            self.completed[call.call_id] = call
+            self.completed.move_to_end(call.call_id, last=False)
+            self.aggregates.adopt(call)
+
+    def delete(self, call_id: str) -> Call | None:
+        """Remove a call held in memory, live or finished, from every index and total."""
+        with self.lock:
+            call = self.active.pop(call_id, None)
+            if call is not None:
+                self._idle.pop(call_id, None)
+                return call
+            call = self.completed.pop(call_id, None)
+            if call is not None:
+                self.aggregates.remove(call)
+            self._dirty.pop(call_id, None)
+            return call
+
+    def uncount(self, started_at: float, status: str, numbers: Any) -> None:
+        """Take a call that is only on disk out of the totals (deleted or purged there)."""
+        with self.lock:
+            self.aggregates.count(started_at, status, numbers, -1)
 
     # ----------------------------------------------------------- per type
 

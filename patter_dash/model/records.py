@@ -131,7 +131,7 @@ class Call:
         "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at",
         "duration", "cost", "percentiles", "meta", "turns", "transcript", "extra",
         "flags", "status_history", "ended_by_end_event", "seq", "turn_mark",
-        "text_chars", "dropped_lines", "last_event_at",
+        "text_chars", "dropped_lines", "last_event_at", "done",
     )
 
     def __init__(self, call_id: str, started_at: float) -> None:
@@ -162,6 +162,8 @@ class Call:
         self.text_chars = 0
         self.dropped_lines = 0
         self.last_event_at = started_at
+        #: Completion order (1, 2, ...; 0 while live): the order history lists calls in, on disk too.
+        self.done = 0
 
     # --------------------------------------------------------- derived values
 

@@ -24,6 +24,8 @@ class JSONProvider(DefaultJSONProvider):
 
 #: Where the standalone server keeps its state when PATTER_DASH_DATA_DIR is not set (relative to its working directory).
 DEFAULT_DATA_DIR = "patter-dash-data"
+#: The history file inside the data directory (PATTER_DASH_DB sets another path, or :memory:).
+DEFAULT_DB_NAME = "history.db"
 
 
 def create_app(config: dict[str, Any] | None = None, *, standalone: bool = False, **options: Any) -> Flask:
@@ -38,7 +40,9 @@ def create_app(config: dict[str, Any] | None = None, *, standalone: bool = False
     app.json = JSONProvider(app)
     app.config.update(config or {})
     if standalone:
-        app.config.setdefault("PATTER_DASH_DATA_DIR", os.environ.get("PATTER_DASH_DATA_DIR") or DEFAULT_DATA_DIR)
+        data_dir = app.config.setdefault("PATTER_DASH_DATA_DIR", os.environ.get("PATTER_DASH_DATA_DIR") or DEFAULT_DATA_DIR)
+        # The standalone server is the system of record: history persists unless told otherwise.
+        app.config.setdefault("PATTER_DASH_DB", os.environ.get("PATTER_DASH_DB") or os.path.join(data_dir, DEFAULT_DB_NAME))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     dash = PatterDashboard(app, **options)
     if dash.settings.UI:

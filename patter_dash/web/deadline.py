@@ -24,7 +24,7 @@ import threading
 from flask import Response, after_this_request, request
 from werkzeug.exceptions import ClientDisconnected, RequestTimeout
 
-from ..core.pipeline import gevent_active
+from ..core.cooperative import gevent_active
 from .bodies import shutdown_socket
 
 

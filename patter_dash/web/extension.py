@@ -19,6 +19,7 @@ from flask import Flask
 from ..config import Settings, check_names, load_settings
 from ..core.pipeline import Pipeline
 from ..core.store import CallStore
+from ..journal import open_journal
 from ..model.patter import patter_callbacks
 from . import access
 from .access import Access
@@ -50,6 +51,9 @@ class PatterDashboard:
 
         self.settings = s = load_settings(app.config, self.options)
         self.access = access.resolve(s)
+        journal = open_journal(s.DB, sync=s.DB_SYNC)
+        if journal is not None:
+            journal.check()  # a corrupt, foreign or newer file stops the app here, by name
         self.pipeline = Pipeline(
             queue_size=s.QUEUE_SIZE,
             max_calls=s.MAX_CALLS,
@@ -58,6 +62,9 @@ class PatterDashboard:
             subscriber_queue=s.SUBSCRIBER_QUEUE,
             max_call_text=s.MAX_CALL_TEXT,
             max_active_calls=s.MAX_ACTIVE_CALLS,
+            journal=journal,
+            call_timeout=s.CALL_TIMEOUT or None,
+            retention_days=s.RETENTION_DAYS,
         )
         app.extensions[EXTENSION_KEY] = self
         # flask-sock reads its server options from app.config; a host app's own

@@ -1,0 +1,57 @@
+"""Cooperative: living with gevent's one OS thread (pauses, hand-offs to native threads).
+
+Under gunicorn's gevent worker one OS thread runs every request; a blocking
+C call there (SQLite, fsync) stalls them all. :func:`offload` runs such a call
+on gevent's pool of native threads while the calling greenlet waits and the
+others run; in a threaded host it just calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def gevent_active() -> bool:
+    try:
+        from gevent import monkey
+    except ImportError:
+        return False
+    return bool(monkey.is_module_patched("threading"))
+
+
+def on_foreign_native_thread() -> bool:
+    """Under gevent, whether we run on an OS thread other than the main one.
+
+    Greenlets spawned there would belong to that thread's own hub, which
+    nobody runs; the event thread must start from the serving (main) thread.
+    """
+    if not gevent_active():
+        return False
+    from gevent.monkey import get_original
+
+    current, main = get_original("threading", ["current_thread", "main_thread"])
+    return current() is not main()
+
+
+def let_others_run() -> None:
+    """Pause a long job so other requests run, I/O included.
+
+    Under gevent, ``sleep(0)`` may resume us before the loop polls sockets, so a
+    long export starved every other client for seconds; any positive sleep waits
+    for the next loop iteration. In threaded hosts it releases the GIL.
+    """
+    time.sleep(1e-6)
+
+
+def offload(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a native thread under gevent (this greenlet waits, others run); here otherwise."""
+    if gevent_active() and not on_foreign_native_thread():
+        from gevent import get_hub
+
+        return get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
+    return fn(*args)
+

@@ -1,0 +1,87 @@
+"""Journal: where accepted events and finished calls are kept (one interface, engines beside it).
+
+The pipeline hands the journal one :class:`Batch` per drained queue and acks
+the events in it only once :meth:`commit` has returned; a starting process
+reads back a :class:`Restored`. Engines: :mod:`.sqlite` (the embedded
+default). Every call blocks; the pipeline runs them off the gevent loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from ..config import ConfigError
+from ..model.events import Event
+from ..model.records import Call
+
+
+class JournalError(ConfigError):
+    """The database cannot be used at all (corrupt, too new, someone else's, locked): refuse to start."""
+
+
+class JournalUnavailable(Exception):
+    """A write failed for now (disk full, read-only): nothing of the batch was kept; retry later."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """One transaction's worth of work."""
+
+    #: Accepted events, to be acknowledged once committed.
+    events: list[Event] = field(default_factory=list)
+    #: Calls whose state is written whole (completed, or changed after): (call, completion number,
+    #: what it adds to analytics: duration ms, 5 cost components in nano-units, latency ms or None,
+    #: its UTC hour, latency µs and histogram bin or None).
+    snapshots: list[tuple[Call, int, tuple[Any, ...]]] = field(default_factory=list)
+    #: (event id, seq) pairs applied since the last batch.
+    seen: list[tuple[str, int]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    last_seq: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.snapshots or self.seen or self.deleted)
+
+
+class Restored(NamedTuple):
+    #: Every stored call summed per (hour, status): count, duration ms, 5 cost components.
+    hours: list[tuple[Any, ...]]
+    #: Every stored call's latency summed per (hour, histogram bin): count, µs.
+    latencies: list[tuple[Any, ...]]
+    #: The newest calls whole, oldest first (the memory window).
+    calls: list[Call]
+    #: Events not yet folded into a snapshot, in arrival order (live calls, mostly).
+    events: list[Event]
+    #: Recent (event id, seq) pairs, oldest first.
+    seen: list[tuple[str, int]]
+    last_seq: int
+    #: The highest completion number written.
+    done: int
+
+
+class Journal(Protocol):
+    engine: str
+    path: str
+
+    def check(self) -> None: ...
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def commit(self, batch: Batch) -> None: ...
+    def restore(self, keep: int) -> Restored: ...
+    def load(self, call_id: str) -> Call | None: ...
+    def load_many(self, call_ids: Iterable[str]) -> list[Call]: ...
+    def forget(self, call_ids: list[str]) -> list[tuple[Any, ...]]: ...
+    def started_before(self, cutoff: float, limit: int) -> list[str]: ...
+    def numbers_between(self, lo: float, hi: float) -> list[tuple[Any, ...]]: ...
+    def size(self) -> dict[str, Any]: ...
+    def backup(self, target: str) -> None: ...
+
+
+def open_journal(path: str | None, *, sync: str = "normal") -> Journal | None:
+    """The journal for ``PATTER_DASH_DB`` (None or ``:memory:``: none, memory only)."""
+    if not path or path == ":memory:":
+        return None
+    from .sqlite import SQLiteJournal
+
+    return SQLiteJournal(path, sync=sync)

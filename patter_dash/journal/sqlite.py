@@ -1,0 +1,407 @@
+"""SQLite journal: the embedded default (one file, WAL mode, no server to run).
+
+Tables: ``events`` holds every accepted event of a call whose state is not
+yet written whole; ``calls`` holds each completed call's state (snapshot) and
+the numbers analytics sum; ``seen`` the recent event ids for de-duplication;
+``info`` small facts (last sequence number). A call's events are deleted in
+the transaction that writes its snapshot, so the events table stays the size
+of what is live. Every method blocks (file I/O, fsync): the pipeline calls
+them off the gevent loop, from one thread at a time.
+
+``synchronous=NORMAL`` in WAL mode: a committed transaction survives the
+process being killed (the OS holds it); a power loss can undo the last
+transactions but never corrupts the file. ``PATTER_DASH_DB_SYNC=full`` makes
+each commit wait for the disk as well.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..model.records import Call
+from . import Batch, JournalError, JournalUnavailable, Restored
+from .codec import freeze, pack_event, thaw, unpack_event
+
+#: Schema versions in order; each entry migrates from the one before (index + 1 = version).
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first release of the durable store
+    """
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        key TEXT,
+        received_at REAL NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX events_by_call ON events (call_id);
+    CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        done INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        provider_mode TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        cost_stt INTEGER NOT NULL,
+        cost_tts INTEGER NOT NULL,
+        cost_llm INTEGER NOT NULL,
+        cost_telephony INTEGER NOT NULL,
+        cost_total INTEGER NOT NULL,
+        latency_ms REAL,
+        hour INTEGER NOT NULL,
+        latency_us INTEGER,
+        latency_bin INTEGER,
+        state BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX calls_by_done ON calls (done);
+    CREATE TABLE seen (key TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE info (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+    """,
+    # 2: date-range reads and the retention purge go by call start
+    """
+    CREATE INDEX calls_by_start ON calls (started_at);
+    CREATE INDEX seen_by_seq ON seen (seq);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+#: Written in ``PRAGMA application_id``: tells our file from any other SQLite database.
+APPLICATION_ID = 0x50445348  # "PDSH"
+#: Event ids kept for de-duplication across restarts (as many as memory keeps).
+SEEN_KEPT = 100_000
+_NUMBER_COLUMNS = "duration_ms, cost_stt, cost_tts, cost_llm, cost_telephony, cost_total, latency_ms"
+_COST_SUMS = "sum(duration_ms), sum(cost_stt), sum(cost_tts), sum(cost_llm), sum(cost_telephony), sum(cost_total)"
+
+
+def _unavailable(path: str, exc: BaseException) -> JournalUnavailable:
+    message = str(exc)
+    if "full" in message or getattr(exc, "errno", None) == errno.ENOSPC:
+        reason = f"the disk holding {path} is full"
+    elif "readonly" in message or "read-only" in message:
+        reason = f"{path} is read-only"
+    else:
+        reason = f"cannot write {path}: {message}"
+    return JournalUnavailable(reason)
+
+
+class SQLiteJournal:
+    """The journal in one SQLite file (``PATTER_DASH_DB``)."""
+
+    engine = "sqlite"
+
+    def __init__(self, path: str, *, sync: str = "normal") -> None:
+        self.path = str(Path(path).expanduser())
+        self.sync = sync
+        self._db: sqlite3.Connection | None = None
+        self._lock_file: Any = None
+        self._readers: list[sqlite3.Connection] = []
+        self._seen_written = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def check(self) -> None:
+        """Open, refuse what is not ours or too new, migrate forward, close.
+
+        Run where the app is made (before any fork), so a bad file stops the
+        server at once with a message naming the file.
+        """
+        db = self._connect()
+        try:
+            self._migrate(db)
+        finally:
+            db.close()
+
+    def open(self) -> None:
+        """Take the file for this process (one writer per file) and open it for writing."""
+        self._lock()
+        db = self._connect()
+        self._migrate(db)
+        self._db = db
+
+    def close(self) -> None:
+        readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.close()
+        if self._db is not None:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass
+            self._db.close()
+            self._db = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the database {self.path}: {exc}") from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchone()
+            db.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'full' else 'NORMAL'}")
+            db.execute("PRAGMA foreign_keys=OFF")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise JournalError(
+                f"{self.path} is not a readable patter-dash database ({exc}). It was left untouched: "
+                "restore a backup (patter-dash backup) over it, or move it aside to start a new history."
+            ) from None
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path} was written by a newer patter-dash (schema {version}; this release reads up to "
+                f"{SCHEMA_VERSION}). Upgrade patter-dash, or point PATTER_DASH_DB at another file."
+            )
+        if tables and app_id != APPLICATION_ID:
+            raise JournalError(
+                f"{self.path} is an SQLite database of another application; patter-dash will not write into it. "
+                "Point PATTER_DASH_DB at a new file."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for script in MIGRATIONS[version:]:
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK") if db.in_transaction else None
+            raise JournalError(f"cannot upgrade {self.path} to schema {SCHEMA_VERSION}: {exc}") from None
+
+    def _lock(self) -> None:
+        """One process writes a file: a second server on it is refused, a restarting worker waits.
+
+        gunicorn replaces a worker (HUP, a new release) by starting the new
+        one before the old one has finished; both are children of one
+        master, so the new one waits for the file. Any other holder is
+        another server: refused with its process id.
+        """
+        handle = open(self.path + ".lock", "a+")
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().split()
+                sibling = len(holder) == 2 and holder[1] == str(os.getppid()) and os.getppid() != 1
+                if not sibling or time.monotonic() > deadline:
+                    handle.close()
+                    who = f"process {holder[0]}" if holder else "another process"
+                    raise JournalError(
+                        f"{self.path} is in use by another patter-dash server ({who}). One server writes one "
+                        "database: stop the other, or give this one its own PATTER_DASH_DB."
+                    ) from None
+                time.sleep(0.1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {os.getppid()}\n")
+        handle.flush()
+        self._lock_file = handle
+
+    # --------------------------------------------------------------- writing
+
+    def commit(self, batch: Batch) -> None:
+        """Write one batch in one transaction; raise :class:`JournalUnavailable` if it cannot be."""
+        db = self._db
+        assert db is not None, "journal not open"
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._write(db, batch)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise _unavailable(self.path, exc) from None
+
+    def _write(self, db: sqlite3.Connection, batch: Batch) -> None:
+        if batch.deleted:
+            ids = [(call_id,) for call_id in batch.deleted]
+            db.executemany("DELETE FROM calls WHERE call_id = ?", ids)
+            db.executemany("DELETE FROM events WHERE call_id = ?", ids)
+        if batch.snapshots:
+            rows = []
+            for call, done, counted in batch.snapshots:
+                rows.append((
+                    call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
+                    call.meta_value("provider_mode") or "", *counted, freeze(call),
+                ))
+            db.executemany(
+                f"INSERT OR REPLACE INTO calls (call_id, done, started_at, status, direction, caller, callee, "
+                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state) VALUES ({', '.join('?' * 19)})",
+                rows,
+            )
+            # The snapshot holds what these events did; they were all applied before it was taken.
+            db.executemany("DELETE FROM events WHERE call_id = ?", [(call.call_id,) for call, _, _ in batch.snapshots])
+        if batch.seen:
+            db.executemany("INSERT OR REPLACE INTO seen (key, seq) VALUES (?, ?)", batch.seen)
+            self._seen_written += len(batch.seen)
+            if self._seen_written > SEEN_KEPT // 10:
+                self._seen_written = 0
+                db.execute(
+                    "DELETE FROM seen WHERE seq < (SELECT seq FROM seen ORDER BY seq DESC LIMIT 1 OFFSET ?)", (SEEN_KEPT,)
+                )
+        if batch.events:
+            db.executemany(
+                "INSERT INTO events (call_id, type, key, received_at, data) VALUES (?, ?, ?, ?, ?)",
+                [(e.call_id, e.type, e.key, e.received_at, pack_event(e)) for e in batch.events],
+            )
+        if batch.last_seq:
+            db.execute("INSERT OR REPLACE INTO info (name, value) VALUES ('last_seq', ?)", (batch.last_seq,))
+
+    def forget(self, call_ids: list[str]) -> list[tuple[Any, ...]]:
+        """Delete calls and their events; the (call_id, started_at, status, numbers...) rows that existed."""
+        db = self._db
+        assert db is not None, "journal not open"
+        found: list[tuple[Any, ...]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for start in range(0, len(call_ids), 500):
+                    chunk = call_ids[start : start + 500]
+                    marks = ", ".join("?" * len(chunk))
+                    found += db.execute(
+                        f"SELECT call_id, started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE call_id IN ({marks})", chunk
+                    ).fetchall()
+                    db.execute(f"DELETE FROM calls WHERE call_id IN ({marks})", chunk)
+                    db.execute(f"DELETE FROM events WHERE call_id IN ({marks})", chunk)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise _unavailable(self.path, exc) from None
+        return found
+
+    def started_before(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of up to ``limit`` stored calls that started before ``cutoff`` (the retention purge)."""
+        with self._reader() as db:
+            return [row[0] for row in db.execute(
+                "SELECT call_id FROM calls WHERE started_at < ? ORDER BY started_at LIMIT ?", (cutoff, limit)
+            )]
+
+    # --------------------------------------------------------------- reading
+
+    def restore(self, keep: int) -> Restored:
+        """What a starting process needs: totals of every call, the newest ``keep`` whole, events to replay."""
+        db = self._db
+        assert db is not None, "journal not open"
+        hours = db.execute(f"SELECT hour, status, count(*), {_COST_SUMS} FROM calls GROUP BY hour, status").fetchall()
+        latencies = db.execute(
+            "SELECT hour, latency_bin, count(*), sum(latency_us) FROM calls WHERE latency_us IS NOT NULL "
+            "GROUP BY hour, latency_bin"
+        ).fetchall()
+        newest = db.execute("SELECT state FROM calls ORDER BY done DESC LIMIT ?", (keep,)).fetchall()
+        calls = [thaw(row[0]) for row in reversed(newest)]
+        events = [
+            unpack_event(*row)
+            for row in db.execute("SELECT type, call_id, key, received_at, data FROM events ORDER BY id")
+        ]
+        seen = db.execute("SELECT key, seq FROM seen ORDER BY seq DESC LIMIT ?", (SEEN_KEPT,)).fetchall()
+        seen.reverse()
+        row = db.execute("SELECT value FROM info WHERE name = 'last_seq'").fetchone()
+        done = db.execute("SELECT max(done) FROM calls").fetchone()[0] or 0
+        return Restored(hours, latencies, calls, events, seen, int(row[0]) if row else 0, done)
+
+    def numbers_between(self, lo: float, hi: float) -> list[tuple[Any, ...]]:
+        """(started_at, status, numbers) of the stored calls started in [lo, hi), for a range's edge hours."""
+        with self._reader() as db:
+            found = db.execute(
+                f"SELECT started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE started_at >= ? AND started_at < ?",
+                (lo, hi),
+            ).fetchall()
+        return [(started_at, status, (duration, list(costs[:5]), costs[5])) for started_at, status, duration, *costs in found]
+
+    def load(self, call_id: str) -> Call | None:
+        with self._reader() as db:
+            row = db.execute("SELECT state FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+        return thaw(row[0]) if row else None
+
+    def load_many(self, call_ids: Iterable[str]) -> list[Call]:
+        ids = list(call_ids)
+        if not ids:
+            return []
+        with self._reader() as db:
+            rows = db.execute(
+                f"SELECT state FROM calls WHERE call_id IN ({', '.join('?' * len(ids))})", ids
+            ).fetchall()
+        return [thaw(row[0]) for row in rows]
+
+    def size(self) -> dict[str, Any]:
+        """How big the history is on disk (health and the UI header show it)."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        with self._reader() as db:
+            calls = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+            pending = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        return {"bytes": total, "calls": calls, "events_pending": pending}
+
+    def backup(self, target: str) -> None:
+        """An online, consistent copy (SQLite's backup API) while the server writes."""
+        source = sqlite3.connect(self.path, timeout=10.0)
+        try:
+            destination = sqlite3.connect(target)
+            try:
+                source.backup(destination, pages=1024, sleep=0.005)
+            finally:
+                destination.close()
+        finally:
+            source.close()
+
+    def _reader(self) -> _Reader:
+        return _Reader(self)
+
+
+class _Reader:
+    """A pooled read-only connection (WAL readers never wait for the writer)."""
+
+    def __init__(self, journal: SQLiteJournal) -> None:
+        self.journal = journal
+        self.db: sqlite3.Connection | None = None
+
+    def __enter__(self) -> sqlite3.Connection:
+        journal = self.journal
+        try:
+            self.db = journal._readers.pop()  # list.pop and append are atomic: no lock to share with gevent
+        except IndexError:
+            uri = "file:" + Path(journal.path).resolve().as_posix() + "?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
+        return self.db
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self.db is not None
+        if len(self.journal._readers) < 4:
+            self.journal._readers.append(self.db)
+        else:
+            self.db.close()
+
