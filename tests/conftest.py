@@ -35,11 +35,18 @@ def free_port() -> int:
 class LiveServer:
     """gunicorn -c gunicorn.conf.py wsgi:app, as the README runs it, on a free port."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], extra_args: list[str] | None = None) -> None:
+    def __init__(self, tmp: Path, config: dict[str, Any], extra_args: list[str] | None = None, data: str = "data") -> None:
         self.port = free_port()
-        # The standalone server keeps state (the generated token) in a data
-        # directory: the test's own, never the checkout's.
-        self.config = {"PATTER_DASH_DATA_DIR": str(tmp / "data"), **{k: str(v) for k, v in config.items()}}
+        # The standalone server keeps state (the generated token, its history) in a
+        # data directory: the test's own, never the checkout's; one per server, as
+        # one server writes one history file (start() again reuses it: a restart).
+        # Many tests replay calls at fixed dates long past: the retention purge (its own
+        # tests set it) would delete them under the test.
+        self.config = {
+            "PATTER_DASH_DATA_DIR": str(tmp / data),
+            "PATTER_DASH_RETENTION_DAYS": "0",
+            **{k: str(v) for k, v in config.items()},
+        }
         self.extra_args = extra_args or []
         self.prefix = self.config.get("PATTER_DASH_URL_PREFIX", "").rstrip("/")
         self.token = self.config.get("PATTER_DASH_TOKEN")
@@ -125,7 +132,7 @@ def live_server(tmp_path: Path) -> Iterator[Any]:
     servers: list[LiveServer] = []
 
     def start(extra_args: list[str] | None = None, **config: Any) -> LiveServer:
-        server = LiveServer(tmp_path, config, extra_args)
+        server = LiveServer(tmp_path, config, extra_args, data=f"data-{len(servers) + 1}" if servers else "data")
         servers.append(server)
         return server.start()
 

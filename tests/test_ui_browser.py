@@ -754,8 +754,9 @@ def test_sign_in_page(live_server: Any, open_page: Any) -> None:
 def test_reconnects_after_server_restart(live_server: Any, open_page: Any) -> None:
     """A crash of the whole server (kill -9 of master and worker) and a graceful stop (SIGTERM: each
     stream gets `event: shutdown`): the page shows Reconnecting…, comes back Live on the new server,
-    which answers its old Last-Event-ID with `reset`, and drops the cards the old process held."""
-    server = live_server()
+    which answers its old Last-Event-ID with `reset`, and drops the cards the old process held (history
+    in memory only: nothing survives the process)."""
+    server = live_server(PATTER_DASH_DB=":memory:")
     page, guard = open_page()
     open_dashboard(page, server.url)
     conn = page.locator("#pd-conn")
@@ -798,8 +799,8 @@ def healthy_new_worker(server: Any, old_pid: int) -> dict[str, Any] | None:
 def test_worker_kill_9_page_reconnects_to_the_respawned_worker(live_server: Any, open_page: Any) -> None:
     """kill -9 of the worker (not the master) while the page and 4 other SSE clients are connected: the
     master respawns it and /health answers within 5 s; the page shows Reconnecting…, then Live, then the
-    new worker's state (calls are kept in memory, so the old card goes) and new calls; the other clients,
-    resuming with their Last-Event-ID, are told to reset and then get new events."""
+    new worker's state (read back from the history file: the live call is still live) and new calls; the
+    other clients, resuming with their Last-Event-ID, are told to reset and then get new events."""
     server = live_server()
     page, guard = open_page()
     open_dashboard(page, server.url)
@@ -832,9 +833,10 @@ def test_worker_kill_9_page_reconnects_to_the_respawned_worker(live_server: Any,
     states = conn_states(page)[seen_before:]
     assert "reconnecting" in states and states[-1] == "live", states
     assert states.index("reconnecting") < len(states) - 1, states
-    # the new worker starts empty: the card of the call the old one held goes, without a reload
-    expect(live_card(page, "+15551240001")).to_have_count(0, timeout=5000)
     assert "reset" in stream_log(page), stream_log(page)  # its resume point died with the old worker
+    # the new worker read the call back from the history file: after the reset the card is still there
+    expect(live_card(page, "+15551240001")).to_have_count(1, timeout=5000)
+    assert [c["call_id"] for c in server.get("/api/v1/calls/active").json()["data"]] == ["CA-pre-crash"]
 
     again = [SSEClient(f"{server.url}/api/v1/events", headers={"Last-Event-ID": str(i)}) for i in last_ids]
     for client in again:

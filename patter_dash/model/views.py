@@ -329,10 +329,30 @@ class ExportCounters(_Record):
     failed: Annotated[Count, Meta(description="Exports cut short by an unexpected error.")]
 
 
-class Health(_Record):
-    """Event thread, queue, store and subscriber state."""
+class HistoryState(_Record):
+    """Where history is kept (PATTER_DASH_DB) and how writing it goes.
 
-    status: Literal["ok", "starting"]
+    mode: memory (nothing survives a restart) or sqlite. calls: finished calls kept (on disk, or in
+    memory). status degraded (with error) while the file cannot be written: ingest answers 503 then."""
+
+    mode: Literal["memory", "sqlite"]
+    calls: Count
+    path: str | None = None
+    bytes: Count | None = None
+    status: Literal["ok", "degraded"] | None = None
+    error: str | None = None
+    lag: Annotated[Count | None, Meta(description="Events fed in-process and not yet on disk.")] = None
+    commits: Count | None = None
+    events: Annotated[Count | None, Meta(description="Events written since start.")] = None
+    failures: Annotated[Count | None, Meta(description="Writes that failed since start.")] = None
+    last_commit_ms: Amount | None = None
+    restore_seconds: Annotated[Amount | None, Meta(description="How long reading history back took at start.")] = None
+
+
+class Health(_Record):
+    """Event thread, queue, store, subscriber and history state."""
+
+    status: Annotated[Literal["ok", "starting", "degraded"], Meta(description="degraded: history cannot be written (see history.error).")]
     uptime_seconds: Amount
     pid: int
     queue: QueueState
@@ -341,6 +361,7 @@ class Health(_Record):
     subscribers: SubscriberState
     auth: AuthState
     export: ExportCounters
+    history: HistoryState
 
 
 # ------------------------------------------------------- ingest and errors
