@@ -38,7 +38,7 @@ import requests
 playwright_api = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
-from tests.conftest import wait_for  # noqa: E402
+from tests.conftest import payload, wait_for  # noqa: E402
 from tests.sse import SSEClient  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -452,6 +452,34 @@ def test_live_card_shows_the_lines_the_server_stored(live_server: Any, open_page
     server.post_events([turn("CA-yes", turn_data(2, "Friday at noon, please.", "", latency(200, 400, 150, 800)))])
     expect(card.locator(".pd-line").filter(has_text="Friday at noon, please.")).to_have_count(2)
     expect(card).to_contain_text("2 turns")
+    guard.check()
+
+
+def test_live_card_reads_realtime_lines_in_turn_order(live_server: Any, open_page: Any) -> None:
+    """A Realtime call from Patter's own handler: turn 1's user line (Whisper is slow) arrives after the agent's
+    answer to it, and carries the turn's turnIndex; the card shows it above that answer, live as on reload."""
+    server = live_server()
+    page, guard = open_page()
+    active_urls: list[str] = []
+    page.on("request", lambda r: active_urls.append(r.url) if "/calls/active" in r.url else None)
+    open_dashboard(page, server.url)
+    *events, _end = payload("realtime_call.json")
+    reading = ["Hi, can I move my appointment to Friday?", "Sure, I can move it to Friday. Morning or afternoon?",
+               "Morning, please.", "Friday at nine it is.", 'check_availability({"day": "Friday"})',
+               'check_availability({"day": "Friday"}) → {"slots": ["09:00", "14:00"]}']
+    for event in events:  # one by one, as Patter fires its callbacks
+        server.post_events([event])
+    card = live_card(page, "+15551230001")
+    lines = card.locator(".pd-line")
+    expect(lines).to_have_count(6)
+    assert [norm(t) for t in lines.locator(".pd-text").all_inner_texts()] == reading
+    expect(card).to_contain_text("2 turns")
+    page.reload()
+    expect(page.locator("#pd-conn")).to_have_attribute("data-state", "live")
+    expect(lines).to_have_count(6)
+    assert [norm(t) for t in lines.locator(".pd-text").all_inner_texts()] == reading
+    # The cards show no per-turn figures: the page asks the live route for none.
+    assert active_urls and all("turns=0" in url for url in active_urls), active_urls
     guard.check()
 
 
