@@ -80,7 +80,7 @@ def test_call_end_s_whole_transcript_is_bounded_the_same_way() -> None:
     call = apply(store, "call_end", {"call_id": "end-big", "ended_at": time.time(), "conversation_history": history})
     assert not call.active and len(call.transcript) == 2 and call.dropped_lines == 8
     assert call.text_chars == 40_000 and "transcript_truncated" in call.flags
-    assert [t[0] for _, t, _ in call.transcript] == ["0", "1"]  # the start of the conversation is kept
+    assert [line[1][0] for line in call.transcript] == ["0", "1"]  # the start of the conversation is kept
 
 
 def test_a_complete_final_transcript_clears_the_live_truncation() -> None:

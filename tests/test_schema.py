@@ -26,6 +26,8 @@ from patter_dash.web import api
 CALL_ID = "CA941522e75e5447c05b6ca6d201f13845"  # the finished call in the fixtures
 LIVE = "CA-live-0001"
 NOTIFIED = "CA-notify-0001"
+REALTIME = "CArealtime0000000000000000000000001"  # Patter's Realtime handler's call (realtime_call.json)
+REALTIME_LIVE = "CA-realtime-live"
 
 
 def validator(document: dict[str, Any], schema: dict[str, Any]) -> Any:
@@ -69,6 +71,11 @@ class Fed:
             {"type": "transcript", "data": as_call("transcript_user.json", LIVE)},
             {"type": "turn", "data": turn},
         ])
+        # A Realtime call from Patter's own handler: lines with turnIndex, tool lines with their fields,
+        # finished; and the same call still live (its turns and lines in the active page).
+        realtime = payload("realtime_call.json")
+        server.post_events(realtime)
+        server.post_events([{**e, "data": {**e["data"], "call_id": REALTIME_LIVE}} for e in realtime[:-1]])
         # Patter's own push, start and end, and the end again (already held).
         self.answers["patter ack"] = post(f"{url}/api/dashboard/ingest", json=as_call("sdk_notify_call_start.json", NOTIFIED))
         self.answers["patter ack end"] = post(f"{url}/api/dashboard/ingest", json=as_call("sdk_notify_call_end.json", NOTIFIED))
@@ -112,6 +119,11 @@ READS = [
     ("finished call", f"/api/v1/calls/{CALL_ID}", "/api/v1/calls/{call_id}", 200, views.CallAnswer),
     ("live call", f"/api/v1/calls/{LIVE}", "/api/v1/calls/{call_id}", 200, views.CallAnswer),
     ("notified call", f"/api/v1/calls/{NOTIFIED}", "/api/v1/calls/{call_id}", 200, views.CallAnswer),
+    ("realtime call", f"/api/v1/calls/{REALTIME}", "/api/v1/calls/{call_id}", 200, views.CallAnswer),
+    ("live realtime call", f"/api/v1/calls/{REALTIME_LIVE}", "/api/v1/calls/{call_id}", 200, views.CallAnswer),
+    ("active page without turns", "/api/v1/calls/active?turns=0", "/api/v1/calls/active", 200, views.ActiveCallList),
+    ("bad turns", "/api/v1/calls/active?turns=101", "/api/v1/calls/active", 400, views.Error),
+    ("full export", "/api/v1/export/json", "/api/v1/export/json", 200, list[views.CallDetail]),
     ("overview", "/api/v1/analytics/overview", "/api/v1/analytics/overview", 200, views.OverviewAnswer),
     ("overview of a period", "/api/v1/analytics/overview?from=0&to=4000000000", "/api/v1/analytics/overview", 200, views.OverviewAnswer),
     ("costs", "/api/v1/analytics/costs", "/api/v1/analytics/costs", 200, views.CostsAnswer),
@@ -160,6 +172,12 @@ def test_the_answers_checked_hold_what_patter_sent_beyond_the_models(fed: Fed) -
     live = fed.server.get(f"/api/v1/calls/{LIVE}").json()["data"]
     assert live["ended_at"] is None and live["transcript"]
     assert [(t["vad_model"], t["latency"]["network_ms"]) for t in live["turns"]] == [("silero-v5", 12.5)]
+    # A transcript line's own fields (Patter's turnIndex, a tool line's tool_name...), in every view that has lines.
+    realtime = fed.server.get(f"/api/v1/calls/{REALTIME}").json()["data"]
+    assert [line.get("turnIndex") for line in realtime["transcript"]] == [0, 0, 1, 1, None, None]
+    assert realtime["transcript"][-1]["tool_args"] == {"day": "Friday"}
+    (active,) = [c for c in fed.server.get("/api/v1/calls/active").json()["data"] if c["call_id"] == REALTIME_LIVE]
+    assert [t["turn_index"] for t in active["turns"]] == [0, 1] and active["transcript"][0]["turnIndex"] == 0
     batch = fed.answers["ack batch"].json()
     assert len(batch["accepted"]) == 3 and "seq" not in batch
     refused = fed.answers["refused batch"].json()
@@ -209,6 +227,9 @@ def test_patter_payloads_fit_the_envelope_schema_and_model(fed: Fed) -> None:
         body = {"type": event_type, "id": name, "data": payload(name)}
         assert envelope.is_valid(body), name
         msgspec.convert(body, events.Envelope, strict=True)
+    for body in payload("realtime_call.json"):
+        assert envelope.is_valid(body), body
+        msgspec.convert(body, events.Envelope, strict=True)
     for name in ("sdk_notify_call_start.json", "sdk_notify_call_end.json"):
         assert validator(fed.document, {"$ref": "#/components/schemas/PatterCall"}).is_valid(payload(name)), name
 
@@ -217,6 +238,11 @@ BAD_EVENTS = [
     # (what, envelope, the field the 422 names)
     ("negative cost", {"type": "turn", "data": {**payload("turn_metrics.json"), "cost_so_far": {"total": -0.5}}}, "data.cost_so_far.total"),
     ("negative turn index", {"type": "turn", "data": {"call_id": "c", "turn": {"turn_index": -1}}}, "data.turn.turn_index"),
+    ("negative line turn index", {"type": "transcript", "data": {"call_id": "c", "role": "user", "text": "hi", "turnIndex": -1}},
+     "data.turnIndex"),
+    ("final line turn index as text",
+     {"type": "call_end", "data": {"call_id": "c", "conversation_history": [{"role": "user", "text": "hi", "turnIndex": "1"}]}},
+     "data.conversation_history[0].turnIndex"),
     ("role past 64 characters", {"type": "transcript", "data": {"call_id": "c", "role": "r" * 65, "text": "hi"}}, "data.role"),
     ("call id past 256 characters", {"type": "call_start", "data": {"call_id": "c" * 257}}, "data.call_id"),
     ("event id past 256 characters", {"type": "call_start", "id": "i" * 257, "data": {"call_id": "c"}}, "id"),
@@ -274,6 +300,11 @@ def test_documented_limits_are_the_enforced_ones(fed: Fed) -> None:
     assert served["CallDetail"]["properties"]["transcript"]["maxItems"] == store.MAX_LINES
     assert views.ACTIVE_LINES == api.ACTIVE_LINES
     assert served["ActiveCall"]["properties"]["transcript"]["maxItems"] == api.ACTIVE_LINES
+    assert served["ActiveCall"]["properties"]["turns"]["maxItems"] == api.ACTIVE_TURNS
+    turns = next(p for p in fed.document["paths"]["/api/v1/calls/active"]["get"]["parameters"] if p["$ref"].endswith("/turns"))
+    assert fed.document["components"]["parameters"]["turns"]["schema"]["maximum"] == api.ACTIVE_TURNS, turns
+    line_index = served["TranscriptLine"]["properties"]["turnIndex"]["anyOf"][0]
+    assert (line_index["type"], line_index["minimum"]) == ("integer", 0)
     assert served["TranscriptLine"]["properties"]["text"]["maxLength"] == MAX_TEXT_LENGTH
     call_id = served["CallStart"]["properties"]["call_id"]["anyOf"][0]
     assert call_id == {"type": "string", "minLength": 1, "maxLength": events.MAX_ID_LENGTH}

@@ -38,7 +38,7 @@ import requests
 playwright_api = pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
-from tests.conftest import wait_for  # noqa: E402
+from tests.conftest import payload, wait_for  # noqa: E402
 from tests.sse import SSEClient  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -455,6 +455,34 @@ def test_live_card_shows_the_lines_the_server_stored(live_server: Any, open_page
     guard.check()
 
 
+def test_live_card_reads_realtime_lines_in_turn_order(live_server: Any, open_page: Any) -> None:
+    """A Realtime call from Patter's own handler: turn 1's user line (Whisper is slow) arrives after the agent's
+    answer to it, and carries the turn's turnIndex; the card shows it above that answer, live as on reload."""
+    server = live_server()
+    page, guard = open_page()
+    active_urls: list[str] = []
+    page.on("request", lambda r: active_urls.append(r.url) if "/calls/active" in r.url else None)
+    open_dashboard(page, server.url)
+    *events, _end = payload("realtime_call.json")
+    reading = ["Hi, can I move my appointment to Friday?", "Sure, I can move it to Friday. Morning or afternoon?",
+               "Morning, please.", "Friday at nine it is.", 'check_availability({"day": "Friday"})',
+               'check_availability({"day": "Friday"}) → {"slots": ["09:00", "14:00"]}']
+    for event in events:  # one by one, as Patter fires its callbacks
+        server.post_events([event])
+    card = live_card(page, "+15551230001")
+    lines = card.locator(".pd-line")
+    expect(lines).to_have_count(6)
+    assert [norm(t) for t in lines.locator(".pd-text").all_inner_texts()] == reading
+    expect(card).to_contain_text("2 turns")
+    page.reload()
+    expect(page.locator("#pd-conn")).to_have_attribute("data-state", "live")
+    expect(lines).to_have_count(6)
+    assert [norm(t) for t in lines.locator(".pd-text").all_inner_texts()] == reading
+    # The cards show no per-turn figures: the page asks the live route for none.
+    assert active_urls and all("turns=0" in url for url in active_urls), active_urls
+    guard.check()
+
+
 def test_analytics_tiles_and_charts(live_server: Any, open_page: Any) -> None:
     server = live_server()
     costs = [cost_of(0.001, 0.012, 0.0004, 0.0085), cost_of(0.002, 0.02, 0.0008, 0.017), cost_of(0.0005, 0.006, 0.0002, 0.0085)]
@@ -484,13 +512,18 @@ def test_analytics_tiles_and_charts(live_server: Any, open_page: Any) -> None:
         expect(legend.filter(has=page.locator(f".pd-swatch[data-comp={key}]"))).to_contain_text(
             money(overview["cost_breakdown"][key]))
     expect(page.locator(".pd-donut-seg")).to_have_count(4)
-    # hovering a bar shows that bucket's figures per component in the legend
-    over = page.locator("#pd-chart-cost .u-over")
-    box = over.bounding_box()
-    assert box is not None
-    page.mouse.move(box["x"] + box["width"] - 3, box["y"] + box["height"] / 2)
-    expect(page.locator("#pd-chart-cost .u-legend .u-series").nth(0)).not_to_contain_text("—")
-    expect(page.locator("#pd-chart-cost .u-legend")).to_contain_text("$")
+    # hovering a bar shows that bucket's figures per component in the legend: sweep the pointer across the
+    # plot and collect what the legend says for each bucket. The three calls end 3,600 s apart, so each is
+    # alone in its hour and every bucket with money must show exactly one call's breakdown, component by
+    # component; empty hours show "—" for every component. (Where the current hour holds no call depends on
+    # the clock, so no fixed x is known to hold data.)
+    readings = sweep_cost_legend(page)
+    labels = {"STT": "stt", "TTS": "tts", "LLM": "llm", "Telephony": "telephony"}
+    shown = [r for r in readings if any(v != "—" for k, v in r.items() if k in labels)]
+    expected = [{name: money(c[key]) for name, key in labels.items()} for c in costs]
+    assert sorted(expected, key=str) == sorted(({n: r[n] for n in labels} for r in shown), key=str), readings
+    assert all(r["x"] != "—" for r in shown)
+    assert all(all(r[n] == "—" for n in labels) for r in readings if r not in shown)
     expect(page.locator(".pd-donut-total")).to_have_text(money(overview["total_cost"]))
 
     # hour/day toggle refetches the series with the other bucket
@@ -506,6 +539,27 @@ def test_analytics_tiles_and_charts(live_server: Any, open_page: Any) -> None:
     server.post_events([call_start("CA-an-live", "+15553330010", "+15550001234")])
     expect(tiles.locator("[data-tile=active] .pd-tile-value")).to_have_text("1", timeout=2000)
     guard.check()
+
+
+def sweep_cost_legend(page: Page) -> list[dict[str, str]]:
+    """Moves the pointer across the cost chart's plot, left to right, and returns the legend's distinct
+    readings, one per hovered bucket: {"x": bucket label, series label: value shown}."""
+    over = page.locator("#pd-chart-cost .u-over")
+    box = over.bounding_box()
+    assert box is not None
+    readings: list[dict[str, str]] = []
+    x = box["x"] + 1
+    while x < box["x"] + box["width"]:
+        page.mouse.move(x, box["y"] + box["height"] / 2)
+        # uPlot repaints the legend for the hovered index; read it after the next frame
+        rows = page.evaluate("""() => new Promise((done) => requestAnimationFrame(() => done(
+            [...document.querySelectorAll('#pd-chart-cost .u-legend .u-series')].map((tr) => [
+                tr.querySelector('.u-label')?.textContent ?? '', tr.querySelector('.u-value')?.textContent ?? '']))))""")
+        reading = {("x" if i == 0 else label): value for i, (label, value) in enumerate(rows)}
+        if not readings or readings[-1] != reading:
+            readings.append(reading)
+        x += 4
+    return readings
 
 
 def seed_history(server: Any) -> None:

@@ -664,8 +664,10 @@ class Pipeline:
         The full summary (a card's every field) goes with the events that
         create, move or close a card and with a call's first frame; a line or
         a turn carries itself plus the few card fields it can change. ``line``
-        and ``lines`` are exactly what the store appended: a reader shows them
-        as sent, with no de-duplication rule of its own.
+        and ``lines`` are exactly what the store appended, with every field
+        sent with them: a reader shows them as sent, with no de-duplication
+        rule of its own, placing a line that carries a ``turnIndex`` as
+        :func:`~patter_dash.model.records.ordered` does.
         """
         call = applied.call
         kind = event.type
@@ -675,8 +677,7 @@ class Pipeline:
         if kind == "transcript":
             payload["call"] = records.summary(call, time.time(), with_metrics=False) if whole else records.card_fields(call, turns=False)
             if applied.lines:  # absent when over the call's text budget
-                role, text, ts = applied.lines[0]
-                payload["line"] = {"role": role, "text": text, "timestamp": ts}
+                payload["line"] = records.line_view(applied.lines[0])
         elif kind == "turn":
             payload["call"] = records.summary(call, time.time(), with_metrics=False) if whole else records.card_fields(call, turns=True)
             index = event.data["turn"].get("turn_index")
@@ -689,7 +690,7 @@ class Pipeline:
                 turn = call.turns[-1]
             payload["turn"] = records.turn_view(turn) if turn else None
             payload["cost_so_far"] = event.data.get("cost_so_far")
-            payload["lines"] = [{"role": r, "text": t, "timestamp": ts} for r, t, ts in applied.lines]
+            payload["lines"] = [records.line_view(line) for line in applied.lines]
         else:
             payload["call"] = records.summary(call, time.time(), with_metrics=False)
         return payload

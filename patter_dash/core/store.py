@@ -10,7 +10,7 @@ ordering rules for late, early and repeated events live here, in one place.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
@@ -19,13 +19,20 @@ from typing import Any, NamedTuple
 from ..model.events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
 from ..model.records import (
     AGENT_TEXT,
+    LINE_EXTRA,
+    LINE_ROLE,
+    LINE_TEXT,
+    LINE_TIMESTAMP,
     TERMINAL_STATUSES,
     TIMESTAMP,
     TURN_INDEX,
     USER_TEXT,
     Call,
+    Line,
     Turn,
     intern,
+    line_extra,
+    line_turn,
     make_turn,
     pack,
 )
@@ -40,6 +47,10 @@ _KNOWN_FIELDS = frozenset({
     "transcript", "conversation_history", "metrics", "role", "text", "turn", "cost_so_far", "llm_ttft_ms",
 })
 _METRICS_MODELLED = frozenset({"call_id", "duration_seconds", "turns", "cost", *PERCENTILE_KEYS})
+#: What a line models; every other field sent with it (turnIndex, tool_name, ...) is kept with the line.
+_LINE_FIELDS = frozenset({"role", "text", "timestamp"})
+#: A transcript event also names its call and lends its ``history`` to the stamp (see events).
+_LINE_EVENT_FIELDS = _LINE_FIELDS | {"call_id", "history"}
 #: Transcript characters kept per call (``PATTER_DASH_MAX_CALL_TEXT``): 10,000
 #: lines of 20,000 characters would otherwise be 200 M characters in one call.
 MAX_CALL_TEXT = 2_000_000
@@ -67,6 +78,50 @@ class Applied(NamedTuple):
 
 #: How far back a line is compared when telling a re-delivery from a repeat.
 RECENT_LINES = 50
+
+
+def _spoke(line: Line, role: str, text: str, index: int | None) -> bool:
+    """Whether ``line`` is the turn's own line for ``role`` (see :meth:`CallStore._mirror_turn`)."""
+    if line[LINE_ROLE] != role:
+        return False
+    own = line_turn(line)
+    if own is not None and index is not None:
+        return own == index
+    return line[LINE_TEXT] == text
+
+
+def _carried(live: list[Line], final: list[Mapping[str, Any]]) -> list[dict[str, Any] | None]:
+    """For each final line, the extra of the live line it repeats, or None.
+
+    The same line stamped the same (a live line takes its stamp from Patter's
+    history) is that line; otherwise the first live line not yet matched with
+    the same role and text, in order (a mirrored turn line was stamped with the
+    turn's time). Linear: one pass over each list.
+    """
+    result: list[dict[str, Any] | None] = [None] * len(final)
+    if not any(line[LINE_EXTRA] for line in live):
+        return result
+    exact: dict[tuple[Any, ...], deque[int]] = {}
+    loose: dict[tuple[Any, ...], deque[int]] = {}
+    for i, line in enumerate(live):
+        if line[LINE_EXTRA]:
+            exact.setdefault((line[LINE_ROLE], line[LINE_TEXT], line[LINE_TIMESTAMP]), deque()).append(i)
+            loose.setdefault((line[LINE_ROLE], line[LINE_TEXT]), deque()).append(i)
+    used: set[int] = set()
+    for queue in (exact, loose):
+        for j, line in enumerate(final):
+            if result[j] is not None:
+                continue
+            role, text = line.get("role") or "", line.get("text") or ""
+            key = (role, text, line.get("timestamp")) if queue is exact else (role, text)
+            candidates = queue.get(key)
+            while candidates and candidates[0] in used:
+                candidates.popleft()
+            if candidates:
+                i = candidates.popleft()
+                used.add(i)
+                result[j] = live[i][LINE_EXTRA]
+    return result
 
 
 def _turn_order(turn: Turn) -> tuple[bool, Any]:
@@ -350,25 +405,33 @@ class CallStore:
         sent_at = data.get("timestamp")
         if sent_at is not None and self._holds_line(call, data["role"], data["text"], sent_at):
             return False  # the same line, stamped the same: delivered twice
-        return self._add_line(call, data["role"], data["text"], sane_time(call, sent_at, event.received_at))
+        extra, size, cut = line_extra(data, _LINE_EVENT_FIELDS)
+        if cut:
+            call.flag("extra_truncated")
+        return self._add_line(call, data["role"], data["text"], sane_time(call, sent_at, event.received_at), extra, size)
 
     @staticmethod
     def _holds_line(call: Call, role: str, text: str, sent_at: float) -> bool:
         # A re-delivery follows its original closely; a look further back would
         # make a long call's lines quadratic.
-        return any(r == role and t == text and ts == sent_at for r, t, ts in call.transcript[-RECENT_LINES:])
+        return any(
+            line[LINE_ROLE] == role and line[LINE_TEXT] == text and line[LINE_TIMESTAMP] == sent_at
+            for line in call.transcript[-RECENT_LINES:]
+        )
 
-    def _add_line(self, call: Call, role: str, text: str, timestamp: float) -> bool:
+    def _add_line(
+        self, call: Call, role: str, text: str, timestamp: float, extra: dict[str, Any] | None = None, extra_size: int = 0
+    ) -> bool:
         if not text:
             return False
-        if not self._admit_line(call, text, len(call.transcript)):
+        if not self._admit_line(call, len(text) + extra_size, len(call.transcript)):
             return True  # counted and flagged: the call changed
-        call.transcript.append((intern(role), text, timestamp))
+        call.transcript.append((intern(role), text, timestamp, extra))
         return True
 
     def _on_turn(self, call: Call, event: Event) -> None:
         data = event.data
-        texts = {t: t for _, t, _ in call.transcript[-12:]}  # the lines this turn spoke
+        texts = {line[LINE_TEXT]: line[LINE_TEXT] for line in call.transcript[-12:]}  # the lines this turn spoke
         turn = make_turn(data["turn"], texts)
         index = turn[TURN_INDEX]
         held = call.turns
@@ -395,18 +458,29 @@ class CallStore:
         through ``on_metrics``; a turn's lines are the ones since the previous
         turn's. Matching there, and only there, keeps a caller who says "Yes."
         again, and a line of the next turn that came early stays unclaimed.
+        Where lines carry Patter's ``turnIndex`` it decides (as in Patter: one
+        line per turn and role): a line of another turn is never claimed, and
+        this turn's line is, even when its words differ from the turn's. A
+        mirrored line is stamped with the turn's index, as Patter stamps it.
         """
+        index = turn[TURN_INDEX]
         claimed = call.turn_mark
+        lines = call.transcript
         for role, text in (("user", turn[USER_TEXT]), ("assistant", turn[AGENT_TEXT])):
             if not text:
                 continue
-            found = next(
-                (i for i in range(call.turn_mark, len(call.transcript)) if call.transcript[i][:2] == (role, text)), None
-            )
+            found = next((i for i in range(call.turn_mark, len(lines)) if _spoke(lines[i], role, text, index)), None)
             if found is None:
-                self._add_line(call, role, text, at)
-                found = len(call.transcript) - 1
+                extra, size, _ = line_extra({"turnIndex": index}, frozenset()) if index is not None else (None, 0, False)
+                self._add_line(call, role, text, at, extra, size)
+                found = len(lines) - 1
             claimed = max(claimed, found + 1)
+        if index is not None:
+            # The mark never passes a later turn's line that came early (a mirrored line lands after it):
+            # that line is its own turn's to claim.
+            later = next((i for i in range(call.turn_mark, claimed) if (own := line_turn(lines[i])) is not None and own > index), None)
+            if later is not None:
+                claimed = later
         call.turn_mark = claimed
 
     def _on_call_status(self, call: Call, event: Event) -> None:
@@ -464,30 +538,40 @@ class CallStore:
             call.status = "completed"
         return True
 
-    def _admit_line(self, call: Call, text: str, held: int) -> bool:
-        """Whether one more line fits the call's budgets (lines and characters).
+    def _admit_line(self, call: Call, size: int, held: int) -> bool:
+        """Whether one more line of ``size`` characters (its text and kept fields) fits the call's budgets.
 
         A refused line is counted, and the call flagged, instead of grown.
         """
-        if held >= MAX_LINES or call.text_chars + len(text) > self.max_call_text:
+        if held >= MAX_LINES or call.text_chars + size > self.max_call_text:
             call.dropped_lines += 1
             call.flag("transcript_truncated")
             return False
-        call.text_chars += len(text)
+        call.text_chars += size
         return True
 
-    def _bounded_transcript(self, call: Call, lines: list[Mapping[str, Any]]) -> list[tuple[str, str, float | None]]:
+    def _bounded_transcript(self, call: Call, lines: list[Mapping[str, Any]]) -> list[Line]:
         """call_end's whole transcript, within the same budgets as live lines.
 
         It replaces what the live lines built, so the counts start again; a
         complete final transcript clears the live phase's truncation flag.
+        Patter's ``conversation_history`` holds role, text and timestamp only:
+        each final line keeps the fields its live line came with (its
+        ``turnIndex``, a tool line's fields), found by :func:`_carried`.
         """
+        carried = _carried(call.transcript, lines)
         call.text_chars = call.dropped_lines = 0
-        kept: list[tuple[str, str, float | None]] = []
-        for line in lines:
+        kept: list[Line] = []
+        for i, line in enumerate(lines):
             text = line.get("text") or ""
-            if self._admit_line(call, text, len(kept)):
-                kept.append((intern(line.get("role") or ""), text, line.get("timestamp")))
+            fields: Mapping[str, Any] = line
+            if carried[i]:
+                fields = {**carried[i], **line}  # what the final line says wins
+            extra, size, cut = line_extra(fields, _LINE_FIELDS)
+            if cut:
+                call.flag("extra_truncated")
+            if self._admit_line(call, len(text) + size, len(kept)):
+                kept.append((intern(line.get("role") or ""), text, line.get("timestamp"), extra))
         if not call.dropped_lines and "transcript_truncated" in call.flags:
             call.flags = tuple(f for f in call.flags if f != "transcript_truncated")
         return kept
@@ -500,7 +584,7 @@ class CallStore:
         meta = {k: intern(v) for k, v in metrics.items() if k not in _METRICS_MODELLED}
         call.meta = meta or None
         if metrics.get("turns"):
-            texts = {t: t for _, t, _ in call.transcript}
+            texts = {line[LINE_TEXT]: line[LINE_TEXT] for line in call.transcript}
             call.turns = tuple(make_turn(t, texts) for t in metrics["turns"])
 
     # ================================================================ reading

@@ -88,12 +88,21 @@ class TurnMetrics(_Model):
     timestamp: Time | None = None
 
 
+#: Patter's turn index on a transcript line (Realtime and ConvAI modes): the turn the line belongs to,
+#: shared with that turn's ``TurnMetrics.turn_index``. Lines are shown in its order (user before assistant).
+TurnIndex = Annotated[
+    Count | None,
+    msgspec.Meta(description="The turn the line belongs to (Patter's Realtime and ConvAI modes); lines are ordered by it."),
+]
+
+
 class Line(_Model):
-    """One transcript line, as Patter's ``conversation_history`` holds it."""
+    """One transcript line, as Patter's ``conversation_history`` holds it; other fields are kept with the line."""
 
     role: Short | None = None
     text: Text | None = None
     timestamp: Time | None = None
+    turnIndex: TurnIndex = None
 
 
 class _Providers(_Model):
@@ -144,10 +153,14 @@ class CallStart(_Common):
 
 
 class Transcript(_Common, kw_only=True):
-    """``data`` of ``transcript`` (Patter's ``on_transcript``): one line; ``history`` only lends the line its timestamp."""
+    """``data`` of ``transcript`` (Patter's ``on_transcript``): one line; ``history`` only lends the line its timestamp.
+
+    Every other field (``turnIndex``, a tool line's ``tool_name``, ``tool_args``, ``tool_result``, ...) is kept with the line.
+    """
 
     role: Short
     text: Text
+    turnIndex: TurnIndex = None
     history: list[Line] | None = None
 
 

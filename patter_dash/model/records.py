@@ -4,8 +4,9 @@ A call's numbers are packed into ``bytes`` of doubles (NaN standing for
 "absent") and its turns and text into tuples of atoms, which the garbage
 collector stops tracking, so a stored call costs a few KB instead of the
 peer's 23.7 KB of nested dicts. Fields Patter sends that are not modelled here
-are kept in ``extra`` / ``meta`` and given back unchanged. The views
-(:func:`summary`, :func:`detail`) rebuild Patter's dict shapes for readers.
+are kept in ``extra`` / ``meta`` (a call's, a turn's, a transcript line's) and
+given back unchanged. The views (:func:`summary`, :func:`detail`,
+:func:`line_view`) rebuild Patter's dict shapes for readers.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import math
 import sys
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
+from .jsoncodec import dumpb
 
 NAN = math.nan
 TERMINAL_STATUSES = frozenset({"completed", "no-answer", "busy", "failed", "canceled", "cancelled"})
@@ -124,6 +126,108 @@ def turn_view(turn: Turn) -> dict[str, Any]:
     }
 
 
+# One transcript line as a plain tuple, for the reason turns are: (role, text, timestamp, extra).
+# ``extra`` is every other field sent with the line (Patter's ``turnIndex``, a tool line's
+# ``tool_name``, ``tool_args`` and ``tool_result``, ...), or None for a plain line.
+Line = tuple
+LINE_ROLE, LINE_TEXT, LINE_TIMESTAMP, LINE_EXTRA = 0, 1, 2, 3
+#: JSON bytes of unmodelled fields one line keeps; past it, the fields that do not fit are left out
+#: (the call is flagged ``extra_truncated``). They also count against the call's transcript budget.
+MAX_LINE_EXTRA = 65_536
+#: One shared dict for each small extra that recurs ({"turnIndex": 7} on two lines of every turn):
+#: a dict costs 184 bytes, a reference 8. Never mutated; only the store's writer adds to it.
+_SHARED_EXTRAS: dict[bytes, dict[str, Any]] = {}
+_SHARE_BELOW = 64
+_SHARED_MAX = 4096
+_ROLE_RANK = {"user": 0, "assistant": 1}
+
+
+def line_extra(fields: Mapping[str, Any], known: frozenset[str]) -> tuple[dict[str, Any] | None, int, bool]:
+    """A line's fields that ``known`` leaves out, within :data:`MAX_LINE_EXTRA`.
+
+    Returns the extra (None when there is none), its size in JSON bytes, and
+    whether fields were left out to fit. ``fields`` is already cleaned.
+    """
+    if not fields.keys() - known:  # a set difference in C: most lines have nothing unmodelled
+        return None, 0, False
+    extra = {k: v for k, v in fields.items() if k not in known}
+    encoded = dumpb(extra)
+    cut = False
+    if len(encoded) > MAX_LINE_EXTRA:
+        # Keep the fields that fit, in the order sent: a huge tool_result does not cost the turnIndex.
+        kept: dict[str, Any] = {}
+        size = 2
+        for k, v in extra.items():
+            n = len(dumpb({k: v})) - 1  # the field and its comma
+            if size + n <= MAX_LINE_EXTRA:
+                kept[k] = v
+                size += n
+            else:
+                cut = True
+        if not kept:
+            return None, 0, True
+        extra, encoded = kept, dumpb(kept)
+    if len(encoded) < _SHARE_BELOW:
+        shared = _SHARED_EXTRAS.get(encoded)
+        if shared is not None:
+            return shared, len(encoded), cut
+        if len(_SHARED_EXTRAS) < _SHARED_MAX:
+            _SHARED_EXTRAS[encoded] = extra
+    return extra, len(encoded), cut
+
+
+def line_turn(line: Line) -> int | None:
+    """The turn index the line carries (validated at ingest as a count), or None."""
+    extra = line[LINE_EXTRA]
+    if extra:
+        index = extra.get("turnIndex")
+        if type(index) is int:
+            return index
+    return None
+
+
+def _line_order(line: Line) -> tuple[int, int]:
+    return line_turn(line) or 0, _ROLE_RANK.get(line[LINE_ROLE], 2)
+
+
+def ordered(lines: Sequence[Line]) -> list[Line]:
+    """Lines in reading order: by ``turnIndex`` where Patter gives it, else as they arrived.
+
+    Each run of consecutive lines that carry a turn index is sorted by (turn
+    index, user before assistant before any other role), stably; a line
+    without one keeps its place and ends the run. So a Realtime caller's line
+    that arrives after the agent's answer to it is shown above that answer,
+    and nothing moves across a line that says nothing about its turn. It is
+    the order a reader gets by placing each new line above the lines just
+    before it that belong after it (what the live cards do); the store keeps
+    arrival order, which its re-delivery and repeat rules read.
+    """
+    result = list(lines)
+    if not any(line[LINE_EXTRA] for line in result):
+        return result
+    i, n = 0, len(result)
+    while i < n:
+        if line_turn(result[i]) is None:
+            i += 1
+            continue
+        j = i + 1
+        while j < n and line_turn(result[j]) is not None:
+            j += 1
+        if j - i > 1:
+            result[i:j] = sorted(result[i:j], key=_line_order)
+        i = j
+    return result
+
+
+def line_view(line: Line) -> dict[str, Any]:
+    """Patter's transcript line dict: role, text, timestamp and every other field sent with it."""
+    role, text, timestamp, extra = line
+    view = {"role": role, "text": text, "timestamp": timestamp}
+    if extra:
+        view.update(extra)
+    return view
+
+
 class Call:
     """One call, live or finished. Mutated only by the store's writer."""
 
@@ -147,9 +251,9 @@ class Call:
         self.percentiles: tuple[bytes | None, ...] | None = None
         self.meta: dict[str, Any] | None = None  # CallMetrics' scalar fields
         self.turns: tuple[Turn, ...] = ()
-        # (role, text, timestamp) triples. Only ever appended to or replaced
-        # whole, both atomic for readers on other threads.
-        self.transcript: list[tuple[str, str, float | None]] = []
+        # Lines (role, text, timestamp, extra) in arrival order (:func:`ordered` gives reading
+        # order). Only ever appended to or replaced whole, both atomic for readers on other threads.
+        self.transcript: list[Line] = []
         self.extra: dict[str, Any] | None = None
         self.flags: tuple[str, ...] = ()
         self.status_history: tuple[tuple[str, float], ...] = ()
@@ -157,7 +261,7 @@ class Call:
         self.seq = 0
         #: Transcript lines before this index belong to turns already recorded.
         self.turn_mark = 0
-        # The store's per-call bounds: transcript characters held, lines refused
+        # The store's per-call bounds: transcript characters held (text and the lines' own fields), lines refused
         # past the budget, and when the call last had an event (idle eviction).
         self.text_chars = 0
         self.dropped_lines = 0
@@ -229,7 +333,7 @@ class Call:
         """Case-insensitive substring of caller, callee, id or any transcript line."""
         if needle in self.call_id.lower() or needle in self.caller.lower() or needle in self.callee.lower():
             return True
-        return any(needle in text.lower() for _, text, _ in self.transcript)
+        return any(needle in line[LINE_TEXT].lower() for line in self.transcript)
 
     # ------------------------------------------------------------------ views
 
@@ -304,7 +408,7 @@ def card_fields(call: Call, *, turns: bool) -> dict[str, Any]:
 
 
 def transcript_view(call: Call) -> list[dict[str, Any]]:
-    return [{"role": r, "text": t, "timestamp": ts} for r, t, ts in call.transcript]
+    return [line_view(line) for line in ordered(call.transcript)]
 
 
 def detail(call: Call, now: float) -> dict[str, Any]:

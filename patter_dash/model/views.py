@@ -9,8 +9,8 @@ answers cannot drift apart.
 
 A record is closed (an unexpected field is a drift and fails the check)
 except where the product promises to give back what Patter sent: the call's
-``extra``, unknown ``CallMetrics`` fields inside ``metrics``, and a turn's or
-a latency block's unknown fields. Those reuse Patter's own models, which
+``extra``, unknown ``CallMetrics`` fields inside ``metrics``, and a turn's, a
+transcript line's or a latency block's unknown fields. Those reuse Patter's own models, which
 accept unknown fields.
 """
 
@@ -30,7 +30,9 @@ from .events import (
     Id,
     Label,
     LatencyBreakdown,
+    Line,
     Short,
+    TurnIndex,
     TurnMetrics,
 )
 
@@ -38,6 +40,12 @@ from .events import (
 MAX_LINES = 10_000
 #: Newest lines per live call in /calls/active (the route's bound and this schema's).
 ACTIVE_LINES = 200
+#: Newest turns per live call in /calls/active (the route's bound, its ``turns`` parameter's maximum, and this schema's).
+ACTIVE_TURNS = 100
+#: Turns one /calls/active page carries in all, shared evenly by its calls (so 1,000 calls get 5 each).
+ACTIVE_PAGE_TURNS = 5_000
+#: Characters of transcript, and separately of turn text, one /calls/active page carries, shared evenly by its calls.
+ACTIVE_PAGE_TEXT = 1_000_000
 
 Text = Annotated[str, Meta(max_length=MAX_TEXT_LENGTH)]
 Ms = Annotated[float, Meta(ge=0, description="Milliseconds.")]
@@ -108,10 +116,16 @@ class TurnRecord(TurnMetrics, kw_only=True):
     latency: LatencyBreakdown
 
 
-class TranscriptLine(_Record):
+class TranscriptLine(Line, kw_only=True):
+    """A transcript line as Patter keeps it, with every other field sent with it (tool_name, tool_args, ...).
+
+    A line mirrored from a turn that came with no line of its own carries the turn's turnIndex.
+    """
+
     role: Short
     text: Text
     timestamp: Annotated[float | None, Meta(description="Epoch seconds, as the runtime sent it.")]
+    turnIndex: TurnIndex | UnsetType = UNSET
 
 
 class StatusChange(_Record):
@@ -146,7 +160,8 @@ class CallSummary(_Record):
             description=(
                 "Data-quality notes: no_start, late_turn, late_status, clock_skew, transcript_truncated "
                 "(lines were dropped, see dropped_lines), evicted_idle (a live call closed as status timeout "
-                "to make room under PATTER_DASH_MAX_ACTIVE_CALLS)."
+                "to make room under PATTER_DASH_MAX_ACTIVE_CALLS), extra_truncated (a transcript line's other "
+                "fields passed 65,536 bytes of JSON: those that did not fit were left out)."
             )
         ),
     ]
@@ -156,7 +171,16 @@ class CallSummary(_Record):
 class CallDetail(CallSummary):
     """The full record: the summary plus transcript, every turn, status history and unknown fields."""
 
-    transcript: Annotated[list[TranscriptLine], Meta(max_length=MAX_LINES)]
+    transcript: Annotated[
+        list[TranscriptLine],
+        Meta(
+            max_length=MAX_LINES,
+            description=(
+                "In reading order: as the lines arrived, except that each run of lines carrying a turnIndex is "
+                "in (turnIndex, user before assistant before other roles) order."
+            ),
+        ),
+    ]
     turns: list[TurnRecord]
     status_history: list[StatusChange]
     dropped_lines: Annotated[
@@ -175,21 +199,37 @@ class CallDetail(CallSummary):
 
 
 class ActiveCall(CallSummary):
-    """A live call with the newest lines of its transcript."""
+    """A live call with the newest lines of its transcript and its newest turns (as Patter's live calls carry them)."""
 
     transcript: Annotated[
         list[TranscriptLine],
         Meta(
             max_length=ACTIVE_LINES,
             description=(
-                f"The newest lines (at most {ACTIVE_LINES}) that fit this call's share of the page's 1,000,000-character "
-                "transcript budget (1,000,000 / limit); when even the newest line is longer, its start. "
+                f"The newest lines (at most {ACTIVE_LINES}) that fit this call's share of the page's "
+                f"{ACTIVE_PAGE_TEXT:,}-character transcript budget ({ACTIVE_PAGE_TEXT:,} / limit; a line's other "
+                "fields count too), in reading order; when even the newest line is longer, its start. "
                 "The whole transcript is in GET /calls/{call_id}."
             ),
         ),
     ]
     transcript_lines: Annotated[Count, Meta(description="Lines the call holds.")]
     transcript_partial: Annotated[bool, Meta(description="Some of the call's lines or text are left out here.")]
+    turns: Annotated[
+        list[TurnRecord],
+        Meta(
+            max_length=ACTIVE_TURNS,
+            description=(
+                f"The call's newest turns so far, oldest first (Patter's TurnMetrics, as in GET /calls/{{call_id}}): "
+                f"at most the turns parameter ({ACTIVE_TURNS} by default and at most), and at most "
+                f"{ACTIVE_PAGE_TURNS:,} / limit, whose texts and other fields fit the call's share of a separate "
+                f"{ACTIVE_PAGE_TEXT:,}-character budget ({ACTIVE_PAGE_TEXT:,} / limit); when even the newest turn is "
+                "longer, it comes with its texts cut to the share and without its other fields. turn_count says how "
+                "many the call holds; every turn whole is in GET /calls/{call_id}."
+            ),
+        ),
+    ]
+    turns_partial: Annotated[bool, Meta(description="Some of the call's turns, or of their text, are left out here.")]
 
 
 # ------------------------------------------------------------ read bodies

@@ -16,9 +16,12 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..core.pipeline import paced
 from ..model import jsoncodec, records
-from ..model.records import Call
-from ..model.views import (
-    ACTIVE_LINES,  # newest lines per live call in the list (what a live card shows)
+from ..model.records import LINE_EXTRA, LINE_TEXT, Call, Line, Turn
+from ..model.views import (  # the bounds of a live page, one source with its schema
+    ACTIVE_LINES,
+    ACTIVE_PAGE_TEXT,
+    ACTIVE_PAGE_TURNS,
+    ACTIVE_TURNS,
 )
 from . import params
 from .context import current_dashboard
@@ -59,50 +62,86 @@ def _summary_json(call: Call, seq: int) -> str:
     return jsoncodec.dumps(records.summary(call, time.time()))
 
 
-#: Transcript characters one ``/calls/active`` page carries in all, shared
-#: evenly by its calls: the page size, not the calls' length, bounds the body.
-ACTIVE_PAGE_TEXT = 1_000_000
-
-
 @bp.get("/calls/active")
 def active_calls() -> Response:
     limit = params.integer(request.args, "limit", 50, 1, 1000)
     offset = params.integer(request.args, "offset", 0, 0, 10**9)
+    # The page size, not the calls' length, bounds the body: text and turns are shared evenly by its calls.
+    most_turns = min(params.integer(request.args, "turns", ACTIVE_TURNS, 0, ACTIVE_TURNS), ACTIVE_PAGE_TURNS // limit)
+    share = ACTIVE_PAGE_TEXT // limit
     store = current_dashboard().store
     total = len(store.active)
     calls = store.active_calls(limit, offset)
     now = time.time()
-    share = ACTIVE_PAGE_TEXT // limit
     rows = []
     for call in _yielding(calls):
         item = records.summary(call, now)
         lines = call.transcript  # replaced whole, never shrunk in place: safe to read unlocked
         item["transcript"], item["transcript_partial"] = _tail(lines, share)
         item["transcript_lines"] = len(lines)
+        item["turns"], item["turns_partial"] = _newest_turns(call.turns, most_turns, share)  # a tuple: replaced whole
         rows.append(jsoncodec.dumps(item))
     pagination = jsoncodec.dumps({"limit": limit, "offset": offset, "count": len(rows), "total": total})
     body = f'{{"data":[{",".join(rows)}],"count":{len(rows)},"pagination":{pagination}}}'
     return Response(body, mimetype="application/json")
 
 
-def _tail(lines: list[tuple[str, str, float | None]], budget: int) -> tuple[list[dict[str, object]], bool]:
+def _extra_size(extra: dict[str, object] | None) -> int:
+    return len(jsoncodec.dumpb(extra)) if extra else 0
+
+
+def _tail(lines: list[Line], budget: int) -> tuple[list[dict[str, object]], bool]:
     """The newest lines that fit ``budget`` characters (at most :data:`ACTIVE_LINES`), and whether any was left out.
 
-    When even the newest line is longer than the budget, its start is kept:
-    a live card still shows what is being said.
+    A line costs its text and the other fields kept with it. When even the
+    newest line is longer than the budget, its start is kept (with its fields
+    when they fit): a live card still shows what is being said. The lines are
+    given in reading order.
     """
-    tail: list[dict[str, object]] = []
+    tail: list[Line] = []
     cut = False
-    for role, text, ts in reversed(lines[-ACTIVE_LINES:]):
-        if len(text) > budget:
+    for line in reversed(lines[-ACTIVE_LINES:]):
+        extra = line[LINE_EXTRA]
+        extra_size = _extra_size(extra)
+        size = len(line[LINE_TEXT]) + extra_size
+        if size > budget:
             if not tail:
-                tail.append({"role": role, "text": text[:budget], "timestamp": ts})
+                if extra_size > budget:  # the fields are what is long: the words matter more
+                    extra, extra_size = None, 0
+                role, text, timestamp, _ = line
+                tail.append((role, text[: budget - extra_size], timestamp, extra))
             cut = True
             break
-        budget -= len(text)
-        tail.append({"role": role, "text": text, "timestamp": ts})
+        budget -= size
+        tail.append(line)
     tail.reverse()
-    return tail, cut or len(tail) < len(lines)
+    return [records.line_view(line) for line in records.ordered(tail)], cut or len(tail) < len(lines)
+
+
+def _newest_turns(turns: tuple[Turn, ...], most: int, budget: int) -> tuple[list[dict[str, object]], bool]:
+    """The newest ``most`` turns whose texts and other fields fit ``budget`` characters, oldest first; and whether any was left out.
+
+    When even the newest turn is longer, it comes with its texts cut to the
+    budget and without its unmodelled fields (those may be what is long).
+    """
+    views: list[dict[str, object]] = []
+    cut = False
+    for turn in reversed(turns[len(turns) - most:] if most else ()):
+        view = records.turn_view(turn)
+        user, agent = view["user_text"] or "", view["agent_text"] or ""
+        size = len(user) + len(agent) + _extra_size(turn[records.EXTRA])
+        if size > budget:
+            if not views:
+                trimmed = records.turn_view((*turn[: records.EXTRA], None))
+                trimmed["user_text"] = user = user[:budget]
+                trimmed["agent_text"] = agent[: budget - len(user)]
+                views.append(trimmed)
+            cut = True
+            break
+        budget -= size
+        views.append(view)
+    views.reverse()
+    return views, cut or len(views) < len(turns)
 
 
 @bp.get("/calls/<anypath:call_id>")

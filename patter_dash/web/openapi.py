@@ -128,6 +128,11 @@ def parameters() -> dict[str, Schema]:
     return {
         "limit": param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, "Page size."),
         "offset": param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}, "Calls to skip."),
+        "turns": param(
+            "turns", "query", {"type": "integer", "minimum": 0, "maximum": views.ACTIVE_TURNS, "default": views.ACTIVE_TURNS},
+            f"Newest turns per live call (at most {views.ACTIVE_TURNS}, and {views.ACTIVE_PAGE_TURNS:,} / limit); "
+            "0 leaves them out (turn_count still says how many).",
+        ),
         "full": param("full", "query", {"enum": ["0", "1", "true", "false"]}, "1 or true: items are CallDetail."),
         "status": param("status", "query", {"type": "string", "maxLength": 32}, "Exact status, e.g. completed."),
         "direction": param("direction", "query", {"enum": ["inbound", "outbound"]}, "Call direction."),
@@ -214,8 +219,12 @@ def paths(settings: Settings) -> dict[str, Schema]:
         ),
         f"{V1}/calls/active": _get(
             "listActiveCalls", "calls",
-            json_body(ref("ActiveCallList"), "Live calls, newest first (by when the dashboard first saw each), one page."),
-            ("limit", "offset"),
+            json_body(
+                ref("ActiveCallList"),
+                "Live calls, newest first (by when the dashboard first saw each), one page; each with the newest lines "
+                "of its transcript and its newest turns so far, within the page's budgets (see ActiveCall).",
+            ),
+            ("limit", "offset", "turns"),
         ),
         f"{V1}/calls/{{call_id}}": _get(
             "getCall", "calls", json_body(ref("CallAnswer"), "The call, live or completed."), ("call_id",),
@@ -266,7 +275,9 @@ def paths(settings: Settings) -> dict[str, Schema]:
                     "Server-Sent Events: one 'event: <type>' with 'id: <seq>' and a JSON 'data:' line per applied "
                     "event (seq, type, call_id, call; lifecycle events and a call's first frame carry the whole summary, "
                     "transcript frames 'line' and the card fields a line can change, turn frames 'turn', 'cost_so_far' "
-                    "and 'lines', the transcript lines the turn added). Heartbeat comments keep it open; "
+                    "and 'lines', the transcript lines the turn added; a line carries every field sent with it, as "
+                    "TranscriptLine, and one with a turnIndex is shown above the lines just before it that have a "
+                    "greater turnIndex, or the same one and a later role: user, assistant, others). Heartbeat comments keep it open; "
                     "'reset', 'overflow', 'shutdown' and 'busy' events tell the reader to reconnect. HEAD answers the "
                     "headers only and never subscribes."
                 ),

@@ -49,7 +49,7 @@ def test_real_payloads_build_one_complete_call():
     live = store.get("CA941522e75e5447c05b6ca6d201f13845")
     assert live.active and live.status == "in-progress"
     assert live.cost_value("total") == 0.016431  # cost_so_far while live
-    assert [t for _, t, _ in live.transcript][:1] == ["Hi, I'd like to book a teeth cleaning next week."]
+    assert [line[1] for line in live.transcript][:1] == ["Hi, I'd like to book a teeth cleaning next week."]
     apply(store, "call_end", payload("call_end.json"))
     call = store.get("CA941522e75e5447c05b6ca6d201f13845")
     assert not call.active and call.status == "completed"
@@ -132,7 +132,7 @@ def test_absurd_clocks_never_reach_durations_or_averages(field: str, when: float
     assert "clock_skew" in call.flags
     assert now <= call.started_at <= call.ended_at <= now + 10
     assert 0 <= call.duration_seconds() <= 10
-    assert all(now <= ts <= now + 10 for _, _, ts in call.transcript)
+    assert all(now <= line[2] <= now + 10 for line in call.transcript)
     overview = store.overview(None, None)
     assert overview["avg_duration"] <= 10 and overview["total_minutes"] <= 0.17
     assert store.costs(None, None, None)["series"][0]["t"] >= now - 86400

@@ -154,7 +154,7 @@ function main() {
     let failed = false;
     let pagination = null;
     try {
-      const body = await getJSON(withParams(urls.active, { limit: PAGE_SIZE, offset: live.offset || "" }));
+      const body = await getJSON(withParams(urls.active, { limit: PAGE_SIZE, offset: live.offset || "", turns: 0 }));
       items = Array.isArray(body && body.data) ? body.data : [];
       pagination = body && body.pagination;
     } catch (err) {

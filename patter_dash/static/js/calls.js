@@ -66,11 +66,37 @@ export function lineKey(line) {
 
 /** Normalise a transcript line from the API (anything not a string becomes text). */
 export function normLine(line) {
+  const turn = line ? line.turnIndex : null;
   return {
     role: line && line.role != null ? String(line.role) : "",
     text: line && line.text != null ? String(line.text) : "",
     timestamp: line && typeof line.timestamp === "number" ? line.timestamp : null,
+    // Patter's turn index (Realtime and ConvAI): where the line belongs, see placeLine().
+    turn: Number.isInteger(turn) && turn >= 0 ? turn : null,
   };
+}
+
+const ROLE_RANK = { user: 0, assistant: 1 };
+const roleRank = (role) => (role in ROLE_RANK ? ROLE_RANK[role] : 2);
+
+/**
+ * Put a line's element into a transcript list in reading order, as the server orders a transcript
+ * (model/records.ordered): a line with a turn index goes above the lines just before it that carry
+ * a greater one, or the same one and a later role (user, assistant, others); a line without one, or
+ * the first line without one met on the way up, stays put. So a caller's words that arrive after the
+ * agent's answer to them are shown above it.
+ */
+export function placeLine(list, el, line) {
+  let before = null;
+  if (line.turn !== null) {
+    const rank = roleRank(line.role);
+    for (let prev = list.lastElementChild; prev && prev.dataset.turn !== undefined; prev = prev.previousElementSibling) {
+      const turn = Number(prev.dataset.turn);
+      if (turn < line.turn || (turn === line.turn && roleRank(prev.dataset.role) <= rank)) break;
+      before = prev;
+    }
+  }
+  list.insertBefore(el, before);
 }
 
 /** One transcript line as a list item; `compact` for live cards, bubbles otherwise. */
@@ -84,7 +110,8 @@ export function transcriptLine(line, { compact = false } = {}) {
   if (!compact && line.timestamp !== null) {
     children.push(h("time", { class: "pd-line-time", datetime: fmt.iso(line.timestamp) }, fmt.time(line.timestamp)));
   }
-  return h("li", { class: ["pd-line", `pd-line-${cls}`] }, children);
+  const dataset = line.turn != null ? { turn: String(line.turn), role: line.role } : undefined;
+  return h("li", { class: ["pd-line", `pd-line-${cls}`], dataset }, children);
 }
 
 /** Lines derived from a turn (user then agent), for streams that carry turns only. */

@@ -19,7 +19,7 @@ import { h, setText, fill } from "./dom.js";
 import * as fmt from "./format.js";
 import { schedule } from "./scheduler.js";
 import {
-  isEnded, statusBadge, directionTag, modeChip, elapsed, lineKey, normLine, transcriptLine,
+  isEnded, statusBadge, directionTag, modeChip, elapsed, lineKey, normLine, placeLine, transcriptLine,
 } from "./calls.js";
 
 const MAX_LINES = 200; // per live card; older lines stay in the call's detail view
@@ -262,10 +262,8 @@ export class LiveView {
 
     if (entry.pending.length) {
       const list = refs.transcript;
-      const frag = document.createDocumentFragment();
-      for (const line of entry.pending) frag.append(transcriptLine(line, { compact: true }));
+      for (const line of entry.pending) placeLine(list, transcriptLine(line, { compact: true }), line);
       entry.pending = [];
-      list.append(frag);
       while (list.childElementCount > MAX_LINES) list.firstElementChild.remove();
       entry.scrolled = true; // flush() scrolls it to the end if the reader was at the end
     }
