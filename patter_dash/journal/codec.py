@@ -35,7 +35,8 @@ def thaw(blob: bytes) -> Call:
             setattr(call, name, state[name])
     call.direction = intern(call.direction)
     call.status = intern(call.status)
-    call.transcript = [(intern(line[0]), *line[1:]) for line in call.transcript]
+    # (role, text, timestamp, extra); a call written before lines kept their extra fields has 3.
+    call.transcript = [(intern(line[0]), line[1], line[2], line[3] if len(line) > 3 else None) for line in call.transcript]
     call.turns = tuple(tuple(turn) for turn in call.turns)
     call.flags = tuple(intern(f) for f in call.flags)
     call.status_history = tuple((intern(s), at) for s, at in call.status_history)
