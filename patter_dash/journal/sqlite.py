@@ -67,8 +67,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE seen (key TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE info (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
     """,
-    # 2: date-range reads and the retention purge go by call start
+    # 2: date-range reads and the retention purge go by call start; completion order is an
+    # order, not a key (INSERT OR REPLACE must never drop another call over a repeated number)
     """
+    DROP INDEX calls_by_done;
+    CREATE INDEX calls_by_done ON calls (done);
     CREATE INDEX calls_by_start ON calls (started_at);
     CREATE INDEX seen_by_seq ON seen (seq);
     """,
