@@ -277,11 +277,12 @@ class Pipeline:
         store = self.store
         store.load(restored.hours, restored.latencies, restored.calls, restored.done)
         store.aggregates.cold_rows = lambda lo, hi: offload(journal.numbers_between, lo, hi)
-        self._adopt_cold(e.call_id for e in restored.events)
+        cold = offload(self._cold_calls, journal, {e.call_id for e in restored.events})
         self._seq = max(self._seq, restored.last_seq)
         replayed: list[tuple[str, int]] = []
         for n, event in enumerate(restored.events, 1):
             event.seq = self._seq + 1
+            self._bring_back(event.call_id, cold)
             try:
                 applied = store.apply(event)
             except Exception:  # it failed when it arrived too: the rest of history still loads
@@ -307,15 +308,25 @@ class Pipeline:
             self.journal_stats["restore_seconds"],
         )
 
-    def _adopt_cold(self, call_ids: Any) -> None:
-        """Bring back from disk the finished calls these ids name that memory no longer holds."""
-        journal = self.journal
-        assert journal is not None
+    def _cold_calls(self, journal: Journal, call_ids: set[str]) -> dict[str, records.Call]:
+        """The finished calls among ``call_ids`` that only the file holds (blocking: call off the loop)."""
         store = self.store
-        missing = {i for i in call_ids if i not in store.completed and i not in store.active}
-        if missing:
-            for call in offload(journal.load_many, missing):
-                store.adopt_cold(call)
+        missing = [i for i in call_ids if i not in store.completed and i not in store.active]
+        return {call.call_id: call for call in journal.load_many(missing)} if missing else {}
+
+    def _bring_back(self, call_id: str, cold: dict[str, records.Call]) -> None:
+        """Before an event for a call memory no longer holds is applied: take the call back.
+
+        Just before, not for the whole batch at once: calls completing earlier
+        in the batch push the oldest out again. A call pushed out whose new
+        state is not yet written comes back from the writer's hands, not the file.
+        """
+        store = self.store
+        if call_id in store.active or call_id in store.completed:
+            return
+        call = store.unwritten(call_id) or self._unwritten.get(call_id) or cold.get(call_id)
+        if call is not None:
+            store.adopt_cold(call)
 
     @property
     def running(self) -> bool:
@@ -458,7 +469,7 @@ class Pipeline:
             accepted = [item for item in items if self._validate(item)]
             batch = self._batch([item.event for item in accepted if item.event is not None])
             try:
-                self._commit(journal, batch, accepted)
+                cold = self._commit(journal, batch, accepted)
             except JournalUnavailable:
                 # Nothing of the batch is on disk: those who wait are told (503), and
                 # what the runtime fed goes back to the front of the queue.
@@ -468,6 +479,8 @@ class Pipeline:
                 self._queue.extendleft(reversed([i for i in accepted if i.ticket is None]))
                 return
             for n, item in enumerate(accepted, 1):
+                if cold and item.event is not None:
+                    self._bring_back(item.event.call_id, cold)
                 self._handle(item)
                 if n % 100 == 0:
                     let_others_run()
@@ -503,19 +516,17 @@ class Pipeline:
         snapshots = [(call, call.done, _counted(call)) for call in self._unwritten.values()]
         return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq)
 
-    def _commit(self, journal: Journal, batch: Batch, accepted: list[Pending]) -> None:
-        """Write ``batch`` off the loop; fetch the finished calls its events name that are only on disk."""
+    def _commit(self, journal: Journal, batch: Batch, accepted: list[Pending]) -> dict[str, records.Call]:
+        """Write ``batch`` off the loop; the finished calls its events name that only the file holds."""
         started = time.monotonic()
         ids = {item.event.call_id for item in accepted if item.event is not None}
-        store = self.store
-        cold = [i for i in ids if i not in store.completed and i not in store.active]
 
-        def write() -> list[records.Call]:
+        def write() -> dict[str, records.Call]:
             journal.commit(batch)
-            return journal.load_many(cold) if cold else []
+            return self._cold_calls(journal, ids)
 
         try:
-            found = offload(write)
+            cold = offload(write)
         except JournalUnavailable as exc:
             if self.journal_error is None:
                 log.error("patter-dash: cannot write history (%s); ingest answers 503 until it can", exc)
@@ -526,14 +537,13 @@ class Pipeline:
         if self.journal_error is not None:
             log.warning("patter-dash: history is written again (%s is over)", self.journal_error)
             self.journal_error = None
-        for call in found:
-            store.adopt_cold(call)
         self._unwritten.clear()
         self._unwritten_seen = []
         stats = self.journal_stats
         stats["commits"] += 1
         stats["events"] += len(batch.events)
         stats["last_commit_ms"] = round((time.monotonic() - started) * 1000, 2)
+        return cold
 
     def _delete(self, item: Pending, journal: Journal | None) -> None:
         """Delete calls (a DELETE request, or the retention purge): journal first, then memory and totals."""

@@ -305,6 +305,10 @@ class CallStore:
             closed, self._closed = self._closed, []
         return closed
 
+    def unwritten(self, call_id: str) -> Call | None:
+        """A finished call changed since the writer last took them (maybe already out of memory)."""
+        return self._dirty.get(call_id)
+
     def take_dirty(self) -> list[Call]:
         """Completed calls made or changed since the last call, for the writer to journal."""
         with self.lock:
