@@ -727,16 +727,10 @@ class Pipeline:
         journal = self.journal
         if journal is None:
             return {"mode": "memory", "calls": self.store.aggregates.total.calls}
-        size = 0
-        for suffix in ("", "-wal"):
-            try:
-                size += os.path.getsize(journal.path + suffix)
-            except OSError:
-                pass
         return {
             "mode": journal.engine,
             "path": journal.path,
-            "bytes": size,
+            "bytes": journal.bytes_on_disk(),
             "calls": self.store.aggregates.total.calls,
             "status": "ok" if self.journal_error is None else "degraded",
             "error": self.journal_error,

@@ -37,11 +37,10 @@ class Batch:
     snapshots: list[tuple[Call, int, tuple[Any, ...]]] = field(default_factory=list)
     #: (event id, seq) pairs applied since the last batch.
     seen: list[tuple[str, int]] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
     last_seq: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.snapshots or self.seen or self.deleted)
+        return bool(self.events or self.snapshots or self.seen)
 
 
 class Restored(NamedTuple):
@@ -74,7 +73,7 @@ class Journal(Protocol):
     def forget(self, call_ids: list[str]) -> list[tuple[Any, ...]]: ...
     def started_before(self, cutoff: float, limit: int) -> list[str]: ...
     def numbers_between(self, lo: float, hi: float) -> list[tuple[Any, ...]]: ...
-    def size(self) -> dict[str, Any]: ...
+    def bytes_on_disk(self) -> int: ...
     def backup(self, target: str) -> None: ...
 
 

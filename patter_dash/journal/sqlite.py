@@ -21,7 +21,8 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -228,12 +229,18 @@ class SQLiteJournal:
 
     def commit(self, batch: Batch) -> None:
         """Write one batch in one transaction; raise :class:`JournalUnavailable` if it cannot be."""
+        with self._transaction() as db:
+            self._write(db, batch)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, rolled back whole on any failure; a write failure is :class:`JournalUnavailable`."""
         db = self._db
         assert db is not None, "journal not open"
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                self._write(db, batch)
+                yield db
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -243,10 +250,6 @@ class SQLiteJournal:
             raise _unavailable(self.path, exc) from None
 
     def _write(self, db: sqlite3.Connection, batch: Batch) -> None:
-        if batch.deleted:
-            ids = [(call_id,) for call_id in batch.deleted]
-            db.executemany("DELETE FROM calls WHERE call_id = ?", ids)
-            db.executemany("DELETE FROM events WHERE call_id = ?", ids)
         if batch.snapshots:
             rows = []
             for call, done, counted in batch.snapshots:
@@ -279,27 +282,16 @@ class SQLiteJournal:
 
     def forget(self, call_ids: list[str]) -> list[tuple[Any, ...]]:
         """Delete calls and their events; the (call_id, started_at, status, numbers...) rows that existed."""
-        db = self._db
-        assert db is not None, "journal not open"
         found: list[tuple[Any, ...]] = []
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for start in range(0, len(call_ids), 500):
-                    chunk = call_ids[start : start + 500]
-                    marks = ", ".join("?" * len(chunk))
-                    found += db.execute(
-                        f"SELECT call_id, started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE call_id IN ({marks})", chunk
-                    ).fetchall()
-                    db.execute(f"DELETE FROM calls WHERE call_id IN ({marks})", chunk)
-                    db.execute(f"DELETE FROM events WHERE call_id IN ({marks})", chunk)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            raise _unavailable(self.path, exc) from None
+        with self._transaction() as db:
+            for start in range(0, len(call_ids), 500):  # under SQLite's bound on parameters
+                chunk = call_ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found += db.execute(
+                    f"SELECT call_id, started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE call_id IN ({marks})", chunk
+                ).fetchall()
+                db.execute(f"DELETE FROM calls WHERE call_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM events WHERE call_id IN ({marks})", chunk)
         return found
 
     def started_before(self, cutoff: float, limit: int) -> list[str]:
@@ -356,18 +348,15 @@ class SQLiteJournal:
                 found += [thaw(row[0]) for row in rows]
         return found
 
-    def size(self) -> dict[str, Any]:
-        """How big the history is on disk (health and the UI header show it)."""
+    def bytes_on_disk(self) -> int:
+        """The file and its write-ahead log (health and the UI header show it); a stat, no query."""
         total = 0
         for suffix in ("", "-wal"):
             try:
                 total += os.path.getsize(self.path + suffix)
             except OSError:
                 pass
-        with self._reader() as db:
-            calls = db.execute("SELECT count(*) FROM calls").fetchone()[0]
-            pending = db.execute("SELECT count(*) FROM events").fetchone()[0]
-        return {"bytes": total, "calls": calls, "events_pending": pending}
+        return total
 
     def backup(self, target: str) -> None:
         """An online, consistent copy (SQLite's backup API) while the server writes."""
