@@ -457,7 +457,7 @@ class Pipeline:
 
     def _drain_journaled(self, journal: Journal) -> None:
         """Write what queued as one transaction, then apply and acknowledge it; repeat until empty."""
-        while self._queue or self._unwritten or self._unwritten_seen or self.journal_error is not None:
+        while self._queue or self._unwritten or self._unwritten_seen or self.store.has_unwritten() or self.journal_error is not None:
             if self.journal_error is not None and time.monotonic() < self._retry_at:
                 return
             if self._queue and self._queue[0].type == DELETE:
@@ -485,7 +485,7 @@ class Pipeline:
                 if n % 100 == 0:
                     let_others_run()
                     self._maybe_freeze()
-            if not self._queue and not self._unwritten and not self._unwritten_seen:
+            if not self._queue and not self._unwritten and not self._unwritten_seen and not self.store.has_unwritten():
                 return
 
     def _validate(self, item: Pending) -> bool:

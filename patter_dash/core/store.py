@@ -305,6 +305,9 @@ class CallStore:
             closed, self._closed = self._closed, []
         return closed
 
+    def has_unwritten(self) -> bool:
+        return bool(self._dirty)
+
     def unwritten(self, call_id: str) -> Call | None:
         """A finished call changed since the writer last took them (maybe already out of memory)."""
         return self._dirty.get(call_id)

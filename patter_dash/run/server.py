@@ -100,7 +100,8 @@ def post_worker_init(worker: Any) -> None:
         # hold the worker for the whole graceful_timeout.
         while worker.alive:
             gevent.sleep(0.25)
-        dash.pipeline.hub.shutdown()
+        # Streams end now; the event thread writes what it holds (history folded, nothing to replay).
+        dash.stop()
 
     gevent.spawn(watch_alive)
 
