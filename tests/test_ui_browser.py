@@ -755,7 +755,9 @@ def test_reconnects_after_server_restart(live_server: Any, open_page: Any) -> No
     """A crash of the whole server (kill -9 of master and worker) and a graceful stop (SIGTERM: each
     stream gets `event: shutdown`): the page shows Reconnecting…, comes back Live on the new server,
     which answers its old Last-Event-ID with `reset`, and drops the cards the old process held."""
-    server = live_server()
+    # History in memory: the new process holds none of the old calls (with the history file it would
+    # restore the live call, and its card would rightly stay).
+    server = live_server(PATTER_DASH_DB=":memory:")
     page, guard = open_page()
     open_dashboard(page, server.url)
     conn = page.locator("#pd-conn")
@@ -800,7 +802,7 @@ def test_worker_kill_9_page_reconnects_to_the_respawned_worker(live_server: Any,
     master respawns it and /health answers within 5 s; the page shows Reconnecting…, then Live, then the
     new worker's state (calls are kept in memory, so the old card goes) and new calls; the other clients,
     resuming with their Last-Event-ID, are told to reset and then get new events."""
-    server = live_server()
+    server = live_server(PATTER_DASH_DB=":memory:")  # history in memory: the new worker starts empty
     page, guard = open_page()
     open_dashboard(page, server.url)
     conn = page.locator("#pd-conn")
