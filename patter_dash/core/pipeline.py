@@ -610,7 +610,8 @@ class Pipeline:
         Memory is looked at too: a call may have finished after the last
         transaction (not on disk yet), and without a journal it is all there is.
         """
-        # Only this thread changes ``completed``: reading it here needs no lock.
+        # Only the writer changes ``completed`` (under gevent also a request applying inline, which
+        # cannot interleave with this loop: it does not yield): reading it here needs no lock.
         held = [call_id for call_id, call in self.store.completed.items() if call.started_at < cutoff]
         total = 0
         for start in range(0, len(held), PURGE_BATCH):
