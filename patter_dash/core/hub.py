@@ -28,11 +28,15 @@ class Frame:
     type: str
     call_id: str
     sse: bytes  # the whole SSE event; data is one line of JSON (the encoder escapes CR, LF, NUL)
+    #: Every call the frame is about when there are several (a bulk ``call_deleted``): a
+    #: reader following one call (``?call_id=``) must still learn that it was deleted.
+    call_ids: frozenset[str] = frozenset()
 
     @classmethod
-    def encode(cls, seq: int, event_type: str, call_id: str, payload: dict[str, Any]) -> Frame:
+    def encode(cls, seq: int, event_type: str, call_id: str, payload: dict[str, Any],
+               call_ids: Collection[str] = ()) -> Frame:
         head = cls._head(seq, event_type).encode()
-        return cls(seq, event_type, call_id, b"".join((head, jsoncodec.dumpb(payload), b"\n\n")))
+        return cls(seq, event_type, call_id, b"".join((head, jsoncodec.dumpb(payload), b"\n\n")), frozenset(call_ids))
 
     @staticmethod
     def _head(seq: int, event_type: str) -> str:
@@ -61,7 +65,9 @@ class Subscription:
     reaped_cursor: int = -1
 
     def wants(self, frame: Frame) -> bool:
-        return (self.types is None or frame.type in self.types) and (self.call_id is None or frame.call_id == self.call_id)
+        return (self.types is None or frame.type in self.types) and (
+            self.call_id is None or frame.call_id == self.call_id or self.call_id in frame.call_ids
+        )
 
 
 # What Hub.read returns besides a list of frames.
@@ -91,9 +97,9 @@ class Hub:
 
     # ------------------------------------------------------------- publishing
 
-    def publish(self, seq: int, event_type: str, call_id: str, payload: dict[str, Any]) -> None:
+    def publish(self, seq: int, event_type: str, call_id: str, payload: dict[str, Any], call_ids: Collection[str] = ()) -> None:
         """Called by the event thread only (the single writer)."""
-        frame = Frame.encode(seq, event_type, call_id, payload)
+        frame = Frame.encode(seq, event_type, call_id, payload, call_ids)
         self._ring[seq % self.replay_size] = frame
         self.head = seq  # after the frame is in place: readers go by head
         tick, self._tick = self._tick, threading.Event()

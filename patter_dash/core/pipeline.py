@@ -35,6 +35,7 @@ from ..journal import Batch, Journal, JournalUnavailable
 from ..model import records
 from ..model.clean import ValidationError
 from ..model.events import Event, make_event
+from ..model.views import CALL_DELETED
 from .aggregates import HOUR, contribution, latency_bin
 from .cooperative import gevent_active, let_others_run, offload, on_foreign_native_thread
 from .hub import Hub
@@ -162,6 +163,8 @@ class JournalDown(QueueFull):
 
 #: Queue item types that are operations of the writer, not events.
 DELETE = "__delete__"
+DELETE_BEFORE = "__delete_before__"
+OPERATIONS = (DELETE, DELETE_BEFORE)
 
 
 class Pipeline:
@@ -382,17 +385,32 @@ class Pipeline:
 
     def delete(self, call_ids: list[str], timeout: float = 30.0) -> list[str]:
         """Delete calls from memory, disk and totals; the ids that existed. Announced as ``call_deleted``."""
+        return self._operate(DELETE, list(call_ids), timeout)  # type: ignore[no-any-return]
+
+    def delete_before(self, cutoff: float, timeout: float = 120.0) -> int:
+        """Delete every finished call that started before ``cutoff``; how many.
+
+        Live calls are left alone: they are not history yet, and their next
+        event would only start them again (delete one by id if it is stuck).
+        Done :data:`PURGE_BATCH` calls a transaction, each batch announced as
+        one ``call_deleted``, so readers and ingest run in between.
+        """
+        return self._operate(DELETE_BEFORE, cutoff, timeout)  # type: ignore[no-any-return]
+
+    def _operate(self, kind: str, data: Any, timeout: float) -> Any:
+        """Queue an operation for the writer (deletions go through the one writer, in order with events) and wait."""
         if self.journal_error is not None:
             raise JournalDown(f"history cannot be written: {self.journal_error}")
         self.ensure_started()
         ticket = _Ticket(1)
-        self._queue.append(Pending(DELETE, list(call_ids), ticket=ticket))
+        self._queue.append(Pending(kind, data, ticket=ticket))
         self._wake()
         if not ticket.done.wait(timeout):
+            # The writer carries on; asking again finishes what is left (deleting is idempotent).
             raise QueueFull("the deletion was queued but not done in time")
         if ticket.failure is not None:
             raise JournalDown(f"history cannot be written: {ticket.failure}")
-        return ticket.result  # type: ignore[no-any-return]
+        return ticket.result
 
     def _wake(self) -> None:
         if self._sleeping and self._wakeup is not None:
@@ -444,8 +462,8 @@ class Pipeline:
         handled = 0
         while self._queue:
             item = self._queue.popleft()
-            if item.type == DELETE:
-                self._delete(item, None)
+            if item.type in OPERATIONS:
+                self._operation(item, None)
             else:
                 self._handle(item)
             handled += 1
@@ -460,11 +478,11 @@ class Pipeline:
         while self._queue or self._unwritten or self._unwritten_seen or self.store.has_unwritten() or self.journal_error is not None:
             if self.journal_error is not None and time.monotonic() < self._retry_at:
                 return
-            if self._queue and self._queue[0].type == DELETE:
-                self._delete(self._queue.popleft(), journal)
+            if self._queue and self._queue[0].type in OPERATIONS:
+                self._operation(self._queue.popleft(), journal)
                 continue
             items: list[Pending] = []
-            while self._queue and len(items) < BATCH_MAX and self._queue[0].type != DELETE:
+            while self._queue and len(items) < BATCH_MAX and self._queue[0].type not in OPERATIONS:
                 items.append(self._queue.popleft())
             accepted = [item for item in items if self._validate(item)]
             batch = self._batch([item.event for item in accepted if item.event is not None])
@@ -545,20 +563,40 @@ class Pipeline:
         stats["last_commit_ms"] = round((time.monotonic() - started) * 1000, 2)
         return cold
 
-    def _delete(self, item: Pending, journal: Journal | None) -> None:
-        """Delete calls (a DELETE request, or the retention purge): journal first, then memory and totals."""
-        ids = [i for i in dict.fromkeys(item.data) if isinstance(i, str) and i]
+    def _operation(self, item: Pending, journal: Journal | None) -> None:
+        """Run a queued deletion and answer whoever waits on it."""
+        failure = None
+        try:
+            if item.type == DELETE:
+                result: Any = self._delete(item.data, journal)
+            else:
+                result = self._delete_before(item.data, journal)
+        except Exception:  # the writer must survive whatever a deletion meets
+            log.exception("patter-dash: a deletion failed")
+            result, failure = None, "the deletion failed (see the server log)"
+        ticket = item.ticket
+        if ticket is None:
+            return
+        if result is None:
+            ticket.fail(failure or self.journal_error or "the deletion failed")
+        else:
+            ticket.result = result
+            ticket.done.set()
+
+    def _delete(self, call_ids: list[Any], journal: Journal | None) -> list[str] | None:
+        """Delete calls: journal first, then memory and totals; the ids that existed (None: the journal failed)."""
+        ids = [i for i in dict.fromkeys(call_ids) if isinstance(i, str) and i]
         store = self.store
         on_disk: list[tuple[Any, ...]] = []
-        if journal is not None:
+        if journal is not None and ids:
             try:
                 on_disk = offload(journal.forget, ids)
             except JournalUnavailable as exc:
+                log.error("patter-dash: cannot delete from history (%s)", exc)
                 self.journal_error = str(exc)
+                self.journal_stats["failures"] += 1
                 self._retry_at = time.monotonic() + RETRY_INTERVAL
-                if item.ticket is not None:
-                    item.ticket.fail(str(exc))
-                return
+                return None
         deleted = []
         for call_id in ids:
             self._unwritten.pop(call_id, None)
@@ -572,11 +610,38 @@ class Pipeline:
                 deleted.append(call_id)
         if deleted:
             self._seq += 1
-            self.hub.publish(self._seq, "call_deleted", deleted[0] if len(deleted) == 1 else "",
-                             {"seq": self._seq, "type": "call_deleted", "call_ids": deleted})
-        if item.ticket is not None:
-            item.ticket.result = deleted
-            item.ticket.done.set()
+            self.hub.publish(self._seq, CALL_DELETED, deleted[0] if len(deleted) == 1 else "",
+                             {"seq": self._seq, "type": CALL_DELETED, "call_ids": deleted}, deleted)
+        return deleted
+
+    def _delete_before(self, cutoff: float, journal: Journal | None) -> int | None:
+        """Delete the finished calls started before ``cutoff``, a batch at a time; how many (None: the journal failed).
+
+        Memory is looked at too: a call may have finished after the last
+        transaction (not on disk yet), and without a journal it is all there is.
+        """
+        # Only the writer changes ``completed`` (under gevent also a request applying inline, which
+        # cannot interleave with this loop: it does not yield): reading it here needs no lock.
+        held = [call_id for call_id, call in self.store.completed.items() if call.started_at < cutoff]
+        total = 0
+        for start in range(0, len(held), PURGE_BATCH):
+            deleted = self._delete(held[start : start + PURGE_BATCH], journal)
+            if deleted is None:
+                return None
+            total += len(deleted)
+            let_others_run()
+        while journal is not None and not self._stopping:
+            ids = offload(journal.started_before, cutoff, PURGE_BATCH)
+            if not ids:
+                break
+            deleted = self._delete(ids, journal)
+            if deleted is None:
+                return None
+            if not deleted:
+                break  # nothing the disk named was there to delete: do not ask again for ever
+            total += len(deleted)
+            let_others_run()
+        return total
 
     def _purge(self, journal: Journal) -> None:
         """Retention: delete calls started before the cutoff, a small batch at a time."""
@@ -586,13 +651,10 @@ class Pipeline:
         if now - self._last_purge < PURGE_INTERVAL:
             return
         self._last_purge = now
-        cutoff = time.time() - self.retention_days * 86_400
-        while not self._stopping:
-            ids = offload(journal.started_before, cutoff, PURGE_BATCH)
-            if not ids:
-                return
-            self._delete(Pending(DELETE, ids), journal)
-            let_others_run()
+        try:
+            self._delete_before(time.time() - self.retention_days * 86_400, journal)
+        except Exception:  # the next pass tries again; the writer must not die of it
+            log.exception("patter-dash: the retention purge failed")
 
     def _close_stale(self) -> None:
         if self.call_timeout and self.store.close_stale(time.time() - self.call_timeout):

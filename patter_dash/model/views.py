@@ -23,6 +23,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from .clean import MAX_TEXT_LENGTH
 from .events import (
+    EVENT_TYPES,
     Amount,
     CallMetrics,
     CostBreakdown,
@@ -370,23 +371,24 @@ class ExportCounters(_Record):
 
 
 class HistoryState(_Record):
-    """Where history is kept (PATTER_DASH_DB) and how writing it goes.
+    """Where history is kept (PATTER_DASH_DB) and how writing it goes; the UI header shows it.
 
-    mode: memory (nothing survives a restart) or sqlite. calls: finished calls kept (on disk, or in
-    memory). status degraded (with error) while the file cannot be written: ingest answers 503 then."""
+    memory: nothing survives a restart (only mode and calls). sqlite: the file, its size with the
+    write-ahead log, and the journal's state; status degraded (with error) while it cannot be
+    written (ingest answers 503 then)."""
 
-    mode: Literal["memory", "sqlite"]
-    calls: Count
-    path: str | None = None
-    bytes: Count | None = None
-    status: Literal["ok", "degraded"] | None = None
-    error: str | None = None
-    lag: Annotated[Count | None, Meta(description="Events fed in-process and not yet on disk.")] = None
-    commits: Count | None = None
-    events: Annotated[Count | None, Meta(description="Events written since start.")] = None
-    failures: Annotated[Count | None, Meta(description="Writes that failed since start.")] = None
-    last_commit_ms: Amount | None = None
-    restore_seconds: Annotated[Amount | None, Meta(description="How long reading history back took at start.")] = None
+    mode: Annotated[str, Meta(description="memory, or the journal's engine (sqlite).")]
+    calls: Annotated[Count, Meta(description="Completed calls counted in analytics (all of history, memory and disk).")]
+    path: Annotated[str, Meta(description="The database file.")] | UnsetType = UNSET
+    bytes: Annotated[Count, Meta(description="Size of the file and its write-ahead log.")] | UnsetType = UNSET
+    status: Literal["ok", "degraded"] | UnsetType = UNSET
+    error: Annotated[str | None, Meta(description="Why it cannot be written now.")] | UnsetType = UNSET
+    lag: Annotated[Count, Meta(description="Events fed but not yet on disk.")] | UnsetType = UNSET
+    commits: Count | UnsetType = UNSET
+    events: Annotated[Count, Meta(description="Events written.")] | UnsetType = UNSET
+    failures: Annotated[Count, Meta(description="Writes that failed.")] | UnsetType = UNSET
+    last_commit_ms: Amount | UnsetType = UNSET
+    restore_seconds: Annotated[Amount, Meta(description="How long the last start took to read history back.")] | UnsetType = UNSET
 
 
 class Health(_Record):
@@ -402,6 +404,34 @@ class Health(_Record):
     auth: AuthState
     export: ExportCounters
     history: HistoryState
+
+
+# ------------------------------------------------------------ deletion
+
+#: The live stream's event that a deletion (a DELETE request or the retention purge) publishes.
+CALL_DELETED = "call_deleted"
+#: Every event name the live stream (SSE ``event:``, WebSocket ``event``) carries for calls.
+STREAM_TYPES: tuple[str, ...] = (*EVENT_TYPES, CALL_DELETED)
+
+
+class Deleted(_Record):
+    """What a deletion answers once the calls are gone from memory, disk and analytics."""
+
+    count: Annotated[Count, Meta(description="Calls deleted.")]
+    call_ids: Annotated[list[Id], Meta(description="DELETE /calls/{call_id}: the call deleted.")] | UnsetType = UNSET
+    before: Annotated[float, Meta(description="DELETE /calls?before=: the cutoff, epoch seconds.")] | UnsetType = UNSET
+
+
+class CallDeletedFrame(_Record):
+    """The data of an SSE ``call_deleted`` event (and of the WebSocket frame {"event": "call_deleted", ...}).
+
+    Readers drop these calls wherever they show them. A bulk deletion or a retention pass
+    sends one frame per batch of calls (one transaction each); ``?call_id=`` readers get the
+    frames naming their call."""
+
+    seq: Count
+    type: Literal["call_deleted"]
+    call_ids: Annotated[list[Id], Meta(min_length=1)]
 
 
 # ------------------------------------------------------- ingest and errors

@@ -1,9 +1,10 @@
-"""API: the read routes under ``/api/v1`` (history, live calls, detail, analytics, health).
+"""API: the routes under ``/api/v1`` for history, live calls, detail, analytics, health, and deleting calls.
 
 Response shapes follow Patter 0.7.0's own ``/api/v1`` routes (``{"data": ...}``)
 so clients written for Patter work unchanged. Every read is served from the
 store's indexes and running aggregates: no route scans all calls unless a
-filter asks it to.
+filter asks it to. Deletions go through the pipeline's one writer (journal
+first, then memory and totals) and answer once they are done.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..model.views import (  # the bounds of a live page, one source with its sc
     ACTIVE_PAGE_TURNS,
     ACTIVE_TURNS,
 )
-from . import params
+from . import auth, params
 from .context import current_dashboard
 
 bp = Blueprint("api", __name__)
@@ -160,6 +161,36 @@ def call_detail(call_id: str) -> Response | tuple[Response, int]:
 def _detail_json(call: Call, seq: int) -> str:
     """A finished call's full record, encoded once per version (see :func:`_summary_json`)."""
     return jsoncodec.dumps(records.detail(call, time.time()))
+
+
+@bp.delete("/calls/<anypath:call_id>")
+@auth.write
+def delete_call(call_id: str) -> Response | tuple[Response, int]:
+    """Delete one call, live or finished, from memory, disk and analytics."""
+    deleted = current_dashboard().pipeline.delete([call_id])
+    if not deleted:
+        return jsonify(error="Call not found"), 404
+    _drop_encoded()
+    return jsonify(count=len(deleted), call_ids=deleted)
+
+
+@bp.delete("/calls")
+@auth.write
+def delete_calls() -> Response:
+    """Delete every finished call that started before ``before`` (live calls stay)."""
+    before = params.timestamp(request.args, "before")
+    if before is None:
+        raise params.BadParam("before", "is required: every finished call that started before this time is deleted")
+    count = current_dashboard().pipeline.delete_before(before)
+    if count:
+        _drop_encoded()
+    return jsonify(count=count, before=before)
+
+
+def _drop_encoded() -> None:
+    """Forget the encoded rows: a deleted call's text must not stay in memory through a cache."""
+    _summary_json.cache_clear()
+    _detail_json.cache_clear()
 
 
 @bp.get("/analytics/overview")

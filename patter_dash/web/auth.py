@@ -12,6 +12,13 @@ Kinds of route, marked on the view function:
 * ``logout``: clears the session cookie the request carried; needs no token
   (a stale cookie must be clearable). Only a same-site request carries the
   SameSite=Lax cookie, so no other site can sign you out.
+* ``write`` (deleting calls): the Bearer header or the session cookie (the
+  dashboard page deletes with its cookie), never ``?token=``. A browser's
+  ``Origin`` must be this server or a CORS origin, whatever the mode: no
+  other site can make a signed-in (or a local, tokenless) browser delete.
+  Browsers also refuse to send it: a cross-site request carries no Lax
+  cookie, and a cross-origin DELETE needs a preflight this server never
+  grants with credentials.
 
 Which token applies, if any, is decided once at start (:mod:`.access`). Where
 no token applies, everything is open but only for a loopback ``Host`` (or one in
@@ -79,6 +86,7 @@ page = kind("page")
 ingest = kind("ingest")
 patter_ingest = kind("patter_ingest")
 logout = kind("logout")
+write = kind("write")
 
 
 def _digest(value: str) -> bytes:
@@ -180,6 +188,12 @@ def check(settings: Settings, access: Access) -> Response | None:
         response = jsonify(error="WebSocket Origin not allowed")
         response.status_code = 403
         return response
+    if view_kind == "write" and not origin_allowed(settings):
+        # Checked before any mode: a tokenless local dashboard is open to this
+        # machine's browser, and so to every page that browser shows.
+        response = jsonify(error="cross-origin request refused: Origin is neither this server nor in PATTER_DASH_CORS_ORIGINS")
+        response.status_code = 403
+        return response
     if access.mode == "insecure":
         return None
     if token is None:
@@ -194,7 +208,7 @@ def check(settings: Settings, access: Access) -> Response | None:
         return _unauthorized(view_kind)
     if view_kind == "patter_ingest":
         return None if settings.LOOPBACK_INGEST and is_local_client() else _unauthorized(view_kind)
-    query_token = request.args.get("token")
+    query_token = request.args.get("token") if view_kind != "write" else None
     if query_token is not None and token_matches(query_token, token):
         if view_kind == "page" and request.method in ("GET", "HEAD"):
             return _login_redirect(settings, token)
@@ -294,7 +308,8 @@ def _origin_key(origin: str) -> tuple[str, str, int] | None:
 def origin_allowed(settings: Settings) -> bool:
     """A browser's Origin must be this server (scheme, host and port) or a CORS origin.
 
-    Used for WebSocket upgrades: browsers do not apply CORS to them.
+    Used for WebSocket upgrades (browsers do not apply CORS to them) and for
+    writes (see ``write`` above).
     """
     origin = request.headers.get("Origin")
     if not origin:

@@ -1,7 +1,7 @@
 """OpenAPI: the machine-readable reference for every route (served at /api/v1/openapi.json).
 
 :func:`document` builds an OpenAPI 3.1 document as a plain dict: the read API,
-exports, both ingest routes, the SSE stream and the two WebSocket routes (which
+deleting calls, exports, both ingest routes, the SSE stream and the two WebSocket routes (which
 OpenAPI cannot model; they appear as ``GET`` with a ``101`` response and the
 protocol in the description). Paths are relative to the server URL, which is
 the dashboard's mount point (script root + ``PATTER_DASH_URL_PREFIX``), so a
@@ -25,7 +25,8 @@ from flask import Blueprint, Response, jsonify, request
 from ..config import Settings
 from ..model import events, views
 from ..model.clean import MAX_TEXT_LENGTH
-from ..model.events import EVENT_MODELS, EVENT_TYPES
+from ..model.events import EVENT_MODELS
+from ..model.views import STREAM_TYPES
 from .auth import COOKIE
 from .context import API_PREFIX, current_dashboard
 
@@ -75,6 +76,8 @@ MODELS: tuple[Any, ...] = (
     views.OverviewAnswer,
     views.CostsAnswer,
     views.Health,
+    views.Deleted,
+    views.CallDeletedFrame,
     views.Ack,
     views.PatterAck,
     views.Error,
@@ -148,7 +151,7 @@ def parameters() -> dict[str, Schema]:
         "call_id": param("call_id", "path", {"type": "string", "minLength": 1}, "The call's id (Twilio CallSid etc.).", required=True),
         "types": param(
             "types", "query", {"type": "string"},
-            f"Comma-separated event types to receive: {', '.join(EVENT_TYPES)}.",
+            f"Comma-separated event types to receive: {', '.join(STREAM_TYPES)}.",
         ),
         "stream_call_id": param("call_id", "query", {"type": "string", "maxLength": 256}, "Only this call's events."),
         "last_event_id": param(
@@ -156,6 +159,11 @@ def parameters() -> dict[str, Schema]:
             "Resume after this event (as the Last-Event-ID header does).",
         ),
         "Last-Event-ID": param("Last-Event-ID", "header", {"type": "string"}, "Resume after this event id (EventSource sends it)."),
+        "before": param(
+            "before", "query", when,
+            f"Delete every finished call that started before this time (required). {zone}",
+            required=True, allowEmptyValue=False,
+        ),
     }
 
 
@@ -209,14 +217,24 @@ def paths(settings: Settings) -> dict[str, Schema]:
     history = ("limit", "offset", "full", *FILTERS)
     stream = ("types", "stream_call_id", "last_event_id", "Last-Event-ID")
     routes: dict[str, Schema] = {
-        f"{V1}/calls": _get(
-            "listCalls", "calls",
-            json_body(
-                {"anyOf": [ref("CallList"), ref("FullCallList")]},
-                "Completed calls matching the filters, newest first. CallDetail items with full=1.",
+        f"{V1}/calls": {
+            **_get(
+                "listCalls", "calls",
+                json_body(
+                    {"anyOf": [ref("CallList"), ref("FullCallList")]},
+                    "Completed calls matching the filters, newest first. CallDetail items with full=1.",
+                ),
+                history,
             ),
-            history,
-        ),
+            "delete": _delete_operation(
+                "deleteCalls", ("before",),
+                "Delete every finished call that started before `before`, from memory, the history file and "
+                "analytics, and answer how many. Live calls are not touched (delete a stuck one by id). Done in "
+                "batches of one transaction each; every batch is announced as one call_deleted event. Retention "
+                "(PATTER_DASH_RETENTION_DAYS) does the same in the background.",
+                {"400": error("before is missing or not a time.")},
+            ),
+        },
         f"{V1}/calls/active": _get(
             "listActiveCalls", "calls",
             json_body(
@@ -226,10 +244,19 @@ def paths(settings: Settings) -> dict[str, Schema]:
             ),
             ("limit", "offset", "turns"),
         ),
-        f"{V1}/calls/{{call_id}}": _get(
-            "getCall", "calls", json_body(ref("CallAnswer"), "The call, live or completed."), ("call_id",),
-            errors={"404": error('No such call: {"error": "Call not found"}.')},
-        ),
+        f"{V1}/calls/{{call_id}}": {
+            **_get(
+                "getCall", "calls", json_body(ref("CallAnswer"), "The call, live or completed."), ("call_id",),
+                errors={"404": error('No such call: {"error": "Call not found"}.')},
+            ),
+            "delete": _delete_operation(
+                "deleteCall", ("call_id",),
+                "Delete the call, live or finished, from memory, the history file and analytics; it does not come "
+                "back after a restart, nor when an event it already had is sent again (event ids are remembered). "
+                "Announced as a call_deleted event. A live call's later events (without a known id) start a new record.",
+                {"404": error('No such call: {"error": "Call not found"}.')},
+            ),
+        },
         f"{V1}/analytics/overview": _get(
             "getOverview", "analytics", json_body(ref("OverviewAnswer"), "Totals for the period."), ("from", "to")
         ),
@@ -278,6 +305,8 @@ def paths(settings: Settings) -> dict[str, Schema]:
                     "and 'lines', the transcript lines the turn added; a line carries every field sent with it, as "
                     "TranscriptLine, and one with a turnIndex is shown above the lines just before it that have a "
                     "greater turnIndex, or the same one and a later role: user, assistant, others). Heartbeat comments keep it open; "
+                    "call_deleted frames (CallDeletedFrame: seq, type, call_ids) say which calls were deleted "
+                    "(a DELETE or the retention purge): drop them wherever they are shown. "
                     "'reset', 'overflow', 'shutdown' and 'busy' events tell the reader to reconnect. HEAD answers the "
                     "headers only and never subscribes."
                 ),
@@ -334,6 +363,30 @@ def paths(settings: Settings) -> dict[str, Schema]:
             }
         }
     return routes
+
+
+def _delete_operation(name: str, params: tuple[str, ...], description: str, errors: dict[str, Schema]) -> Schema:
+    retry = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait before asking again."}}
+    return {
+        "summary": name,
+        "tags": ["calls"],
+        "operationId": name,
+        "description": (
+            f"{description} Authenticate with the Bearer header or the dashboard's session cookie (never ?token=). "
+            "A browser's Origin must be this server or in PATTER_DASH_CORS_ORIGINS."
+        ),
+        "parameters": [param_ref(n) for n in params],
+        "responses": {
+            "200": json_body(ref("Deleted"), "Deleted: gone from memory, the history file and analytics."),
+            **errors,
+            "403": error("The request's Origin is another site (or a Host not allowed, with no token set)."),
+            "503": {
+                **error("History cannot be written now (disk full, read-only file), or the deletion took too long; "
+                        "nothing is lost, retry after Retry-After (deleting is idempotent)."),
+                "headers": retry,
+            },
+        },
+    }
 
 
 def _refusals() -> dict[str, Schema]:
@@ -411,6 +464,8 @@ def document(server_url: str, settings: Settings | None = None) -> dict[str, Any
             if guarded and operation["operationId"] == "logout":
                 continue  # signing out needs no token
             operation["responses"].setdefault(code, error(refusal))
+            if guarded and operation["operationId"] in ("deleteCall", "deleteCalls"):
+                operation["security"] = [{"bearerAuth": []}, {"sessionCookie": []}]  # never ?token=
     return {
         "openapi": "3.1.0",
         "info": {

@@ -22,7 +22,7 @@ from flask import Blueprint, Response, jsonify, request
 from simple_websocket import ConnectionClosed
 
 from ..core.hub import OVERFLOW, RESET, SHUTDOWN, Hub, HubFull, Subscription
-from ..model.events import EVENT_TYPES
+from ..model.views import STREAM_TYPES
 from ..model import jsoncodec
 from . import params
 from .bodies import client_gone, describe, guarded, shutdown_socket
@@ -59,9 +59,9 @@ def _stream_request() -> StreamRequest:
     types = None
     if request.args.get("types"):
         types = [t.strip() for t in request.args["types"].split(",") if t.strip()]
-        unknown = [t for t in types if t not in EVENT_TYPES]
+        unknown = [t for t in types if t not in STREAM_TYPES]
         if unknown:
-            raise params.BadParam("types", f"unknown type(s) {', '.join(unknown)}; allowed: {', '.join(EVENT_TYPES)}")
+            raise params.BadParam("types", f"unknown type(s) {', '.join(unknown)}; allowed: {', '.join(STREAM_TYPES)}")
     return StreamRequest(after, types, params.text(request.args, "call_id"))
 
 

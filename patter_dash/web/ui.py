@@ -28,7 +28,7 @@ from pathlib import Path
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from ..model.events import EVENT_TYPES
+from ..model.views import STREAM_TYPES
 from . import auth
 from .context import current_dashboard
 
@@ -70,7 +70,7 @@ def dashboard() -> str:
     return render_template(
         "patter_dash/dashboard.html",
         signed_in=current_dashboard().settings.TOKEN is not None,
-        event_types=EVENT_TYPES,  # the stream's event names: the page listens for exactly these
+        event_types=STREAM_TYPES,  # the stream's event names: the page listens for exactly these
     )
 
 

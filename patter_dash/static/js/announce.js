@@ -1,11 +1,12 @@
 /*
  * announce.js — what a screen reader hears about live calls.
  *
- * Owns: the single polite live region (#pd-announcer) and its rate limit.
+ * Owns: the polite live region for calls (#pd-announcer) and its rate limit.
  * Only calls starting and ending are announced, never transcript lines: a busy
  * line would otherwise talk over the operator all day. Announcements come at
  * most once per INTERVAL; what piles up in between is said as one summary
- * ("3 calls started, 1 call ended").
+ * ("3 calls started, 1 call ended"). say() speaks in another polite region
+ * (#pd-notice) at once: the results of the user's own actions ("Call deleted").
  */
 
 import { setText } from "./dom.js";
@@ -74,4 +75,10 @@ function parties(call) {
   const from = (call && call.caller) || "unknown caller";
   const to = (call && call.callee) || "unknown number";
   return `${from} to ${to}`;
+}
+
+/** Say `text` in a polite live region now; the same text twice is said twice. */
+export function say(region, text) {
+  setText(region, "");
+  requestAnimationFrame(() => setText(region, text));
 }

@@ -3,8 +3,8 @@
  *
  * Owns: reading the endpoint URLs that the server rendered into data-*
  * attributes of the #patter-dash root (every URL comes from url_for, so the page
- * works under any URL prefix), building query strings, and JSON fetches with
- * timeouts and cancellation. Nothing here touches the DOM beyond reading the
+ * works under any URL prefix), building query strings, and JSON requests (reads,
+ * and the one write: deleting a call) with timeouts and cancellation. Nothing here touches the DOM beyond reading the
  * root's dataset.
  */
 
@@ -17,6 +17,7 @@ export const urls = Object.freeze({
   callTemplate: ds.apiCall, // contains the placeholder "__ID__"
   overview: ds.apiOverview,
   costs: ds.apiCosts,
+  health: ds.apiHealth,
   exportCsv: ds.exportCsv,
   exportJson: ds.exportJson,
   events: ds.events,
@@ -54,7 +55,20 @@ export class HttpError extends Error {
  * GET a JSON document. Rejects with HttpError on a non-2xx answer and with
  * an AbortError (name === "AbortError") when cancelled; callers ignore the latter.
  */
-export async function getJSON(url, { signal, timeoutMs = 15000 } = {}) {
+export function getJSON(url, { signal, timeoutMs = 15000 } = {}) {
+  return requestJSON("GET", url, { signal, timeoutMs });
+}
+
+/**
+ * DELETE something and read the JSON answer; rejects like getJSON. The session
+ * cookie goes along (same origin only), and so does the page's Origin, which
+ * the server checks for every write.
+ */
+export function deleteJSON(url, { timeoutMs = 35000 } = {}) {
+  return requestJSON("DELETE", url, { timeoutMs });
+}
+
+async function requestJSON(method, url, { signal, timeoutMs }) {
   const ctrl = new AbortController();
   const onAbort = () => ctrl.abort();
   if (signal) {
@@ -64,6 +78,7 @@ export async function getJSON(url, { signal, timeoutMs = 15000 } = {}) {
   const timer = setTimeout(() => ctrl.abort(), timeoutMs);
   try {
     const resp = await fetch(url, {
+      method,
       signal: ctrl.signal,
       credentials: "same-origin",
       headers: { Accept: "application/json" },

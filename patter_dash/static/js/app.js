@@ -1,12 +1,14 @@
 /*
  * app.js — entry point of the patter-dash page.
  *
- * Owns: wiring the views together (live, history, detail, analytics) with the
- * event stream, the routes (#live, #history?filters, #analytics, #call/<id>:
- * see router.js) and what Back does, the shortcuts' actions, the time-zone
- * note, the page title, and removing a ?token= from the address bar once the
- * server has turned it into a session cookie. Views never talk to each other
- * directly; they go through the callbacks set up here.
+ * Owns: wiring the views together (live, history, detail, analytics, the
+ * delete confirmation, the history-storage badge) with the event stream, the
+ * routes (#live, #history?filters, #analytics, #call/<id>: see router.js) and
+ * what Back does, the shortcuts' actions, the time-zone note, the page title,
+ * and removing a ?token= from the address bar once the server has turned it
+ * into a session cookie. Views never talk to each other directly; they go
+ * through the callbacks set up here. A deleted call (call_deleted from the
+ * stream, or this page's own DELETE) leaves every view at once.
  */
 
 import { byId, setText } from "./dom.js";
@@ -19,8 +21,10 @@ import { HistoryView } from "./history.js";
 import { DetailView } from "./detail.js";
 import { AnalyticsView } from "./analytics.js";
 import { VIEWS, parseHash, callHash, viewHash, replaceHash } from "./router.js";
-import { Announcer } from "./announce.js";
+import { Announcer, say } from "./announce.js";
 import { installShortcuts, trapFocus } from "./keys.js";
+import { DeleteDialog } from "./deletion.js";
+import { StorageBadge } from "./storage.js";
 
 /* The token, if any, served its purpose when the server answered; keep it out of history and screenshots. */
 function dropTokenFromUrl() {
@@ -45,8 +49,14 @@ function main() {
   let returning = false; // our own Back after a close is under way (the user may already be typing)
   const backgroundHash = () => viewHash(background, background === "history" ? historyParams : null);
 
+  const notice = byId("pd-notice");
+  let deletion = null;
   const detail = new DetailView(byId("pd-detail"), {
+    onDelete(call, button) {
+      deletion.open(call, button);
+    },
     onClose() {
+      deletion.close(); // closed under it (Back): a question about a call no longer shown is moot
       if (parseHash(window.location.hash).callId === null) return; // closed by Back: the address is right
       if (pushedCall) {
         pushedCall = false;
@@ -125,6 +135,29 @@ function main() {
     charts: byId("pd-charts"),
   });
 
+  /* ---- deleted calls leave every view ----
+   * `mine`: this page asked (the drawer closes); otherwise another window or the
+   * retention purge did (an open drawer says so). The frame for this page's own
+   * request may come before its answer: that id is not "elsewhere". */
+  function callsDeleted(ids, mine) {
+    if (!ids.length) return;
+    detail.noteDeleted(mine ? ids : ids.filter((id) => id !== deletion.pendingId), mine);
+    live.removeCalls(ids);
+    history.noteDeleted(ids);
+    analytics.invalidate();
+  }
+  deletion = new DeleteDialog(byId("pd-delete-dialog"), {
+    onDeleted(ids, message) {
+      callsDeleted(ids, true);
+      say(notice, message);
+    },
+  });
+  const storage = new StorageBadge(byId("pd-store"), {
+    onChange(text) {
+      say(notice, text);
+    },
+  });
+
   /* ---- active-call snapshots, with stream events buffered while one loads ----
    * Events that arrive while a snapshot is in flight are replayed on top of it,
    * so a snapshot taken before an event never undoes that event. Only the newest
@@ -134,6 +167,10 @@ function main() {
   let buffered = [];
 
   function handleEvent(type, data) {
+    if (type === "call_deleted") {
+      callsDeleted(Array.isArray(data.call_ids) ? data.call_ids.map(String) : [], false);
+      return;
+    }
     const id = data.call_id != null ? String(data.call_id) : data.call && data.call.call_id != null ? String(data.call.call_id) : null;
     if (id !== null && (type === "call_start" || type === "call_initiated")) announcer.callStarted(id, data.call);
     const ended = live.applyEvent(type, data);
@@ -189,6 +226,7 @@ function main() {
     if (full) {
       history.refresh();
       analytics.invalidate();
+      storage.refresh();
       if (detail.openId !== null) detail.noteEvent(detail.openId);
     }
     const ok = await loadSnapshot();
@@ -288,6 +326,7 @@ function main() {
 
   history.load();
   analytics.refresh();
+  storage.refresh();
   loadSnapshot();
   stream.start();
 }

@@ -9,6 +9,10 @@
  * Keyboard: the dialog's body takes focus on open (so arrow keys scroll the
  * call), Tab stays inside, and on close focus goes back to the row or card
  * that opened it, found again by call id if a redraw replaced it.
+ * Its "Delete call" button asks deletion.js (through opts.onDelete); once the
+ * call is deleted here the drawer closes and focus goes to the row or card
+ * next to where the call was. Deleted elsewhere (another window, retention),
+ * the drawer stays and says so in its own live region.
  */
 
 import { h, fill, setText } from "./dom.js";
@@ -30,7 +34,8 @@ const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 export class DetailView {
   /**
    * @param {HTMLDialogElement} dialog
-   * @param {object} opts  {onClose(callId)}: the dialog closed (Esc, ✕, backdrop or close())
+   * @param {object} opts  {onClose(callId)}: the dialog closed (Esc, ✕, backdrop or close());
+   *                       {onDelete(call, button)}: the user asked to delete the call shown
    */
   constructor(dialog, opts = {}) {
     this.opts = opts;
@@ -43,8 +48,16 @@ export class DetailView {
     this.fetcher = latestOnly();
     this.refreshSoon = throttle(() => this.load(), 1000, 300);
     this.timerEl = null;
+    this.notice = dialog.querySelector(".pd-detail-notice");
+    this.deleteButton = dialog.querySelector(".pd-detail-delete");
 
     dialog.querySelector(".pd-detail-close").addEventListener("click", () => this.close());
+    this.deleteButton.addEventListener("click", () => {
+      if (!this.call || !this.opts.onDelete) return;
+      // Where focus goes once the call is gone, found now: its row may vanish before the answer comes.
+      this.afterDelete = this.neighbour(this.callId);
+      this.opts.onDelete(this.call, this.deleteButton);
+    });
     dialog.addEventListener("click", (ev) => {
       if (ev.target === dialog) this.close(); // click on the backdrop
     });
@@ -71,6 +84,9 @@ export class DetailView {
     }
     this.callId = String(callId);
     this.call = null;
+    this.afterDelete = undefined;
+    this.deleteButton.disabled = true;
+    setText(this.notice, "");
     setText(this.title, "Call details");
     fill(this.body, h("p", { class: "pd-muted pd-detail-loading" }, "Loading call…"));
     if (!this.dialog.open) this.dialog.showModal();
@@ -88,6 +104,7 @@ export class DetailView {
     const back = this.returnTo;
     this.returnTo = null;
     let target = back && back.el && back.el.isConnected && back.el.getClientRects().length ? back.el : null;
+    if (back && back.id !== undefined) callId = back.id; // after a deletion: the call beside it
     if (!target && callId !== null) {
       const sel = `[data-call-id="${CSS.escape(callId)}"]`;
       target = document.querySelector(`tr${sel}`) || document.querySelector(`${sel} .pd-live-open`);
@@ -95,6 +112,35 @@ export class DetailView {
     }
     if (!target) target = document.getElementById("pd-main");
     if (target) target.focus({ preventScroll: false });
+  }
+
+  /** The id of the history row or live card next to a call's own (after it, else before it), or null. */
+  neighbour(callId) {
+    if (callId === null) return null;
+    const sel = `[data-call-id="${CSS.escape(callId)}"]`;
+    const el = [document.querySelector(`tr${sel}`), document.querySelector(`article${sel}`)]
+      .find((e) => e && e.getClientRects().length);
+    const next = el && (el.nextElementSibling || el.previousElementSibling);
+    return next && next.dataset.callId != null ? next.dataset.callId : null;
+  }
+
+  /**
+   * Calls were deleted. The one shown closes when this page deleted it (`mine`),
+   * focus going to its neighbour; deleted elsewhere, the drawer says so and stays.
+   */
+  noteDeleted(ids, mine = false) {
+    if (this.callId === null || !this.dialog.open || !ids.includes(this.callId)) return;
+    if (mine) {
+      this.returnTo = { el: null, id: this.afterDelete !== undefined ? this.afterDelete : null };
+      this.close();
+      return;
+    }
+    this.call = null;
+    this.deleteButton.disabled = true;
+    this.timerEl = null;
+    setText(this.title, "Call deleted");
+    setText(this.notice, "This call was deleted, from another window or by the retention policy. It is no longer in history or analytics.");
+    fill(this.body);
   }
 
   /** A stream event concerns a call: refetch if that call is on screen. */
@@ -107,8 +153,9 @@ export class DetailView {
     if (id === null) return;
     try {
       const body = await this.fetcher(callUrl(id));
-      if (id !== this.callId) return;
+      if (id !== this.callId || !this.dialog.open) return;
       this.call = body && body.data ? body.data : null;
+      this.deleteButton.disabled = !this.call;
       if (this.call) this.draw(this.call);
     } catch (err) {
       if (isAbort(err) || id !== this.callId) return;

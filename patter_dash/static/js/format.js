@@ -80,6 +80,19 @@ export function duration(seconds) {
   return `${sec}s`;
 }
 
+/** A size in bytes: "812 KB", "1.2 MB" (binary multiples, as file managers show them). */
+export function bytes(v) {
+  if (!isNum(v) || v < 0) return DASH;
+  const units = ["bytes", "KB", "MB", "GB", "TB"];
+  let n = v;
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i += 1;
+  }
+  return i === 0 ? `${intFmt.format(n)} ${units[0]}` : `${n < 10 ? oneDecFmt.format(n) : intFmt.format(n)} ${units[i]}`;
+}
+
 export function minutes(v) {
   return isNum(v) ? `${oneDecFmt.format(v)} min` : DASH;
 }
@@ -174,6 +187,7 @@ const FLAG_NAMES = {
   late_status: "Late status",
   transcript_truncated: "Transcript truncated",
   evicted_idle: "Closed when idle",
+  stale_timeout: "Closed after no events",
 };
 
 export function flag(v) {

@@ -227,6 +227,13 @@ export class HistoryView {
       const items = Array.isArray(body && body.data) ? body.data : [];
       const pg = (body && body.pagination) || {};
       this.total = typeof pg.total === "number" ? pg.total : null;
+      if (!items.length && this.offset > 0 && this.total) {
+        // The calls of this page were deleted: show the last page that has any.
+        this.offset = Math.floor((this.total - 1) / this.limit) * this.limit;
+        this.stateChanged();
+        await this.load();
+        return;
+      }
       this.rows = items;
       this.loaded = true;
       this.els.error.hidden = true;
@@ -297,6 +304,20 @@ export class HistoryView {
     this.refreshSoon();
   }
 
+  /** Calls were deleted: their rows go now, and the page is refilled from the server. */
+  noteDeleted(ids) {
+    const gone = new Set(ids);
+    const rows = this.rows.filter((r) => !gone.has(String(r.call_id)));
+    const removed = this.rows.length - rows.length;
+    if (removed) {
+      this.rows = rows;
+      if (this.total !== null) this.total = Math.max(this.offset + rows.length, this.total - removed);
+      schedule("history", () => this.draw());
+    }
+    // Rows of other pages may be among them (the total), or this page has room for the next ones.
+    if (this.loaded) this.refreshSoon();
+  }
+
   /** Something changed on the server (a call started, a resync): reload the page we show. */
   refresh() {
     this.refreshSoon();
@@ -309,6 +330,11 @@ export class HistoryView {
 
   draw() {
     const { body } = this.els;
+    // A redraw replaces every row: keep keyboard focus on the same call (or, if it went, on the row now in its place).
+    const active = document.activeElement;
+    const focusedRow = active instanceof HTMLTableRowElement && active.classList.contains("pd-row") && body.contains(active) ? active : null;
+    const focusId = focusedRow ? focusedRow.dataset.callId : null;
+    const focusAt = focusedRow ? Array.from(body.children).indexOf(focusedRow) : -1;
     if (!this.rows.length) {
       fill(body, h("tr", { class: "pd-empty-row" },
         h("td", { colspan: String(COLUMNS.length) },
@@ -323,6 +349,12 @@ export class HistoryView {
     setText(this.els.summary, shown ? `${fmt.num(from)}–${fmt.num(to)}${total} calls` : `0${total} calls`);
     this.els.prev.disabled = this.offset === 0;
     this.els.next.disabled = this.total !== null ? to >= this.total : shown < this.limit;
+    if (focusedRow) {
+      const rows = Array.from(body.querySelectorAll("tr.pd-row"));
+      const again = rows.find((r) => r.dataset.callId === focusId) || rows[Math.min(focusAt, rows.length - 1)];
+      const target = again || body.closest(".pd-table-wrap");
+      if (target) target.focus({ preventScroll: true });
+    }
   }
 
   row(item) {

@@ -128,6 +128,24 @@ export class LiveView {
     return false;
   }
 
+  /** Calls were deleted: their cards go; a later page may have calls to move up. */
+  removeCalls(ids) {
+    let removed = 0;
+    for (const id of ids) {
+      const entry = this.calls.get(id);
+      if (entry) {
+        this.remove(id, entry);
+        removed += 1;
+      }
+    }
+    if (removed) {
+      this.total = Math.max(this.calls.size, this.total - removed);
+      this.render();
+    }
+    // Not every live call is on this page: one of another page may be among them (the total changes).
+    if ((removed && this.offset + this.calls.size < this.total) || (!removed && !this.showsAll)) this.opts.onStale();
+  }
+
   upsert(item) {
     const id = String(item.call_id);
     let entry = this.calls.get(id);
