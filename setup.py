@@ -32,7 +32,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["patter_dash", *(f"patter_dash.{layer}" for layer in ("model", "core", "journal", "web", "run")), "patter_dash.templates"],
+    packages=["patter_dash", *(f"patter_dash.{layer}" for layer in ("model", "core", "journal", "ops", "web", "run")), "patter_dash.templates"],
     package_dir={"patter_dash.templates": "templates"},
     package_data={
         "patter_dash": files_under(HERE / "patter_dash" / "static", HERE / "patter_dash"),

@@ -14,7 +14,9 @@ W1: ``patter_dash.core.pipeline.Pipeline`` in this process (its event thread is 
 OS thread here): each call's 8 SDK-shaped events (start, 6 turns with native
 ``TurnMetrics``, end with a native ``CallMetrics``) are fed with
 ``Pipeline.feed`` and ``inproc_ingest`` returns once the event thread has
-applied all 8 (``counters["accepted"]``).
+applied all 8 (``counters["accepted"]``). ``BENCH_W1_METRICS=1`` attaches the
+Prometheus metrics (:mod:`patter_dash.ops.metrics`) as an app does, to measure what
+counting completions costs the event thread.
 
 ``extra`` (``run_bench.py --extra``): ``{"access_log": false}`` serves with
 ``bench/gunicorn_noaccesslog.conf.py`` (the shipped config minus the access
@@ -49,6 +51,11 @@ class _W1Store:
         from patter_dash.core.pipeline import Pipeline
 
         self.pipeline = Pipeline(max_calls=max_calls, queue_size=1_000_000)
+        if os.environ.get("BENCH_W1_METRICS") == "1":
+            # As an app has them (PatterDashboard.init_app): the Prometheus metrics' watcher on the store.
+            from patter_dash.ops.metrics import Metrics
+
+            self.metrics = Metrics(self.pipeline)
         self.pipeline.ensure_started()
         self.expected = 0
 

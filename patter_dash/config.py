@@ -117,6 +117,8 @@ class Settings:
     """Every setting, with its default and its parser. The field name minus the prefix is the key."""
 
     TOKEN: str | None = setting(None, _token)
+    #: A second token that opens ``GET /metrics`` only (Bearer), for a Prometheus scraper.
+    METRICS_TOKEN: str | None = setting(None, _token)
     URL_PREFIX: str = setting("", _prefix)
     UI: bool = setting(True, _bool)
     DEMO: bool = setting(False, _bool)

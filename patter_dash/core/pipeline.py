@@ -39,7 +39,7 @@ from ..model.views import CALL_DELETED
 from .aggregates import HOUR, contribution, latency_bin
 from .cooperative import gevent_active, let_others_run, offload, on_foreign_native_thread
 from .hub import Hub
-from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore
+from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore, Watcher
 
 log = logging.getLogger("patter_dash")
 
@@ -187,8 +187,12 @@ class Pipeline:
         self.call_timeout = call_timeout
         self.retention_days = retention_days
         self._hub_options = dict(replay_size=replay_size, max_subscribers=max_subscribers, max_lag=subscriber_queue)
+        #: Told when a call completes or ends (:data:`~patter_dash.core.store.Watcher`); shared with every
+        #: store this pipeline makes. The Prometheus metrics (:mod:`patter_dash.ops.metrics`) add theirs.
+        self.watchers: list[Watcher] = []
         self._store_options = dict(
-            max_completed=max_calls, max_call_text=max_call_text, max_active=max_active_calls, keep_history=journal is not None
+            max_completed=max_calls, max_call_text=max_call_text, max_active=max_active_calls, keep_history=journal is not None,
+            watchers=self.watchers,
         )
         self._queue: deque[Pending] = deque()
         self._pid: int | None = None
@@ -382,6 +386,10 @@ class Pipeline:
         if any(a.seq == 0 for a in acks):
             raise ApplyFailed("an event could not be applied")
         return acks
+
+    def note_rejected(self) -> None:
+        """Count an ingest body or message refused as invalid before any of it was queued (once, whatever it held)."""
+        self.counters["rejected"] += 1
 
     def delete(self, call_ids: list[str], timeout: float = 30.0) -> list[str]:
         """Delete calls from memory, disk and totals; the ids that existed. Announced as ``call_deleted``."""

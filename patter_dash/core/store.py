@@ -41,6 +41,10 @@ from ..model.views import (
 )
 from .aggregates import DAY, HOUR, Aggregates
 
+#: Told (under the store's lock) when a call completes (``completed``) and when its call_end is applied
+#: (``ended``); both at once when the call_end is what completed it.
+Watcher = Callable[[Call, bool, bool], None]
+
 #: Top-level event fields the record models; anything else lands in ``Call.extra``.
 _KNOWN_FIELDS = frozenset({
     "call_id", "caller", "callee", "direction", "status", "ended_at", "started_at", "timestamp",
@@ -185,8 +189,12 @@ class CallStore:
         max_call_text: int = MAX_CALL_TEXT,
         max_active: int = MAX_ACTIVE_CALLS,
         keep_history: bool = False,
+        watchers: list[Watcher] | None = None,
     ) -> None:
         self.max_completed = max_completed
+        #: Readers of completions (Prometheus metrics): a list the owner shares, so a store made
+        #: again (a forked worker) keeps them. Called only when a call completes or ends, never per line.
+        self.watchers: list[Watcher] = [] if watchers is None else watchers
         #: Calls leaving memory stay in the totals (a journal keeps them); the writer
         #: collects what changed for it (:meth:`take_dirty`).
         self.keep_history = keep_history
@@ -228,7 +236,7 @@ class CallStore:
             if call.active:
                 changed = handler(call, event) is not False
                 if not call.active:
-                    self._complete(call)
+                    self._complete(call, ended=event.type == "call_end")
             else:
                 self.aggregates.remove(call)
                 try:
@@ -237,6 +245,9 @@ class CallStore:
                     self.aggregates.add(call)
                 if changed and self.keep_history:
                     self._dirty[call.call_id] = call
+                if changed and event.type == "call_end":
+                    for watcher in self.watchers:
+                        watcher(call, False, True)
             if changed:
                 call.seq = event.seq
             # Only transcript and turn events append; call_end replaces the transcript whole.
@@ -318,7 +329,7 @@ class CallStore:
             dirty, self._dirty = list(self._dirty.values()), {}
         return dirty
 
-    def _complete(self, call: Call) -> None:
+    def _complete(self, call: Call, ended: bool = False) -> None:
         del self.active[call.call_id]
         self._idle.pop(call.call_id, None)
         self.done += 1
@@ -327,6 +338,8 @@ class CallStore:
         self.aggregates.add(call)
         if self.keep_history:
             self._dirty[call.call_id] = call
+        for watcher in self.watchers:
+            watcher(call, True, ended)
         self._trim()
 
     def _trim(self) -> None:

@@ -9,6 +9,9 @@ Kinds of route, marked on the view function:
 * ``ingest``: Bearer header only (no cookie, so no CSRF). Patter's own
   ``notify_dashboard`` cannot send a token, so its path is accepted from
   local clients when ``PATTER_DASH_LOOPBACK_INGEST`` is on.
+* ``metrics``: ``GET /metrics``. As ``read``, and also a Bearer header with
+  ``PATTER_DASH_METRICS_TOKEN``, which a Prometheus scraper can hold without
+  holding the token that reads transcripts.
 * ``logout``: clears the session cookie the request carried; needs no token
   (a stale cookie must be clearable). Only a same-site request carries the
   SameSite=Lax cookie, so no other site can sign you out.
@@ -85,6 +88,7 @@ def kind(name: str) -> Callable[[F], F]:
 page = kind("page")
 ingest = kind("ingest")
 patter_ingest = kind("patter_ingest")
+metrics = kind("metrics")
 logout = kind("logout")
 write = kind("write")
 
@@ -196,6 +200,8 @@ def check(settings: Settings, access: Access) -> Response | None:
         return response
     if access.mode == "insecure":
         return None
+    if view_kind == "metrics" and settings.METRICS_TOKEN is not None and token_matches(bearer(), settings.METRICS_TOKEN):
+        return None  # a credential in itself: it opens /metrics from anywhere, whatever the other rules
     if token is None:
         return None if host_allowed(settings) else _host_refused()
     if access.mode == "auto-token" and is_local_client() and host_allowed(settings):

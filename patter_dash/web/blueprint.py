@@ -2,9 +2,10 @@
 
 Layout under the configured prefix: ``/dashboard`` (UI), ``/api/v1/...``
 (read API, ingest, events, export, OpenAPI), ``/api/dashboard/ingest``
-(Patter's own push). Cross-cutting rules live here once: start the event
-thread in the serving process, authenticate, add security headers, and turn
-every error under the API into JSON (never a stack trace or an HTML page).
+(Patter's own push), ``/metrics`` (Prometheus). Cross-cutting rules live
+here once: start the event thread in the serving process, authenticate, add
+security headers, and turn every error under the API into JSON (never a stack
+trace or an HTML page).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..config import Settings
 from ..core.hub import HubFull
 from ..core.pipeline import ApplyFailed, QueueFull
 from ..model.clean import ValidationError
-from . import api, auth, export, ingest, openapi, streaming
+from . import api, auth, export, ingest, metrics, openapi, streaming
 from .context import API_PREFIX, current_dashboard
 from .params import BadParam
 
@@ -51,6 +52,7 @@ def build_blueprint(settings: Settings) -> Blueprint:
     parent.register_blueprint(export.bp, url_prefix=f"{API_PREFIX}/export")
     parent.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(ingest.bp)
+    parent.register_blueprint(metrics.bp)
     if settings.UI:
         from . import ui
 

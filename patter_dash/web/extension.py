@@ -21,6 +21,7 @@ from ..core.pipeline import Pipeline
 from ..core.store import CallStore
 from ..journal import open_journal
 from ..model.patter import patter_callbacks
+from ..ops.metrics import Metrics
 from . import access
 from .access import Access
 from .bodies import StreamStats
@@ -43,6 +44,7 @@ class PatterDashboard:
         self.access = Access("local")
         self.pipeline = Pipeline()
         self.streams = StreamStats()
+        self.metrics: Metrics | None = None
         if app is not None:
             self.init_app(app)
 
@@ -66,6 +68,7 @@ class PatterDashboard:
             call_timeout=s.CALL_TIMEOUT or None,
             retention_days=s.RETENTION_DAYS,
         )
+        self.metrics = Metrics(self.pipeline)  # this app's own registry: two dashboards in a process never clash
         app.extensions[EXTENSION_KEY] = self
         # flask-sock reads its server options from app.config; a host app's own
         # values win, ours fill the gaps.

@@ -12,6 +12,8 @@ Every refusal is a 4xx JSON ``{"error", "details"}``; nothing is queued then.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -23,7 +25,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
-from ..core.pipeline import Ack, ApplyFailed, QueueFull
+from ..core.pipeline import Ack, ApplyFailed, Pipeline, QueueFull
 from ..model.clean import ValidationError, parse_json
 from ..model.events import events_from_body
 from ..model.patter import event_from_patter_notify
@@ -77,17 +79,32 @@ def _answer(acks: list[Ack], **extra: Any) -> tuple[Response, int]:
     return jsonify(**extra, **_acks_view(acks)), 200 if all(a.duplicate for a in acks) else 202
 
 
+@contextmanager
+def _counting_refusals(pipeline: Pipeline) -> Iterator[None]:
+    """An invalid body counts as rejected (health's events.rejected, the metrics), then is answered as usual."""
+    try:
+        yield
+    except ValidationError:
+        pipeline.note_rejected()
+        raise
+
+
 @bp.post(f"{API_PREFIX}/ingest")
 @auth.ingest
 def ingest() -> tuple[Response, int]:
-    return _answer(current_dashboard().pipeline.submit(events_from_body(_read_json())))
+    pipeline = current_dashboard().pipeline
+    with _counting_refusals(pipeline):
+        events = events_from_body(_read_json())
+    return _answer(pipeline.submit(events))
 
 
 @bp.post("/api/dashboard/ingest")
 @auth.patter_ingest
 def patter_ingest() -> tuple[Response, int]:
-    event = event_from_patter_notify(_read_json())
-    acks = current_dashboard().pipeline.submit([event])
+    pipeline = current_dashboard().pipeline
+    with _counting_refusals(pipeline):
+        event = event_from_patter_notify(_read_json())
+    acks = pipeline.submit([event])
     kind = {"call_initiated": "initiated", "call_end": "ended", "call_start": "started"}[event.type]
     return _answer(acks, ok=True, call_id=event.call_id, event=kind)
 
@@ -105,6 +122,7 @@ def ingest_ws(ws: Any) -> None:
                 acks = pipeline.submit(events_from_body(parse_json(message)))
                 reply: dict[str, Any] = {"ok": True, **_acks_view(acks)}
             except ValidationError as exc:
+                pipeline.note_rejected()
                 reply = {"ok": False, "error": exc.message, "details": exc.details}
             except QueueFull as exc:
                 reply = {"ok": False, "error": f"{exc}; retry shortly", "retry": True}

@@ -330,6 +330,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
             "Authenticate with the Bearer header, as for POST /api/v1/ingest.",
         ),
         "/api/dashboard/ingest": {"post": _patter_ingest_operation(settings)},
+        "/metrics": {"get": _metrics_operation(settings)},
     }
     if settings.UI:
         routes["/dashboard"] = {
@@ -445,6 +446,33 @@ def _patter_ingest_operation(settings: Settings) -> Schema:
     return operation
 
 
+def _metrics_operation(settings: Settings) -> Schema:
+    text = {"schema": {"type": "string"}}
+    operation: Schema = {
+        "summary": "metrics",
+        "tags": ["meta"],
+        "operationId": "getMetrics",
+        "description": (
+            "This dashboard in the Prometheus text exposition format (OpenMetrics when the Accept header asks "
+            "for application/openmetrics-text), built with prometheus-client: patter_dash_history_* gauges mirror "
+            "the Analytics page over all retained history; counters and histograms count what this process saw "
+            "complete since it started (per process). Caller-given label values (status, direction, provider, model, "
+            "mode) are capped per metric; the rest are counted under 'other'. Takes the token like the API, or "
+            "PATTER_DASH_METRICS_TOKEN as a Bearer header."
+        ),
+        "responses": {
+            "200": {
+                "description": "The metrics.",
+                "content": {"text/plain": text, "application/openmetrics-text": text},
+            },
+        },
+    }
+    if settings.METRICS_TOKEN:
+        usual = [{"bearerAuth": []}, {"queryToken": []}, {"sessionCookie": []}] if settings.TOKEN else [{}]
+        operation["security"] = [*usual, {"metricsToken": []}]
+    return operation
+
+
 # --------------------------------------------------------------- document
 
 
@@ -488,6 +516,9 @@ def document(server_url: str, settings: Settings | None = None) -> dict[str, Any
                 "bearerAuth": {"type": "http", "scheme": "bearer"},
                 "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
                 "sessionCookie": {"type": "apiKey", "in": "cookie", "name": COOKIE},
+                "metricsToken": {
+                    "type": "http", "scheme": "bearer", "description": "PATTER_DASH_METRICS_TOKEN: opens GET /metrics only.",
+                },
             },
         },
         **({"security": [{"bearerAuth": []}, {"queryToken": []}, {"sessionCookie": []}]} if guarded else {}),
