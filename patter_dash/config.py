@@ -145,6 +145,8 @@ class Settings:
     RETENTION_DAYS: float = setting(90.0, _non_negative)
     CALL_TIMEOUT: float = setting(7200.0, _non_negative)
     ALLOW_INSECURE: bool = setting(False, _bool)
+    #: The alert rules and destinations: a TOML file (schema in patter_dash/ops/alert_config.py); None: no alerts.
+    ALERTS: str | None = setting(None, _path)
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})

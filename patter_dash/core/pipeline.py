@@ -221,6 +221,12 @@ class Pipeline:
         self._wakeup: _Wakeup | None = None
         #: Called once in each process where the event thread starts (e.g. the demo runtime).
         self.on_start: list[Callable[[], None]] = []
+        #: Told of each applied event that changed its call, on the event thread after it is published
+        #: (the alert rules of a live call). Must be O(1) and never raise: it runs on the ingest path.
+        self.on_event: list[Callable[[Event, records.Call], None]] = []
+        #: Called on the event thread about once a second with ``time.time()`` (windowed alert rules);
+        #: may :meth:`announce`. Runs between batches, never inside one.
+        self.on_tick: list[Callable[[float], None]] = []
 
     # --------------------------------------------------------------- lifecycle
 
@@ -452,6 +458,11 @@ class Pipeline:
             if now - last_reap >= 1.0:
                 self.hub.reap()
                 self._close_stale()
+                for tick in self.on_tick:
+                    try:
+                        tick(time.time())
+                    except Exception:  # an observer's bug must not stop the writer
+                        log.exception("patter-dash: a periodic hook failed")
                 if self.journal is not None:
                     self._purge(self.journal)
                 last_reap = now
@@ -726,7 +737,19 @@ class Pipeline:
         self.counters["accepted"] += 1
         self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, applied))
         self._announce_closed()
+        for hook in self.on_event:
+            hook(event, call)
         return Ack(event.seq, False)
+
+    def announce(self, event_type: str, payload: dict[str, Any], call_id: str = "") -> int:
+        """Publish a frame that is not a call event (an alert) on the live stream; its seq.
+
+        Event thread only (an ``on_tick`` or ``on_event`` hook): the hub has one writer.
+        """
+        self._seq += 1
+        payload["seq"] = self._seq
+        self.hub.publish(self._seq, event_type, call_id, payload)
+        return self._seq
 
     def _announce_closed(self) -> None:
         for closed in self.store.take_closed():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, NamedTuple
@@ -302,6 +302,10 @@ class CallStore:
                 self._close(call, "stale_timeout")
                 closed += 1
         return closed
+
+    def least_recent(self) -> Iterator[Call]:
+        """Live calls, the longest idle first (the event thread's own read: no lock)."""
+        return iter(self._idle.values())
 
     def _close(self, call: Call, flag: str) -> None:
         call.status = IDLE_STATUS

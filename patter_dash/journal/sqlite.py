@@ -76,6 +76,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX calls_by_start ON calls (started_at);
     CREATE INDEX seen_by_seq ON seen (seq);
     """,
+    # 3: alert notifications not yet delivered (ops/outbox.py), sent again after a restart
+    """
+    CREATE TABLE IF NOT EXISTS alert_outbox (
+        id INTEGER PRIMARY KEY,
+        destination TEXT NOT NULL,
+        letter_id TEXT NOT NULL,
+        body BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Written in ``PRAGMA application_id``: tells our file from any other SQLite database.

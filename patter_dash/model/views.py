@@ -410,8 +410,11 @@ class Health(_Record):
 
 #: The live stream's event that a deletion (a DELETE request or the retention purge) publishes.
 CALL_DELETED = "call_deleted"
-#: Every event name the live stream (SSE ``event:``, WebSocket ``event``) carries for calls.
-STREAM_TYPES: tuple[str, ...] = (*EVENT_TYPES, CALL_DELETED)
+#: The live stream's events for alert rules changing state (patter_dash.ops.alerts).
+ALERT_FIRING = "alert_firing"
+ALERT_RESOLVED = "alert_resolved"
+#: Every event name the live stream (SSE ``event:``, WebSocket ``event``) carries.
+STREAM_TYPES: tuple[str, ...] = (*EVENT_TYPES, CALL_DELETED, ALERT_FIRING, ALERT_RESOLVED)
 
 
 class Deleted(_Record):
@@ -468,3 +471,97 @@ class Error(_Record):
 
     error: str
     details: list[FieldError] | UnsetType = UNSET
+
+
+# ------------------------------------------------------------------ alerts
+
+AlertKind = Literal["turn_latency", "stuck_call", "p95_latency", "failure_rate", "cost_per_call", "cost_per_hour",
+                    "cost_per_day", "no_calls"]
+AlertUnit = Literal["ms", "s", "%", "USD"]
+
+
+class AlertScope(_Record):
+    """Which calls a rule looks at (all when empty); provider and model match any stage's."""
+
+    callee: str | UnsetType = UNSET
+    direction: str | UnsetType = UNSET
+    provider: str | UnsetType = UNSET
+    model: str | UnsetType = UNSET
+
+
+class AlertNotification(_Record):
+    """One transition of a rule, as the webhook receives it (the body, signed) and as history keeps it."""
+
+    id: Annotated[str, Meta(description="Unique per notification: a receiver drops a repeated delivery by it.")]
+    type: Literal["alert_firing", "alert_resolved"]
+    state: Literal["firing", "resolved"]
+    rule: Annotated[str, Meta(description="The rule's name.")]
+    kind: AlertKind
+    threshold: float
+    unit: AlertUnit
+    window: Annotated[float | None, Meta(description="Seconds; windowed kinds only.")]
+    scope: AlertScope
+    value: Annotated[float | None, Meta(description="The measured value in the unit (null: no data).")]
+    call_id: Annotated[str | None, Meta(description="The live call it is about (turn_latency, stuck_call).")]
+    since: Annotated[float, Meta(description="When it started firing, epoch seconds.")]
+    at: Annotated[float, Meta(description="When this transition happened, epoch seconds.")]
+    message: Annotated[str, Meta(description="One human line (the Slack body's text).")]
+
+
+class AlertFrame(AlertNotification, kw_only=True):
+    """The data of an SSE ``alert_firing`` / ``alert_resolved`` event: the notification and its place in the stream."""
+
+    seq: Count
+
+
+class AlertFiring(_Record):
+    call_id: str | None
+    since: float
+    value: float | None
+
+
+class AlertRule(_Record):
+    """A rule, its state now and its last notifications (newest first)."""
+
+    name: str
+    kind: AlertKind
+    threshold: float
+    unit: AlertUnit
+    window: float | None
+    min_calls: Count
+    cooldown: Annotated[float, Meta(description="Seconds a resolved rule waits before it may notify again.")]
+    scope: AlertScope
+    destinations: list[str]
+    state: Annotated[Literal["ok", "firing", "resolved"], Meta(description="resolved: recovered within the cooldown.")]
+    value: Annotated[float | None, Meta(description="The last measured value (windowed kinds, no_calls).")]
+    firing_count: Count
+    firing: Annotated[list[AlertFiring], Meta(description="What fires now: calls (at most 100) or the rule itself.")]
+    notified: Count
+    suppressed: Annotated[Count, Meta(description="Evaluations held back by the cooldown.")]
+    history: list[AlertNotification]
+
+
+class AlertDestination(_Record):
+    """A destination's delivery counters (its URL and secret are never shown)."""
+
+    name: str
+    type: Literal["webhook", "slack"]
+    pending: Annotated[Count, Meta(description="Notifications waiting (queued or retrying).")]
+    queued: Count
+    delivered: Count
+    failed_attempts: Count
+    dropped: Annotated[Count, Meta(description="Dropped for newer ones: the queue was full.")]
+    given_up: Annotated[Count, Meta(description="Dropped after max_attempts.")]
+    last_error: str | None
+
+
+class AlertsState(_Record):
+    enabled: Annotated[bool, Meta(description="false: no PATTER_DASH_ALERTS file.")]
+    firing: Annotated[Count, Meta(description="Rules firing now.")]
+    evaluated_at: float | None
+    rules: list[AlertRule]
+    destinations: list[AlertDestination]
+
+
+class AlertsAnswer(_Record):
+    data: AlertsState

@@ -29,7 +29,7 @@ from ..config import Settings
 from ..core.hub import HubFull
 from ..core.pipeline import ApplyFailed, QueueFull
 from ..model.clean import ValidationError
-from . import api, auth, export, ingest, metrics, openapi, streaming
+from . import alerts, api, auth, export, ingest, metrics, openapi, streaming
 from .context import API_PREFIX, current_dashboard
 from .params import BadParam
 
@@ -48,6 +48,7 @@ def build_blueprint(settings: Settings) -> Blueprint:
     # Recorded before any rule below (and before the nested blueprints' rules) is added.
     parent.record_once(lambda state: state.app.url_map.converters.setdefault("anypath", AnyPathConverter))
     parent.register_blueprint(api.bp, url_prefix=API_PREFIX)
+    parent.register_blueprint(alerts.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(streaming.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(export.bp, url_prefix=f"{API_PREFIX}/export")
     parent.register_blueprint(openapi.bp, url_prefix=API_PREFIX)

@@ -21,6 +21,8 @@ from ..core.pipeline import Pipeline
 from ..core.store import CallStore
 from ..journal import open_journal
 from ..model.patter import patter_callbacks
+from ..ops.alert_config import load_alerts
+from ..ops.alerts import Alerts
 from ..ops.metrics import Metrics
 from . import access
 from .access import Access
@@ -45,6 +47,7 @@ class PatterDashboard:
         self.pipeline = Pipeline()
         self.streams = StreamStats()
         self.metrics: Metrics | None = None
+        self.alerts: Alerts | None = None
         if app is not None:
             self.init_app(app)
 
@@ -53,6 +56,7 @@ class PatterDashboard:
 
         self.settings = s = load_settings(app.config, self.options)
         self.access = access.resolve(s)
+        alerts = load_alerts(s.ALERTS) if s.ALERTS else None  # a bad file stops the app here, with its line
         journal = open_journal(s.DB, sync=s.DB_SYNC)
         if journal is not None:
             journal.check()  # a corrupt, foreign or newer file stops the app here, by name
@@ -69,6 +73,7 @@ class PatterDashboard:
             retention_days=s.RETENTION_DAYS,
         )
         self.metrics = Metrics(self.pipeline)  # this app's own registry: two dashboards in a process never clash
+        self.alerts = Alerts(self.pipeline, alerts) if alerts is not None else None
         app.extensions[EXTENSION_KEY] = self
         # flask-sock reads its server options from app.config; a host app's own
         # values win, ours fill the gaps.
@@ -106,6 +111,8 @@ class PatterDashboard:
         self.pipeline.ensure_started()
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self.alerts is not None:
+            self.alerts.stop()
         self.pipeline.hub.shutdown()
         self.pipeline.stop(timeout)
 

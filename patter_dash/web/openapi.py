@@ -78,6 +78,8 @@ MODELS: tuple[Any, ...] = (
     views.Health,
     views.Deleted,
     views.CallDeletedFrame,
+    views.AlertsAnswer,
+    views.AlertFrame,
     views.Ack,
     views.PatterAck,
     views.Error,
@@ -291,6 +293,12 @@ def paths(settings: Settings) -> dict[str, Schema]:
             },
             ("format", *FILTERS),
         ),
+        f"{V1}/alerts": _get(
+            "getAlerts", "meta",
+            json_body(ref("AlertsAnswer"), "Each alert rule (PATTER_DASH_ALERTS) with its state, what fires now and its last "
+                      "notifications (AlertNotification, the webhook body), and each destination's delivery counters."),
+            errors={},
+        ),
         f"{V1}/health": _get("getHealth", "meta", json_body(ref("Health"), "Event thread, queue, store and subscriber state."), errors={}),
         f"{V1}/openapi.json": _get(
             "getOpenApi", "meta", json_body({"type": "object"}, "This document."), errors={}
@@ -306,7 +314,8 @@ def paths(settings: Settings) -> dict[str, Schema]:
                     "TranscriptLine, and one with a turnIndex is shown above the lines just before it that have a "
                     "greater turnIndex, or the same one and a later role: user, assistant, others). Heartbeat comments keep it open; "
                     "call_deleted frames (CallDeletedFrame: seq, type, call_ids) say which calls were deleted "
-                    "(a DELETE or the retention purge): drop them wherever they are shown. "
+                    "(a DELETE or the retention purge): drop them wherever they are shown; alert_firing and "
+                    "alert_resolved frames (AlertFrame) are alert rules changing state. "
                     "'reset', 'overflow', 'shutdown' and 'busy' events tell the reader to reconnect. HEAD answers the "
                     "headers only and never subscribes."
                 ),

@@ -18,6 +18,7 @@ export const urls = Object.freeze({
   overview: ds.apiOverview,
   costs: ds.apiCosts,
   health: ds.apiHealth,
+  alerts: ds.apiAlerts,
   exportCsv: ds.exportCsv,
   exportJson: ds.exportJson,
   events: ds.events,

@@ -2,7 +2,8 @@
  * app.js — entry point of the patter-dash page.
  *
  * Owns: wiring the views together (live, history, detail, analytics, the
- * delete confirmation, the history-storage badge) with the event stream, the
+ * delete confirmation, the history-storage badge, the alerts view and its
+ * firing badge) with the event stream, the
  * routes (#live, #history?filters, #analytics, #call/<id>: see router.js) and
  * what Back does, the shortcuts' actions, the time-zone note, the page title,
  * and removing a ?token= from the address bar once the server has turned it
@@ -25,6 +26,7 @@ import { Announcer, say } from "./announce.js";
 import { installShortcuts, trapFocus } from "./keys.js";
 import { DeleteDialog } from "./deletion.js";
 import { StorageBadge } from "./storage.js";
+import { AlertsView } from "./alerts.js";
 
 /* The token, if any, served its purpose when the server answered; keep it out of history and screenshots. */
 function dropTokenFromUrl() {
@@ -158,6 +160,12 @@ function main() {
     },
   });
 
+  const alerts = new AlertsView({
+    onNotice(text) {
+      say(notice, text);
+    },
+  });
+
   /* ---- active-call snapshots, with stream events buffered while one loads ----
    * Events that arrive while a snapshot is in flight are replayed on top of it,
    * so a snapshot taken before an event never undoes that event. Only the newest
@@ -227,6 +235,7 @@ function main() {
       history.refresh();
       analytics.invalidate();
       storage.refresh();
+      alerts.refresh();
       if (detail.openId !== null) detail.noteEvent(detail.openId);
     }
     const ok = await loadSnapshot();
@@ -249,6 +258,10 @@ function main() {
 
   const stream = new LiveStream(urls.events, byId("pd-conn"), {
     onEvent(type, data) {
+      if (type === "alert_firing" || type === "alert_resolved") {
+        alerts.noteEvent(type, data); // not a call event: nothing for the call views
+        return;
+      }
       if (snapshotting) buffered.push([type, data]);
       else handleEvent(type, data);
     },
@@ -327,6 +340,7 @@ function main() {
   history.load();
   analytics.refresh();
   storage.refresh();
+  alerts.refresh();
   loadSnapshot();
   stream.start();
 }

@@ -1,0 +1,292 @@
+"""Outbox: alert notifications delivered to their configured URLs, off the event thread, with retries.
+
+One :class:`Courier` per destination: a bounded queue (past ``queue`` the
+oldest notification is dropped, counted and logged) and one background
+worker (a greenlet under gevent: ``http.client`` on patched sockets
+cooperates) that POSTs the head, retrying with exponential backoff
+(:data:`BACKOFF_FIRST` doubling up to :data:`BACKOFF_MAX`) up to
+``max_attempts``, then drops it (counted, logged). The event thread only
+appends to a deque: a hanging or failing endpoint never slows ingest.
+
+With an SQLite history (``PATTER_DASH_DB``) each notification is written to
+the ``alert_outbox`` table by the worker (through
+:func:`~patter_dash.core.cooperative.offload`) before it is sent, and deleted
+once delivered or given up, so a restart sends what was pending. Delivery is
+at least once: a notification sent just before a crash, not yet deleted,
+is sent again; its ``id`` lets a receiver drop the repeat.
+
+Webhook requests carry ``X-Patter-Dash-Timestamp`` (Unix seconds, fresh at each
+attempt) and ``X-Patter-Dash-Signature: sha256=<hex HMAC-SHA256 of
+"<timestamp>.<body>" with the destination's secret>``. Redirects are not
+followed: only configured URLs are called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.cooperative import offload
+from ..model import jsoncodec
+from .alert_config import Destination
+
+log = logging.getLogger("patter_dash")
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 300.0
+SIGNATURE_HEADER = "X-Patter-Dash-Signature"
+TIMESTAMP_HEADER = "X-Patter-Dash-Timestamp"
+USER_AGENT = "patter-dash-alerts/1"
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value: ``sha256=`` + hex HMAC-SHA256 of ``<timestamp>.<body>``."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def slack_body(notification: dict[str, Any]) -> dict[str, Any]:
+    """A Slack incoming-webhook body: ``text`` (also shown in notifications) and one section block."""
+    icon = ":red_circle:" if notification["state"] == "firing" else ":large_green_circle:"
+    # Slack's own escaping: caller text (a call id) can then neither mention @channel nor make a link.
+    message = notification["message"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = f"{icon} {message}"
+    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
+
+
+@dataclass(slots=True)
+class Letter:
+    """One notification for one destination."""
+
+    id: str
+    body: bytes
+    attempts: int = 0
+    next_at: float = 0.0
+    row: int | None = None  # its alert_outbox row once written
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # a 3xx is a failed attempt
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class OutboxTable:
+    """The ``alert_outbox`` rows of one SQLite history file (its own connection; blocking: call through offload)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # native threads of the offload pool share the connection
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            # As the journal's own connection: WAL, and no fsync per transaction (the OS keeps a
+            # committed row through a killed process); a per-notification fsync would stall the
+            # journal's writer behind this connection's lock.
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._db = db
+        return self._db
+
+    def sync(self, destination: str, add: list[tuple[str, bytes]], remove: list[int]) -> list[int]:
+        """One transaction: delete ``remove`` rows, insert ``add`` (letter id, body); the new rows' ids."""
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if remove:
+                    db.executemany("DELETE FROM alert_outbox WHERE id = ?", [(row,) for row in remove])
+                rows = []
+                now = time.time()
+                for letter_id, body in add:
+                    cur = db.execute("INSERT INTO alert_outbox (destination, letter_id, body, created_at) VALUES (?, ?, ?, ?)",
+                                     (destination, letter_id, body, now))
+                    rows.append(int(cur.lastrowid or 0))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return rows
+
+    def pending(self, destination: str) -> list[tuple[int, str, bytes]]:
+        with self._lock:
+            return self._conn().execute(
+                "SELECT id, letter_id, body FROM alert_outbox WHERE destination = ? ORDER BY id", (destination,)
+            ).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class Courier:
+    """Delivers one destination's notifications in order, one at a time, from a background worker."""
+
+    def __init__(self, destination: Destination, table: OutboxTable | None = None) -> None:
+        self.destination = destination
+        self.table = table
+        self.queue: deque[Letter] = deque()
+        self.stats = {"queued": 0, "delivered": 0, "failed_attempts": 0, "dropped": 0, "given_up": 0}
+        self.last_error: str | None = None
+        self._wake: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        #: Written to the outbox table by the worker, in one transaction per turn of its loop.
+        self._unsaved: list[Letter] = []
+        self._doomed: list[int] = []
+
+    # ----------------------------------------------------- event thread side
+
+    def post(self, letter_id: str, notification: dict[str, Any]) -> None:
+        """Queue a notification (O(1), never blocks); the oldest is dropped past the bound."""
+        body = notification if self.destination.type == "webhook" else slack_body(notification)
+        self._append(Letter(letter_id, jsoncodec.dumpb(body)))
+
+    def _append(self, letter: Letter) -> None:
+        idle = not self.queue  # the worker waits for work only then; in a backoff it looks again within 1 s
+        self.queue.append(letter)
+        if self.table is not None:
+            self._unsaved.append(letter)
+        self.stats["queued"] += 1
+        while len(self.queue) > self.destination.queue:
+            old = self.queue.popleft()
+            old.attempts = -1  # dropped: not to be written if it was not yet
+            dropped = self.stats["dropped"] = self.stats["dropped"] + 1
+            if dropped in (1, 10, 100) or dropped % 1000 == 0:  # counted always, logged now and then
+                log.warning("patter-dash alerts: %s: queue full (%d), dropped notification %s (%d dropped so far)",
+                            self.destination.name, self.destination.queue, old.id, dropped)
+            if old.row is not None and old.row >= 0:
+                self._doomed.append(old.row)  # deleted by the worker: no SQLite on the event thread
+        if idle and self._wake is not None:
+            self._wake.set()
+
+    # ---------------------------------------------------------- worker side
+
+    def start(self) -> None:
+        """Start the worker in this process (the serving one: gevent has patched threading by now)."""
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"patter-dash-alerts-{self.destination.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def _run(self) -> None:
+        if self.table is not None:
+            try:
+                rows = offload(self.table.pending, self.destination.name)
+            except sqlite3.Error as exc:
+                log.error("patter-dash alerts: cannot read the pending outbox of %s: %s", self.destination.name, exc)
+                rows = []
+            if rows:
+                log.info("patter-dash alerts: %s: %d notifications pending from before the restart", self.destination.name, len(rows))
+            self.queue.extendleft(reversed([Letter(letter_id, bytes(body), row=row) for row, letter_id, body in rows]))
+        wake = self._wake
+        assert wake is not None
+        while not self._stopping:
+            if not self.queue:
+                wake.wait(5.0)
+                wake.clear()
+                continue
+            self._persist_new()
+            if not self.queue:
+                continue
+            letter = self.queue[0]
+            delay = letter.next_at - time.monotonic()
+            if delay > 0:
+                wake.wait(min(delay, 1.0))  # and new notifications are written to the outbox meanwhile
+                wake.clear()
+                continue
+            ok = self._send(letter)
+            done = ok or letter.attempts >= self.destination.max_attempts
+            if done and self.queue and self.queue[0] is letter:  # (not dropped for a newer one meanwhile)
+                self.queue.popleft()
+            if ok:
+                self.stats["delivered"] += 1
+                self._forget(letter)
+            elif letter.attempts >= self.destination.max_attempts:
+                self.stats["given_up"] += 1
+                log.error("patter-dash alerts: %s: gave up on notification %s after %d attempts (%s)",
+                          self.destination.name, letter.id, letter.attempts, self.last_error)
+                self._forget(letter)
+            else:
+                letter.next_at = time.monotonic() + min(BACKOFF_FIRST * 2 ** (letter.attempts - 1), BACKOFF_MAX)
+
+    def _persist_new(self) -> None:
+        """Write the notifications not on disk yet (before their first attempt) and delete the finished ones."""
+        if self.table is None:
+            return
+        unsaved, self._unsaved = [letter for letter in self._unsaved if letter.attempts >= 0], []
+        doomed, self._doomed = self._doomed, []
+        if not unsaved and not doomed:
+            return
+        try:
+            rows = offload(self.table.sync, self.destination.name, [(l.id, l.body) for l in unsaved], doomed)
+        except sqlite3.Error as exc:
+            log.error("patter-dash alerts: cannot write the outbox (%s); sending from memory", exc)
+            rows = [-1] * len(unsaved)
+        for letter, row in zip(unsaved, rows):
+            letter.row = row
+            if letter.attempts < 0 and row >= 0:  # dropped while it was being written
+                self._doomed.append(row)
+
+    def _forget(self, letter: Letter) -> None:
+        """Delete a finished notification's row now (one short transaction, with any others waiting)."""
+        if self.table is None or letter.row is None or letter.row < 0:
+            return
+        self._doomed.append(letter.row)
+        self._persist_new()
+
+    def _send(self, letter: Letter) -> bool:
+        dest = self.destination
+        letter.attempts += 1
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        if dest.type == "webhook" and dest.secret:
+            timestamp = str(int(time.time()))
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = sign(dest.secret, timestamp, letter.body)
+        request = urllib.request.Request(dest.url, data=letter.body, headers=headers, method="POST")
+        try:
+            with _OPENER.open(request, timeout=dest.timeout) as response:
+                response.read(65536)
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            exc.close()
+        except Exception as exc:  # refused, reset, timed out, DNS: all a failed attempt
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return self._failed(letter)
+        if 200 <= status < 300:
+            return True
+        self.last_error = f"HTTP {status}"
+        return self._failed(letter)
+
+    def _failed(self, letter: Letter) -> bool:
+        self.stats["failed_attempts"] += 1
+        failures = self.stats["failed_attempts"]
+        if failures in (1, 10, 100) or failures % 1000 == 0:
+            log.warning("patter-dash alerts: %s: delivery failed (%s); %d failed attempts so far",
+                        self.destination.name, self.last_error, failures)
+        return False
+
+    def view(self) -> dict[str, Any]:
+        return {"name": self.destination.name, "type": self.destination.type, "pending": len(self.queue),
+                **self.stats, "last_error": self.last_error}
