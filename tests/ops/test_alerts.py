@@ -9,6 +9,8 @@ after the restart; a bad rules file is refused at start with its line.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from pathlib import Path
 from typing import Any
@@ -367,3 +369,13 @@ def test_the_route_needs_the_token(live_server, tmp_path, receivers) -> None:
     assert requests.get(f"{server.url}/api/v1/alerts", timeout=5).status_code == 401
     body = server.get("/api/v1/alerts").text
     assert hook.url not in body and SECRET not in body  # URLs and secrets are never shown
+
+
+def test_slack_body_escapes_caller_text_and_the_signature_is_over_timestamp_and_body() -> None:
+    from patter_dash.ops.outbox import sign, slack_body
+
+    body = slack_body({"state": "firing", "message": "[FIRING] r: call <!channel> & <https://evil|click>: ..."})
+    assert body["text"] == ":red_circle: [FIRING] r: call &lt;!channel&gt; &amp; &lt;https://evil|click&gt;: ..."
+    assert body["blocks"][0]["text"]["text"] == body["text"]
+    expected = hmac.new(b"k", b"1700000000." + b'{"a":1}', hashlib.sha256).hexdigest()
+    assert sign("k", "1700000000", b'{"a":1}') == f"sha256={expected}"

@@ -82,3 +82,18 @@ min_calls = 3
         guard.check()
     finally:
         hook.close()
+
+
+def test_alerts_view_reflows_at_400_percent_zoom(live_server: Any, open_page: Any, tmp_path: Path) -> None:
+    from tests.test_ui_a11y import assert_reflows
+
+    path = tmp_path / "alerts.toml"
+    path.write_text('[[rules]]\nname = "a-rather-long-rule-name-for-a-narrow-screen"\nkind = "turn_latency"\nthreshold = 1000\n')
+    server = live_server(PATTER_DASH_ALERTS=str(path))
+    page, guard = open_page(viewport=(320, 640))
+    open_dashboard(page, server.url, "alerts")
+    server.post_events([start("CA-" + "x" * 60, "+15550001234"), turn("CA-" + "x" * 60, 0, 2600)])
+    expect(page.locator("#pd-firing")).to_be_visible()
+    expect(page.locator(".pd-rule-state")).to_have_text("Firing")
+    assert_reflows(page, "alerts, firing")
+    guard.check()
