@@ -55,6 +55,7 @@ def test_fresh_venv_from_requirements_boots_gunicorn_gevent(tmp_path: Path):
     proc = subprocess.Popen(
         [env_dir / "bin" / "gunicorn", "-k", "gevent", "-b", f"127.0.0.1:{port}", "wsgi:app"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PATTER_DASH_DATA_DIR": str(tmp_path / "data")},  # not the checkout's history file
     )
     try:
         health = wait_for(lambda: _get_json(f"http://127.0.0.1:{port}/api/v1/health"), timeout=30, interval=0.2)

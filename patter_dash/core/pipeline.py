@@ -263,7 +263,7 @@ class Pipeline:
         if self._thread is not None:
             self._thread.join(timeout)
         if self.journal is not None and self._pid == os.getpid():
-            self.journal.close()
+            offload(self.journal.close)  # its checkpoint copies the WAL into the file: not on the loop
         self._pid = None
 
     def _restore(self, journal: Journal) -> None:
@@ -307,6 +307,12 @@ class Pipeline:
         while len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
         self.hub.head = self._seq
+        try:
+            # A file that cannot be written (read-only, disk full) is known before the first
+            # ingest: health says so at once and ingest is refused, instead of failing later.
+            offload(journal.commit, Batch(last_seq=self._seq))
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
         gc.freeze()  # the restored calls live long: out of the collector's sight (see _maybe_freeze)
         self.journal_stats["restore_seconds"] = round(time.monotonic() - started, 3)
         log.info(
@@ -454,6 +460,7 @@ class Pipeline:
                 self._close_stale()
                 if self.journal is not None:
                     self._purge(self.journal)
+                    self._take_dirty()
                 last_reap = now
             self._sleeping = True
             if not self._queue or (self.journal_error is not None and time.monotonic() < self._retry_at):
@@ -461,6 +468,7 @@ class Pipeline:
             self._sleeping = False
         if self.journal is not None and self.journal_error is None:
             # A clean stop leaves the file folded (snapshots written, their events gone).
+            self._take_dirty()
             try:
                 self._drain_journaled(self.journal)
             except JournalUnavailable:
@@ -527,10 +535,19 @@ class Pipeline:
             self._answer(item, Ack(0, False))
             return False
 
-    def _batch(self, events: list[Event]) -> Batch:
-        """The next transaction: new events (not those already seen), finished calls, applied ids."""
+    def _take_dirty(self) -> None:
+        """Finished calls changed since the last transaction go into the next one.
+
+        A batch takes them too; without events (a quiet second, a call closed
+        as stale, a stop) this writes them all the same, so the file does not
+        wait for the next event to hold them whole.
+        """
         for call in self.store.take_dirty():
             self._unwritten[call.call_id] = call
+
+    def _batch(self, events: list[Event]) -> Batch:
+        """The next transaction: new events (not those already seen), finished calls, applied ids."""
+        self._take_dirty()
         fresh: list[Event] = []
         keys: set[str] = set()
         for event in events:
@@ -554,14 +571,10 @@ class Pipeline:
         try:
             cold = offload(write)
         except JournalUnavailable as exc:
-            if self.journal_error is None:
-                log.error("patter-dash: cannot write history (%s); ingest answers 503 until it can", exc)
-            self.journal_error = str(exc)
-            self.journal_stats["failures"] += 1
-            self._retry_at = time.monotonic() + RETRY_INTERVAL
+            self._journal_failed(exc)
             raise
         if self.journal_error is not None:
-            log.warning("patter-dash: history is written again (%s is over)", self.journal_error)
+            log.warning("patter-dash: history is written again (before, %s)", self.journal_error)
             self.journal_error = None
         self._unwritten.clear()
         self._unwritten_seen = []
@@ -570,6 +583,13 @@ class Pipeline:
         stats["events"] += len(batch.events)
         stats["last_commit_ms"] = round((time.monotonic() - started) * 1000, 2)
         return cold
+
+    def _journal_failed(self, exc: JournalUnavailable) -> None:
+        if self.journal_error is None:
+            log.error("patter-dash: cannot write history (%s); ingest answers 503 until it can", exc)
+        self.journal_error = str(exc)
+        self.journal_stats["failures"] += 1
+        self._retry_at = time.monotonic() + RETRY_INTERVAL
 
     def _operation(self, item: Pending, journal: Journal | None) -> None:
         """Run a queued deletion and answer whoever waits on it."""
@@ -600,10 +620,7 @@ class Pipeline:
             try:
                 on_disk = offload(journal.forget, ids)
             except JournalUnavailable as exc:
-                log.error("patter-dash: cannot delete from history (%s)", exc)
-                self.journal_error = str(exc)
-                self.journal_stats["failures"] += 1
-                self._retry_at = time.monotonic() + RETRY_INTERVAL
+                self._journal_failed(exc)
                 return None
         deleted = []
         for call_id in ids:
