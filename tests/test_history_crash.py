@@ -146,6 +146,16 @@ def line_texts(detail: dict[str, Any]) -> list[str]:
     return [line["text"] for line in detail["transcript"]]
 
 
+def _sent_texts(client: Client) -> set[str]:
+    texts: set[str] = set()
+    for event in list(client.sent):
+        if event["type"] == "transcript":
+            texts.add(event["data"]["text"])
+        if event["type"] == "call_end":
+            texts.update(line["text"] for line in event["data"].get("conversation_history") or [])
+    return texts
+
+
 def check_acknowledged(server: LiveServer, clients: list[Client]) -> int:
     """Every acknowledged event is served with its content, and nothing twice; the number of calls checked."""
     checked = 0
@@ -153,16 +163,12 @@ def check_acknowledged(server: LiveServer, clients: list[Client]) -> int:
         by_call: dict[str, list[dict[str, Any]]] = {}
         for event in client.acked:
             by_call.setdefault(event["data"]["call_id"], []).append(event)
-        sent_texts: set[str] = set()
-        for event in client.sent:
-            if event["type"] == "transcript":
-                sent_texts.add(event["data"]["text"])
-            if event["type"] == "call_end":
-                sent_texts.update(line["text"] for line in event["data"].get("conversation_history") or [])
         for call_id, events in by_call.items():
             response = server.get(f"/api/v1/calls/{call_id}")
             assert response.status_code == 200, f"{client.name}: acknowledged call {call_id} is gone"
             detail = response.json()["data"]
+            # After the read: a running client records what it sends before sending it.
+            sent_texts = _sent_texts(client)
             texts = line_texts(detail)
             twice = [t for t, k in Counter(texts).items() if k > 1]
             assert not twice, f"{call_id}: lines applied twice: {twice}"
@@ -411,7 +417,7 @@ def test_a_call_without_events_times_out_and_a_late_end_still_completes_it(live_
         {"type": "call_start", "data": {"call_id": "TALKING"}},
     ])
     sent = time.monotonic()
-    while time.monotonic() - sent < 6:  # a live call that keeps talking is not stale
+    while time.monotonic() - sent < 8:  # a live call that keeps talking is not stale
         server.post_events([{"type": "transcript", "data": {"call_id": "TALKING", "role": "user", "text": f"still here {time.time()}"}}])
         if server.get("/api/v1/calls/STALE").json()["data"]["status"] == "timeout":
             break
@@ -420,7 +426,8 @@ def test_a_call_without_events_times_out_and_a_late_end_still_completes_it(live_
     announced = stream.next_event(timeout=5)
     assert announced is not None and announced["event"] == "call_status" and announced["data"]["call_id"] == "STALE"
     assert announced["data"]["call"]["status"] == "timeout" and "stale_timeout" in announced["data"]["call"]["flags"]
-    assert 2.0 <= closed < 4.5, f"closed after {closed:.1f} s with a 2 s timeout"
+    # Never early; late by the reaper's second plus what a loaded machine adds.
+    assert 2.0 <= closed < 8, f"closed after {closed:.1f} s with a 2 s timeout"
     stream.close()
 
     detail = server.get("/api/v1/calls/STALE").json()["data"]
