@@ -208,6 +208,8 @@ class Pipeline:
         self._drops_since_warning = 0
         self.started_at = time.time()
         self.counters = {"accepted": 0, "duplicates": 0, "dropped": 0, "rejected": 0, "busy": 0, "errors": 0}
+        #: Deletions done (requests and retention): readers that cache what they encoded drop it when this moves.
+        self.deletions = 0
         #: Why the journal cannot write now (None: it can), and when to try again.
         self.journal_error: str | None = None
         self._retry_at = 0.0
@@ -634,6 +636,7 @@ class Pipeline:
                 store.uncount(started_at, status, (duration_ms, cost[:5], cost[5]))
                 deleted.append(call_id)
         if deleted:
+            self.deletions += 1
             self._seq += 1
             self.hub.publish(self._seq, CALL_DELETED, deleted[0] if len(deleted) == 1 else "",
                              {"seq": self._seq, "type": CALL_DELETED, "call_ids": deleted}, deleted)
