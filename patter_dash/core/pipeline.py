@@ -37,6 +37,7 @@ from ..model.clean import ValidationError
 from ..model.events import Event, make_event
 from .aggregates import HOUR, contribution, latency_bin
 from .cooperative import gevent_active, let_others_run, offload, on_foreign_native_thread
+from .history import History
 from .hub import Hub
 from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore
 
@@ -211,6 +212,8 @@ class Pipeline:
         self._last_purge = 0.0
         self.store = CallStore(**self._store_options)
         self.hub = Hub(**self._hub_options)
+        #: Reads of finished calls, in memory and (with a journal) on disk.
+        self.history = History(self)
         self._wakeup: _Wakeup | None = None
         #: Called once in each process where the event thread starts (e.g. the demo runtime).
         self.on_start: list[Callable[[], None]] = []
@@ -276,8 +279,9 @@ class Pipeline:
         restored = offload(read)
         store = self.store
         store.load(restored.hours, restored.latencies, restored.calls, restored.done)
-        store.aggregates.cold_rows = lambda lo, hi: offload(journal.numbers_between, lo, hi)
+        store.aggregates.cold_rows = self.history.cold_rows
         self._adopt_cold(e.call_id for e in restored.events)
+        store.pin(e.call_id for e in restored.events)  # held until replayed (see _commit)
         self._seq = max(self._seq, restored.last_seq)
         replayed: list[tuple[str, int]] = []
         for n, event in enumerate(restored.events, 1):
@@ -293,6 +297,7 @@ class Pipeline:
                 replayed.append((event.key, applied.call.seq))
             if n % 100 == 0:
                 let_others_run()
+        store.release()
         store.take_closed()  # nobody is reading yet: nothing to announce
         for key, seq in (*restored.seen, *replayed):
             self._seen[key] = seq
@@ -316,6 +321,10 @@ class Pipeline:
         if missing:
             for call in offload(journal.load_many, missing):
                 store.adopt_cold(call)
+
+    def unwritten(self) -> list[records.Call]:
+        """Finished calls taken for the transaction being written (on disk once it commits)."""
+        return list(self._unwritten.values())
 
     @property
     def running(self) -> bool:
@@ -446,7 +455,7 @@ class Pipeline:
 
     def _drain_journaled(self, journal: Journal) -> None:
         """Write what queued as one transaction, then apply and acknowledge it; repeat until empty."""
-        while self._queue or self._unwritten or self._unwritten_seen or self.journal_error is not None:
+        while self._queue or self._pending_writes() or self.journal_error is not None:
             if self.journal_error is not None and time.monotonic() < self._retry_at:
                 return
             if self._queue and self._queue[0].type == DELETE:
@@ -472,8 +481,17 @@ class Pipeline:
                 if n % 100 == 0:
                     let_others_run()
                     self._maybe_freeze()
-            if not self._queue and not self._unwritten and not self._unwritten_seen:
+            self.store.release()
+            if not self._queue and not self._pending_writes():
                 return
+
+    def _pending_writes(self) -> bool:
+        """Whether something applied is not on disk yet (the next transaction takes it, events or none).
+
+        Finished calls too: left waiting for the next event, a call that ended
+        idle stays on disk as events only, and a clean stop leaves it unfolded.
+        """
+        return bool(self._unwritten or self._unwritten_seen or self.store.has_dirty())
 
     def _validate(self, item: Pending) -> bool:
         """Make the item's event (a fed one is checked here); a refused one is answered now."""
@@ -490,8 +508,7 @@ class Pipeline:
 
     def _batch(self, events: list[Event]) -> Batch:
         """The next transaction: new events (not those already seen), finished calls, applied ids."""
-        for call in self.store.take_dirty():
-            self._unwritten[call.call_id] = call
+        self.store.take_dirty(self._unwritten)
         fresh: list[Event] = []
         keys: set[str] = set()
         for event in events:
@@ -526,6 +543,10 @@ class Pipeline:
         if self.journal_error is not None:
             log.warning("patter-dash: history is written again (%s is over)", self.journal_error)
             self.journal_error = None
+        # The calls these events name stay in memory until they are applied: calls finishing
+        # earlier in the batch would otherwise push them out, and an event for a call no
+        # longer held would start a new one.
+        store.pin(ids)
         for call in found:
             store.adopt_cold(call)
         self._unwritten.clear()
@@ -551,8 +572,7 @@ class Pipeline:
                 return
         deleted = []
         for call_id in ids:
-            self._unwritten.pop(call_id, None)
-            if store.delete(call_id) is not None:
+            if store.delete(call_id, self._unwritten.pop(call_id, None)) is not None:
                 deleted.append(call_id)
         cold = {row[0]: row for row in on_disk}
         for call_id, row in cold.items():

@@ -2,8 +2,9 @@
 
 Response shapes follow Patter 0.7.0's own ``/api/v1`` routes (``{"data": ...}``)
 so clients written for Patter work unchanged. Every read is served from the
-store's indexes and running aggregates: no route scans all calls unless a
-filter asks it to.
+store's indexes and running aggregates, and history older than memory from
+the journal (:mod:`patter_dash.core.history`, off the gevent loop): no route
+scans all calls unless a filter asks it to.
 """
 
 from __future__ import annotations
@@ -32,12 +33,18 @@ def list_calls() -> Response:
     offset = params.integer(request.args, "offset", 0, 0, 10**9)
     full = params.choice(request.args, "full", ("0", "1", "true", "false")) in ("1", "true")
     flt = params.call_filter(request.args)
-    calls, total = current_dashboard().store.page(flt, limit, offset)
+    dash = current_dashboard()
+    calls, total = dash.pipeline.history.page(flt, limit, offset)
+    now = time.time()
     if full:
-        now = time.time()
         rows = [jsoncodec.dumps(records.detail(c, now)) for c in _yielding(calls)]
     else:
-        rows = [_summary_json(c, c.seq) for c in _yielding(calls)]
+        held = dash.store.completed
+        rows = [
+            # A call read from disk is a new object each time: cached, it would only crowd out the others.
+            _summary_json(c, c.seq) if held.get(c.call_id) is c else jsoncodec.dumps(records.summary(c, now))
+            for c in _yielding(calls)
+        ]
     pagination = jsoncodec.dumps({"limit": limit, "offset": offset, "count": len(calls), "total": total})
     return Response(f'{{"data":[{",".join(rows)}],"pagination":{pagination}}}', mimetype="application/json")
 
@@ -107,10 +114,12 @@ def _tail(lines: list[tuple[str, str, float | None]], budget: int) -> tuple[list
 
 @bp.get("/calls/<anypath:call_id>")
 def call_detail(call_id: str) -> Response | tuple[Response, int]:
-    call = current_dashboard().store.get(call_id)
+    dash = current_dashboard()
+    call = dash.pipeline.history.get(call_id)  # memory, else disk
     if call is None:
         return jsonify(error="Call not found"), 404
-    if call.active:  # its duration grows every second: never cached
+    if call.active or dash.store.completed.get(call_id) is not call:
+        # A live call's duration grows every second; a call read from disk is a new object each time.
         body = jsoncodec.dumps(records.detail(call, time.time()))
     else:
         body = _detail_json(call, call.seq)
