@@ -5,7 +5,7 @@ config lets the same comparison be made for patter-dash. Everything else is
 the shipped configuration.
 """
 
-from patter_dash.run.server import SETTINGS, on_starting, post_worker_init  # noqa: F401
+from patter_dash.run.server import SETTINGS, on_starting, post_worker_init, worker_exit  # noqa: F401
 
 globals().update(SETTINGS)
 accesslog = None

@@ -35,7 +35,8 @@ def free_port() -> int:
 class LiveServer:
     """gunicorn -c gunicorn.conf.py wsgi:app, as the README runs it, on a free port."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any], extra_args: list[str] | None = None, data: str = "data") -> None:
+    def __init__(self, tmp: Path, config: dict[str, Any], extra_args: list[str] | None = None, data: str = "data",
+                 launcher: list[str] | None = None) -> None:
         self.port = free_port()
         # The standalone server keeps state (the generated token, its history) in a
         # data directory: the test's own, never the checkout's; one per server, as
@@ -48,6 +49,8 @@ class LiveServer:
             **{k: str(v) for k, v in config.items()},
         }
         self.extra_args = extra_args or []
+        #: A command the server runs under, e.g. ``setpriv`` to drop privileges.
+        self.launcher = launcher or []
         self.prefix = self.config.get("PATTER_DASH_URL_PREFIX", "").rstrip("/")
         self.token = self.config.get("PATTER_DASH_TOKEN")
         self.log_path = tmp / f"gunicorn-{self.port}.log"
@@ -75,7 +78,7 @@ class LiveServer:
             **self.config,
             "PYTHONUNBUFFERED": "1",
         }
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}", *self.extra_args, "wsgi:app"]
+        cmd = [*self.launcher, sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-b", f"127.0.0.1:{self.port}", *self.extra_args, "wsgi:app"]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         if wait:
@@ -131,8 +134,8 @@ def live_server(tmp_path: Path) -> Iterator[Any]:
     """Factory: ``live_server(PATTER_DASH_TOKEN="...", ...)`` → a started :class:`LiveServer`."""
     servers: list[LiveServer] = []
 
-    def start(extra_args: list[str] | None = None, **config: Any) -> LiveServer:
-        server = LiveServer(tmp_path, config, extra_args, data=f"data-{len(servers) + 1}" if servers else "data")
+    def start(extra_args: list[str] | None = None, *, launcher: list[str] | None = None, **config: Any) -> LiveServer:
+        server = LiveServer(tmp_path, config, extra_args, data=f"data-{len(servers) + 1}" if servers else "data", launcher=launcher)
         servers.append(server)
         return server.start()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -48,13 +49,34 @@ def test_init_app_and_settings_precedence(monkeypatch):
 @pytest.mark.parametrize(
     "key, value",
     [("PATTER_DASH_MAX_CALLS", "lots"), ("PATTER_DASH_MAX_CALLS", "0"), ("PATTER_DASH_HEARTBEAT", "-1"),
-     ("PATTER_DASH_UI", "maybe"), ("PATTER_DASH_URL_PREFIX", "ops"), ("PATTER_DASH_TOKEN", "has space")],
+     ("PATTER_DASH_UI", "maybe"), ("PATTER_DASH_URL_PREFIX", "ops"), ("PATTER_DASH_TOKEN", "has space"),
+     ("PATTER_DASH_DB_SYNC", "sometimes"), ("PATTER_DASH_RETENTION_DAYS", "-1"), ("PATTER_DASH_CALL_TIMEOUT", "forever"),
+     ("PATTER_DASH_DB", "bad\x00path")],
 )
 def test_bad_values_are_refused_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=key):
         load_settings({}, environ={key: value})
     with pytest.raises(ConfigError, match=key):
         create_app({key: value})
+
+
+def test_an_embedding_app_keeps_history_in_memory_unless_it_names_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PATTER_DASH_DB", raising=False)
+    embedded = Flask("host")
+    dash = PatterDashboard(embedded)
+    try:
+        assert embedded.test_client().get("/api/v1/health").get_json()["history"]["mode"] == "memory"
+    finally:
+        dash.stop()
+    assert not list(tmp_path.iterdir()), "an embedded dashboard wrote files into its host's directory"
+    named = Flask("host")
+    dash = PatterDashboard(named, db=str(tmp_path / "calls.db"))
+    try:
+        history = named.test_client().get("/api/v1/health").get_json()["history"]
+        assert history["mode"] == "sqlite" and history["path"] == str(tmp_path / "calls.db") and history["status"] == "ok"
+    finally:
+        dash.stop()
 
 
 def test_an_unknown_option_is_refused_not_ignored():
@@ -83,11 +105,12 @@ def test_ui_off_serves_api_and_ingest_only():
     assert r.status_code == 202
 
 
-def test_console_script_serve_with_demo_feeds_live_calls():
+def test_console_script_serve_with_demo_feeds_live_calls(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "patter_dash.run.cli", "serve", "--port", str(port), "--demo"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # Its own data directory: the checkout's (and its history file, held by one server) is a developer's.
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PATTER_DASH_DATA_DIR": str(tmp_path)},
     )
     try:
         def seen_calls():

@@ -132,6 +132,15 @@ READS = [
     ("unknown call", "/api/v1/calls/nope", "/api/v1/calls/{call_id}", 404, views.Error),
     ("bad parameter", "/api/v1/calls?limit=0", "/api/v1/calls", 400, views.Error),
     ("bad period", "/api/v1/analytics/costs?from=tomorrow", "/api/v1/analytics/costs", 400, views.Error),
+    # Patter's own dashboard routes (Patter's shapes).
+    ("patter history", "/api/dashboard/calls?limit=1000", "/api/dashboard/calls", 200, list[views.PatterRecord]),
+    ("patter finished call", f"/api/dashboard/calls/{CALL_ID}", "/api/dashboard/calls/{call_id}", 200, views.PatterRecord),
+    ("patter realtime call", f"/api/dashboard/calls/{REALTIME}", "/api/dashboard/calls/{call_id}", 200, views.PatterRecord),
+    ("patter live call", f"/api/dashboard/calls/{LIVE}", "/api/dashboard/calls/{call_id}", 200, views.PatterLiveCall),
+    ("patter unknown call", "/api/dashboard/calls/nope", "/api/dashboard/calls/{call_id}", 404, views.Error),
+    ("patter live calls", "/api/dashboard/active", "/api/dashboard/active", 200, list[views.PatterLiveCall]),
+    ("patter aggregates", "/api/dashboard/aggregates", "/api/dashboard/aggregates", 200, views.PatterAggregates),
+    ("patter export", "/api/dashboard/export/calls", "/api/dashboard/export/calls", 200, list[views.PatterRecord]),
 ]
 
 

@@ -16,8 +16,10 @@ each commit wait for the disk as well.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import json
 import os
 import sqlite3
 import time
@@ -25,9 +27,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from ..model.records import Call
-from . import Batch, JournalError, JournalUnavailable, Restored
+from ..model.records import Call, search_needle
+from . import Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
 
 #: Schema versions in order; each entry migrates from the one before (index + 1 = version).
@@ -68,13 +71,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE seen (key TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE info (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
     """,
-    # 2: date-range reads and the retention purge go by call start; completion order is an
-    # order, not a key (INSERT OR REPLACE must never drop another call over a repeated number)
+    # 2: date-range reads and the retention purge go by call start; history read from disk
+    # (filters from one narrow index, in completion order; ``q`` in a lowercase text column);
+    # completion order is an order, not a key (INSERT OR REPLACE must never drop another
+    # call over a repeated number)
     """
     DROP INDEX calls_by_done;
     CREATE INDEX calls_by_done ON calls (done);
     CREATE INDEX calls_by_start ON calls (started_at);
     CREATE INDEX seen_by_seq ON seen (seq);
+    CREATE INDEX calls_by_filter ON calls (done, status, direction, provider_mode, started_at);
+    ALTER TABLE calls ADD COLUMN search BLOB;
     """,
     # 3: alert notifications not yet delivered (ops/outbox.py), sent again after a restart
     """
@@ -87,6 +94,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
+#: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
+_FILLS: dict[int, Any] = {}
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Written in ``PRAGMA application_id``: tells our file from any other SQLite database.
 APPLICATION_ID = 0x50445348  # "PDSH"
@@ -100,11 +109,33 @@ def _unavailable(path: str, exc: BaseException) -> JournalUnavailable:
     message = str(exc)
     if "full" in message or getattr(exc, "errno", None) == errno.ENOSPC:
         reason = f"the disk holding {path} is full"
-    elif "readonly" in message or "read-only" in message:
-        reason = f"{path} is read-only"
+    elif "readonly" in message or "read-only" in message or getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES):
+        reason = _read_only_reason(path) or f"{path} is read-only"
     else:
         reason = f"cannot write {path}: {message}"
     return JournalUnavailable(reason)
+
+
+def _is_read_only(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN"))
+    return getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _read_only_reason(path: str) -> str | None:
+    """Why ``path`` cannot be written, in the operator's terms (None: it looks writable)."""
+    directory = os.path.dirname(path) or "."
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f"{path} is on a read-only file system"
+    except OSError:
+        pass
+    for name in (path, f"{path}-wal", f"{path}-shm"):  # SQLite makes the last two with the first one's mode
+        if os.path.exists(name) and not os.access(name, os.W_OK):
+            return f"{name} is read-only (no write permission)"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{path} is read-only: its directory {directory} cannot be written (SQLite needs to create {os.path.basename(path)}-wal there)"
+    return None
 
 
 class SQLiteJournal:
@@ -117,7 +148,9 @@ class SQLiteJournal:
         self.sync = sync
         self._db: sqlite3.Connection | None = None
         self._lock_file: Any = None
-        self._readers: list[sqlite3.Connection] = []
+        #: Pooled read-only connections, each with the generation it was opened in.
+        self._readers: list[tuple[int, sqlite3.Connection]] = []
+        self._generation = 0
         self._seen_written = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -126,24 +159,46 @@ class SQLiteJournal:
         """Open, refuse what is not ours or too new, migrate forward, close.
 
         Run where the app is made (before any fork), so a bad file stops the
-        server at once with a message naming the file.
+        server at once with a message naming the file. A file that cannot be
+        written (read-only file or file system) is checked read-only: the
+        server then starts degraded, serving the history and refusing ingest.
         """
-        db = self._connect()
+        try:
+            db = self._connect()
+        except JournalUnavailable as exc:
+            db = self._connect_read_only()
+            try:
+                if self._inspect(db) != SCHEMA_VERSION:
+                    raise JournalError(
+                        f"{self.path} must be upgraded to schema {SCHEMA_VERSION} but cannot be written ({exc}). "
+                        "Make it writable for one start, or point PATTER_DASH_DB at another file."
+                    ) from None
+            finally:
+                db.close()
+            return
         try:
             self._migrate(db)
         finally:
             db.close()
 
     def open(self) -> None:
-        """Take the file for this process (one writer per file) and open it for writing."""
+        """Take the file for this process (one writer per file) and open it for writing.
+
+        A file that cannot be written now is left to read-only connections:
+        :meth:`commit` raises :class:`JournalUnavailable` and tries to open it
+        for writing again on every call, so writing resumes by itself.
+        """
         self._lock()
-        db = self._connect()
+        try:
+            db = self._connect()
+        except JournalUnavailable:
+            return
         self._migrate(db)
         self._db = db
 
     def close(self) -> None:
         readers, self._readers = self._readers, []
-        for reader in readers:
+        for _, reader in readers:
             reader.close()
         if self._db is not None:
             try:
@@ -157,51 +212,124 @@ class SQLiteJournal:
             self._lock_file = None
 
     def _connect(self) -> sqlite3.Connection:
+        """A connection for writing, in WAL mode; a file that is not ours is refused before anything in it changes.
+
+        Raises :class:`JournalError` for a file that must not be used (corrupt,
+        foreign, newer), :class:`JournalUnavailable` for one that cannot be
+        written now.
+        """
         directory = os.path.dirname(self.path) or "."
         try:
             os.makedirs(directory, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=5.0)
         except (OSError, sqlite3.Error) as exc:
-            raise JournalError(f"cannot open the database {self.path}: {exc}") from None
+            raise JournalError(f"cannot open the database {self.path}: {_read_only_reason(self.path) or exc}") from None
         try:
+            # Before journal_mode: switching a foreign or newer file to WAL would rewrite its header.
+            self._inspect(db)
             db.execute("PRAGMA journal_mode=WAL").fetchone()
             db.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'full' else 'NORMAL'}")
             db.execute("PRAGMA foreign_keys=OFF")
+        except JournalError:
+            db.close()
+            raise
         except sqlite3.DatabaseError as exc:
             db.close()
-            raise JournalError(
-                f"{self.path} is not a readable patter-dash database ({exc}). It was left untouched: "
-                "restore a backup (patter-dash backup) over it, or move it aside to start a new history."
-            ) from None
+            # A WAL file on a read-only file system or directory cannot even be read
+            # this way (SQLite cannot create its index): not damage, only no writing.
+            reason = _read_only_reason(self.path)
+            if reason is not None:
+                raise JournalUnavailable(reason) from None
+            raise self._unreadable(exc) from None
         return db
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only connection, also where SQLite cannot create the WAL index (read-only file system or directory).
+
+        There nothing can write the file, so it is opened as immutable.
+        """
+        uri = "file:" + quote(Path(self.path).resolve().as_posix())
+        error: sqlite3.DatabaseError | None = None
+        for options in ("?mode=ro", "?mode=ro&immutable=1"):
+            db = sqlite3.connect(uri + options, uri=True, check_same_thread=False, timeout=5.0)
+            try:
+                db.execute("PRAGMA schema_version").fetchone()
+                return db
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                error = exc
+        assert error is not None
+        raise self._unreadable(error)
+
+    def _unreadable(self, exc: BaseException) -> JournalError:
+        return JournalError(
+            f"{self.path} is not a readable patter-dash database ({exc}). It was left untouched: "
+            "restore a backup (patter-dash backup) over it, or move it aside to start a new history."
+        )
+
+    def _inspect(self, db: sqlite3.Connection) -> int:
+        """The file's schema version; refuse one written by a newer release or by another application."""
         version = db.execute("PRAGMA user_version").fetchone()[0]
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"{self.path} was written by a newer patter-dash (schema {version}; this release reads up to "
-                f"{SCHEMA_VERSION}). Upgrade patter-dash, or point PATTER_DASH_DB at another file."
+                f"{SCHEMA_VERSION}). It was left untouched: upgrade patter-dash, or point PATTER_DASH_DB at another file."
             )
         if tables and app_id != APPLICATION_ID:
             raise JournalError(
-                f"{self.path} is an SQLite database of another application; patter-dash will not write into it. "
-                "Point PATTER_DASH_DB at a new file."
+                f"{self.path} is an SQLite database of another application; patter-dash will not write into it "
+                "and left it untouched. Point PATTER_DASH_DB at a new file."
             )
+        return int(version)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = self._inspect(db)
         if version == SCHEMA_VERSION:
             return
         try:
             db.execute("BEGIN IMMEDIATE")
-            for script in MIGRATIONS[version:]:
+            for reached, script in enumerate(MIGRATIONS[version:], version + 1):
                 for statement in filter(str.strip, script.split(";")):
                     db.execute(statement)
+                if reached in _FILLS:
+                    _FILLS[reached](db)
             db.execute(f"PRAGMA application_id={APPLICATION_ID}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             db.execute("ROLLBACK") if db.in_transaction else None
             raise JournalError(f"cannot upgrade {self.path} to schema {SCHEMA_VERSION}: {exc}") from None
+
+    def _writer(self) -> sqlite3.Connection:
+        """The connection for writing, opened again if the file could not be written before."""
+        if self._db is not None:
+            return self._db
+        try:
+            if self._lock_file is None:
+                self._lock()
+            db = self._connect()
+            try:
+                self._migrate(db)
+            except JournalError:
+                db.close()
+                raise
+        except JournalError as exc:
+            raise JournalUnavailable(str(exc)) from None
+        self._db = db
+        # Readers opened while the file was read-only may be immutable: they would not see new writes.
+        self._generation += 1
+        readers, self._readers = self._readers, []
+        for _, reader in readers:
+            reader.close()
+        return db
+
+    def _lost_writer(self, exc: BaseException) -> None:
+        """After a read-only error, open the file anew next time: this connection may have been opened read-only."""
+        if self._db is not None and _is_read_only(exc):
+            self._db.close()
+            self._db = None
 
     def _lock(self) -> None:
         """One process writes a file: a second server on it is refused, a restarting worker waits.
@@ -211,7 +339,15 @@ class SQLiteJournal:
         master, so the new one waits for the file. Any other holder is
         another server: refused with its process id.
         """
-        handle = open(self.path + ".lock", "a+")
+        try:
+            handle = open(self.path + ".lock", "a+")
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise JournalError(f"cannot create the lock file {self.path}.lock: {exc}") from None
+            try:
+                handle = open(self.path + ".lock")  # flock needs no write access
+            except OSError:
+                return  # none exists and none can be made: no server can write this file either
         deadline = time.monotonic() + 30.0
         while True:
             try:
@@ -229,10 +365,11 @@ class SQLiteJournal:
                         "database: stop the other, or give this one its own PATTER_DASH_DB."
                     ) from None
                 time.sleep(0.1)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()} {os.getppid()}\n")
-        handle.flush()
+        if handle.writable():
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()} {os.getppid()}\n")
+            handle.flush()
         self._lock_file = handle
 
     # --------------------------------------------------------------- writing
@@ -245,8 +382,7 @@ class SQLiteJournal:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, rolled back whole on any failure; a write failure is :class:`JournalUnavailable`."""
-        db = self._db
-        assert db is not None, "journal not open"
+        db = self._writer()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -257,6 +393,7 @@ class SQLiteJournal:
                     db.execute("ROLLBACK")
                 raise
         except (sqlite3.Error, OSError) as exc:
+            self._lost_writer(exc)
             raise _unavailable(self.path, exc) from None
 
     def _write(self, db: sqlite3.Connection, batch: Batch) -> None:
@@ -265,11 +402,12 @@ class SQLiteJournal:
             for call, done, counted in batch.snapshots:
                 rows.append((
                     call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
-                    call.meta_value("provider_mode") or "", *counted, freeze(call),
+                    call.meta_value("provider_mode") or "", *counted, freeze(call), call.search_text(),
                 ))
             db.executemany(
                 f"INSERT OR REPLACE INTO calls (call_id, done, started_at, status, direction, caller, callee, "
-                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state) VALUES ({', '.join('?' * 19)})",
+                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state, search) "
+                f"VALUES ({', '.join('?' * 20)})",
                 rows,
             )
             # The snapshot holds what these events did; they were all applied before it was taken.
@@ -315,8 +453,16 @@ class SQLiteJournal:
 
     def restore(self, keep: int) -> Restored:
         """What a starting process needs: totals of every call, the newest ``keep`` whole, events to replay."""
-        db = self._db
-        assert db is not None, "journal not open"
+        db = self._db or self._connect_read_only()  # read-only: the history is served all the same
+        try:
+            return self._read_back(db, keep)
+        except sqlite3.DatabaseError as exc:  # damage past the header: refuse to start, as for a corrupt file
+            raise self._unreadable(exc) from None
+        finally:
+            if db is not self._db:
+                db.close()
+
+    def _read_back(self, db: sqlite3.Connection, keep: int) -> Restored:
         hours = db.execute(f"SELECT hour, status, count(*), {_COST_SUMS} FROM calls GROUP BY hour, status").fetchall()
         latencies = db.execute(
             "SELECT hour, latency_bin, count(*), sum(latency_us) FROM calls WHERE latency_us IS NOT NULL "
@@ -335,13 +481,50 @@ class SQLiteJournal:
         return Restored(hours, latencies, calls, events, seen, int(row[0]) if row else 0, done)
 
     def numbers_between(self, lo: float, hi: float) -> list[tuple[Any, ...]]:
-        """(started_at, status, numbers) of the stored calls started in [lo, hi), for a range's edge hours."""
+        """(call_id, started_at, status, numbers) of the stored calls started in [lo, hi), for a range's edge hours."""
         with self._reader() as db:
             found = db.execute(
-                f"SELECT started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE started_at >= ? AND started_at < ?",
+                f"SELECT call_id, started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE started_at >= ? AND started_at < ?",
                 (lo, hi),
             ).fetchall()
-        return [(started_at, status, (duration, list(costs[:5]), costs[5])) for started_at, status, duration, *costs in found]
+        return [
+            (call_id, started_at, status, (duration, list(costs[:5]), costs[5]))
+            for call_id, started_at, status, duration, *costs in found
+        ]
+
+    def page(
+        self, flt: Filter, below: int, skip: Iterable[int], limit: int, offset: int = 0, *,
+        count: bool = False, max_bytes: int | None = None,
+    ) -> tuple[list[Call], int | None]:
+        """Stored calls matching ``flt`` with ``done < below`` (but not those in ``skip``), newest first.
+
+        ``limit`` calls from ``offset``, fewer once ``max_bytes`` of state is
+        read (at least one), and with ``count`` how many match in all, read in
+        the same snapshot. The filters other than ``q`` are answered by one
+        narrow index in completion order, so a page deep in history or a count
+        reads the index, not the calls.
+        """
+        where, args = _where(flt, below, list(skip))
+        with self._reader() as db:
+            db.execute("BEGIN")  # the count and the page see the same history
+            try:
+                total = db.execute(f"SELECT count(*) FROM calls WHERE {where}", args).fetchone()[0] if count else None
+                marks = [row[0] for row in db.execute(
+                    f"SELECT done FROM calls WHERE {where} ORDER BY done DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+                )]
+                calls: list[Call] = []
+                read = 0
+                for done in marks:  # one lookup each: a page stops at max_bytes without reading further
+                    row = db.execute("SELECT state FROM calls WHERE done = ?", (done,)).fetchone()
+                    if row is None:
+                        continue
+                    calls.append(thaw(row[0]))
+                    read += len(row[0])
+                    if max_bytes is not None and read >= max_bytes:
+                        break
+            finally:
+                db.execute("COMMIT")
+        return calls, total
 
     def load(self, call_id: str) -> Call | None:
         with self._reader() as db:
@@ -369,19 +552,76 @@ class SQLiteJournal:
         return total
 
     def backup(self, target: str) -> None:
-        """An online, consistent copy (SQLite's backup API) while the server writes."""
-        source = sqlite3.connect(self.path, timeout=10.0)
+        """An online, consistent copy (SQLite's backup API) while the server writes.
+
+        The copy is taken in one step, inside one read transaction: in WAL
+        mode that never blocks the server's commits, while a copy made in
+        steps starts over each time another process commits, so under
+        steady ingest it would never finish. It is written beside ``target``
+        and renamed into place only once complete.
+        """
+        source = self._connect_read_only()  # never creates or changes the file it copies
         try:
-            destination = sqlite3.connect(target)
+            self._inspect(source)
+            partial = f"{target}.partial"
             try:
-                source.backup(destination, pages=1024, sleep=0.005)
-            finally:
-                destination.close()
+                destination = sqlite3.connect(partial)
+                try:
+                    source.backup(destination)
+                    destination.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
+                finally:
+                    destination.close()
+                with open(partial, "rb") as copy:
+                    os.fsync(copy.fileno())
+                os.replace(partial, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
+                raise
         finally:
             source.close()
 
     def _reader(self) -> _Reader:
         return _Reader(self)
+
+
+def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
+    """SQL for :meth:`SQLiteJournal.page`'s filters; the same tests as ``CallFilter.matches`` in memory."""
+    clauses, args = ["done < ?"], [below]
+    for column, value in (("status", flt.status), ("direction", flt.direction), ("provider_mode", flt.provider_mode)):
+        if value:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    if flt.start is not None:
+        clauses.append("started_at >= ?")
+        args.append(flt.start)
+    if flt.end is not None:
+        clauses.append("started_at < ?")
+        args.append(flt.end)
+    if flt.query:
+        # Bytes against bytes: instr compares them as they are (no LIKE wildcards, no SQLite case folding).
+        clauses.append("instr(search, ?) > 0")
+        args.append(search_needle(flt.query))
+    if skip:
+        clauses.append("done NOT IN (SELECT value FROM json_each(?))")
+        args.append(json.dumps(skip))
+    return " AND ".join(clauses), args
+
+
+def _fill_search(db: sqlite3.Connection) -> None:
+    """Schema 2: the search text of the calls a schema-1 file holds (computed as :meth:`Call.search_text`)."""
+    last = 0
+    while True:
+        rows = db.execute(
+            "SELECT rowid, state FROM calls WHERE rowid > ? ORDER BY rowid LIMIT 500", (last,)
+        ).fetchall()
+        if not rows:
+            return
+        db.executemany("UPDATE calls SET search = ? WHERE rowid = ?", [(thaw(state).search_text(), rowid) for rowid, state in rows])
+        last = rows[-1][0]
+
+
+_FILLS[2] = _fill_search
 
 
 class _Reader:
@@ -390,20 +630,20 @@ class _Reader:
     def __init__(self, journal: SQLiteJournal) -> None:
         self.journal = journal
         self.db: sqlite3.Connection | None = None
+        self.generation = 0
 
     def __enter__(self) -> sqlite3.Connection:
         journal = self.journal
         try:
-            self.db = journal._readers.pop()  # list.pop and append are atomic: no lock to share with gevent
+            self.generation, self.db = journal._readers.pop()  # list.pop and append are atomic: no lock to share with gevent
         except IndexError:
-            uri = "file:" + Path(journal.path).resolve().as_posix() + "?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=5.0)
+            self.generation, self.db = journal._generation, journal._connect_read_only()
         return self.db
 
     def __exit__(self, *exc: Any) -> None:
         assert self.db is not None
-        if len(self.journal._readers) < 4:
-            self.journal._readers.append(self.db)
+        if len(self.journal._readers) < 4 and self.generation == self.journal._generation:
+            self.journal._readers.append((self.generation, self.db))
         else:
             self.db.close()
 

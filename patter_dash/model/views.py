@@ -437,6 +437,84 @@ class CallDeletedFrame(_Record):
     call_ids: Annotated[list[Id], Meta(min_length=1)]
 
 
+# ------------------------------------------- Patter's own dashboard routes
+
+
+class PatterMetrics(CallMetrics, kw_only=True):
+    """A finished call's metrics as Patter's dashboard holds them: Patter's CallMetrics with its turns.
+
+    A call that ended without CallMetrics gets Patter's stand-in: the duration, the cost so far
+    (zero when none), every latency percentile as {"total_ms": 0.0}, empty provider_mode, and its turns.
+    Unknown fields Patter sent come back unchanged.
+    """
+
+    duration_seconds: Amount | None
+    turns: list[TurnRecord]
+    cost: CostBreakdown
+
+
+class PatterRecord(_Record):
+    """A finished call as Patter 0.7.0's dashboard answers it (GET /api/dashboard/calls, its export)."""
+
+    call_id: Id
+    caller: Label
+    callee: Label
+    direction: Annotated[Short, Meta(description="inbound or outbound (inbound when never reported, as in Patter).")]
+    started_at: Annotated[float, Meta(description="Epoch seconds.")]
+    ended_at: Annotated[float, Meta(description="Epoch seconds.")]
+    status: Short
+    metrics: Annotated[
+        PatterMetrics | None,
+        Meta(description="null when the call was closed by a status (no-answer, busy, timeout, ...) without call_end."),
+    ]
+    transcript: Annotated[list[TranscriptLine], Meta(max_length=MAX_LINES, description="In reading order, as in CallDetail.")]
+    turns: list[TurnRecord]
+
+
+class PatterLiveCall(_Record):
+    """A live call as Patter 0.7.0's dashboard answers it (GET /api/dashboard/active, and /calls/{id} while live)."""
+
+    call_id: Id
+    caller: Label
+    callee: Label
+    direction: Annotated[Short, Meta(description="inbound or outbound (inbound when never reported, as in Patter).")]
+    started_at: Annotated[float, Meta(description="Epoch seconds.")]
+    status: Annotated[Short, Meta(description="initiated, in-progress, ringing, ...")]
+    turns: Annotated[
+        list[TurnRecord],
+        Meta(description=f"Its turns so far, oldest first; in /active the newest that fit the page (as in ActiveCall, at most {ACTIVE_TURNS})."),
+    ]
+    transcript: Annotated[
+        list[TranscriptLine],
+        Meta(description=f"Its lines so far, in reading order; in /active the newest that fit the page (as in ActiveCall, at most {ACTIVE_LINES})."),
+    ]
+
+
+class PatterAggregates(_Record):
+    """GET /api/dashboard/aggregates: totals over every finished call (Patter 0.7.0's shape)."""
+
+    total_calls: Count
+    total_cost: Annotated[Amount, Meta(description="USD.")]
+    avg_duration: Annotated[Amount, Meta(description="Seconds.")]
+    avg_latency_ms: Annotated[Ms, Meta(description="Mean over calls of each call's mean latency (agent_response_ms, else total_ms).")]
+    cost_breakdown: ComponentCosts
+    active_calls: Count
+    sdk_version: Annotated[str, Meta(description="The installed getpatter's version, or empty when it is not installed here.")]
+
+
+class PatterDeleteRequest(msgspec.Struct):
+    """POST /api/dashboard/calls/delete: the calls to delete. Items that are not strings, or are empty, are ignored."""
+
+    call_ids: list[Any]
+
+
+class PatterDeleted(_Record):
+    """What Patter's delete routes answer: the calls deleted (sorted), live calls, unknown and blank ids left out."""
+
+    deleted: list[Id]
+    count: Count
+
+
 # ------------------------------------------------------- ingest and errors
 
 

@@ -1,9 +1,10 @@
-"""CLI: ``patter-dash serve [--port 8000] [--host 127.0.0.1] [--token ...] [--demo] [--no-ui]``."""
+"""CLI: ``patter-dash serve [...]`` runs the dashboard; ``patter-dash backup FILE`` copies its history."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 
 from ..config import ConfigError
@@ -19,11 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--demo", action="store_true", help="also run a simulated voice runtime feeding calls")
     run.add_argument("--no-ui", dest="ui", action="store_false", help="serve ingest and the API only")
     run.add_argument("--url-prefix", default=None, help="mount everything under this path, e.g. /ops/voice")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--db", default=None, metavar="PATH",
+                       help="keep history in this SQLite file (default: $PATTER_DASH_DB, else <data dir>/history.db)")
+    where.add_argument("--memory", action="store_true", help="keep history in memory only: lost at every restart")
+    copy = sub.add_parser("backup", help="copy the history into FILE while the server runs (SQLite's backup API)")
+    copy.add_argument("file", metavar="FILE", help="where the copy goes; must not exist yet")
+    copy.add_argument("--db", default=None, metavar="PATH",
+                      help="the history to copy (default: $PATTER_DASH_DB, else <data dir>/history.db)")
     args = parser.parse_args(argv)
 
-    from .server import serve
-
     try:
+        if args.command == "backup":
+            return backup(args.db or standalone_db(), args.file)
+        from .server import serve
+
         serve(
             port=args.port,
             dashboard=args.ui,
@@ -31,10 +42,41 @@ def main(argv: list[str] | None = None) -> int:
             host=args.host,
             demo=args.demo or None,
             url_prefix=args.url_prefix,
+            db=":memory:" if args.memory else args.db,
         )
     except ConfigError as exc:
         print(f"patter-dash: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def standalone_db() -> str:
+    """The history file the standalone server uses with the current environment (as ``create_app`` resolves it)."""
+    from .app import DEFAULT_DATA_DIR, DEFAULT_DB_NAME
+
+    data_dir = os.environ.get("PATTER_DASH_DATA_DIR") or DEFAULT_DATA_DIR
+    return os.environ.get("PATTER_DASH_DB") or os.path.join(data_dir, DEFAULT_DB_NAME)
+
+
+def backup(source: str, target: str) -> int:
+    """An online copy of ``source`` into the new file ``target``; the server may run and ingest meanwhile."""
+    from ..journal.sqlite import SQLiteJournal
+
+    if source == ":memory:":
+        raise ConfigError("history is kept in memory only (PATTER_DASH_DB=:memory:): there is no file to back up")
+    if not os.path.isfile(source):
+        raise ConfigError(f"no history at {source}; name it with --db PATH or PATTER_DASH_DB")
+    if os.path.lexists(target):
+        raise ConfigError(f"{target} exists; a backup never overwrites a file: name a new one")
+    try:
+        SQLiteJournal(source).backup(target)
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"cannot write the backup {target}: {exc}") from None
+    with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as copy:
+        calls = copy.execute("SELECT count(*) FROM calls").fetchone()[0]
+        live = copy.execute("SELECT count(DISTINCT call_id) FROM events").fetchone()[0]
+    print(f"patter-dash: copied {source} to {target} ({os.path.getsize(target)} bytes: {calls} finished calls, "
+          f"{live} with events not yet folded)")
     return 0
 
 

@@ -100,10 +100,21 @@ def post_worker_init(worker: Any) -> None:
         # hold the worker for the whole graceful_timeout.
         while worker.alive:
             gevent.sleep(0.25)
-        # Streams end now; the event thread writes what it holds (history folded, nothing to replay).
-        dash.stop()
+        dash.pipeline.hub.shutdown()  # worker_exit then writes what the event thread holds
 
     gevent.spawn(watch_alive)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker leaving cleanly (SIGTERM, a HUP's old worker) writes what it holds and closes its history.
+
+    The file is then folded into one (no ``-wal`` beside it) and its lock is
+    free at once for the worker that replaces this one. After kill -9 none of
+    this runs, and nothing acknowledged depends on it.
+    """
+    dash = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("patter_dash")  # no wsgi: it failed to boot
+    if dash is not None:
+        dash.stop()
 
 
 def serve(
@@ -120,6 +131,8 @@ def serve(
 
     ``dashboard=False`` serves ingest and the API without the UI; extra keyword
     arguments are ``PATTER_DASH_*`` settings by short name (``max_calls=...``).
+    History persists to ``<data dir>/history.db`` unless ``db=`` names another
+    file, or ``db=":memory:"`` keeps it in memory only.
     """
     from gunicorn.app.base import BaseApplication
 
@@ -135,6 +148,7 @@ def serve(
                 self.cfg.set(key, value)
             self.cfg.set("on_starting", on_starting)
             self.cfg.set("post_worker_init", post_worker_init)
+            self.cfg.set("worker_exit", worker_exit)
 
         def load(self) -> Any:
             return create_app(standalone=True, **{k: v for k, v in options.items() if v is not None})

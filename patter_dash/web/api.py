@@ -2,20 +2,23 @@
 
 Response shapes follow Patter 0.7.0's own ``/api/v1`` routes (``{"data": ...}``)
 so clients written for Patter work unchanged. Every read is served from the
-store's indexes and running aggregates: no route scans all calls unless a
-filter asks it to. Deletions go through the pipeline's one writer (journal
-first, then memory and totals) and answer once they are done.
+store's indexes and running aggregates, and history older than memory from
+the journal (:mod:`patter_dash.core.history`, off the gevent loop): no route
+scans all calls unless a filter asks it to. Deletions go through the
+pipeline's one writer (journal first, then memory and totals) and answer once
+they are done.
 """
 
 from __future__ import annotations
 
 import time
+from weakref import WeakKeyDictionary
 from collections.abc import Iterator
 from functools import lru_cache
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..core.pipeline import paced
+from ..core.pipeline import Pipeline, paced
 from ..model import jsoncodec, records
 from ..model.records import LINE_EXTRA, LINE_TEXT, Call, Line, Turn
 from ..model.views import (  # the bounds of a live page, one source with its schema
@@ -36,12 +39,19 @@ def list_calls() -> Response:
     offset = params.integer(request.args, "offset", 0, 0, 10**9)
     full = params.choice(request.args, "full", ("0", "1", "true", "false")) in ("1", "true")
     flt = params.call_filter(request.args)
-    calls, total = current_dashboard().store.page(flt, limit, offset)
+    dash = current_dashboard()
+    _forget_deleted(dash.pipeline)
+    calls, total = dash.pipeline.history.page(flt, limit, offset)
+    now = time.time()
     if full:
-        now = time.time()
         rows = [jsoncodec.dumps(records.detail(c, now)) for c in _yielding(calls)]
     else:
-        rows = [_summary_json(c, c.seq) for c in _yielding(calls)]
+        held = dash.store.completed
+        rows = [
+            # A call read from disk is a new object each time: cached, it would only crowd out the others.
+            _summary_json(c, c.seq) if held.get(c.call_id) is c else jsoncodec.dumps(records.summary(c, now))
+            for c in _yielding(calls)
+        ]
     pagination = jsoncodec.dumps({"limit": limit, "offset": offset, "count": len(calls), "total": total})
     return Response(f'{{"data":[{",".join(rows)}],"pagination":{pagination}}}', mimetype="application/json")
 
@@ -147,10 +157,13 @@ def _newest_turns(turns: tuple[Turn, ...], most: int, budget: int) -> tuple[list
 
 @bp.get("/calls/<anypath:call_id>")
 def call_detail(call_id: str) -> Response | tuple[Response, int]:
-    call = current_dashboard().store.get(call_id)
+    dash = current_dashboard()
+    _forget_deleted(dash.pipeline)
+    call = dash.pipeline.history.get(call_id)  # memory, else disk
     if call is None:
         return jsonify(error="Call not found"), 404
-    if call.active:  # its duration grows every second: never cached
+    if call.active or dash.store.completed.get(call_id) is not call:
+        # A live call's duration grows every second; a call read from disk is a new object each time.
         body = jsoncodec.dumps(records.detail(call, time.time()))
     else:
         body = _detail_json(call, call.seq)
@@ -170,7 +183,6 @@ def delete_call(call_id: str) -> Response | tuple[Response, int]:
     deleted = current_dashboard().pipeline.delete([call_id])
     if not deleted:
         return jsonify(error="Call not found"), 404
-    _drop_encoded()
     return jsonify(count=len(deleted), call_ids=deleted)
 
 
@@ -182,15 +194,22 @@ def delete_calls() -> Response:
     if before is None:
         raise params.BadParam("before", "is required: every finished call that started before this time is deleted")
     count = current_dashboard().pipeline.delete_before(before)
-    if count:
-        _drop_encoded()
     return jsonify(count=count, before=before)
 
 
-def _drop_encoded() -> None:
-    """Forget the encoded rows: a deleted call's text must not stay in memory through a cache."""
-    _summary_json.cache_clear()
-    _detail_json.cache_clear()
+def _forget_deleted(pipeline: Pipeline) -> None:
+    """After any deletion (a request, the retention purge), drop the encoded rows.
+
+    A deleted call's text must not stay in memory, nor be served, through the cache.
+    """
+    if _encoded_after.get(pipeline) != pipeline.deletions:
+        _summary_json.cache_clear()
+        _detail_json.cache_clear()
+        _encoded_after[pipeline] = pipeline.deletions
+
+
+#: Per pipeline (per app), the deletions its cached rows have seen.
+_encoded_after: WeakKeyDictionary[Pipeline, int] = WeakKeyDictionary()
 
 
 @bp.get("/analytics/overview")

@@ -2,7 +2,8 @@
 
 Layout under the configured prefix: ``/dashboard`` (UI), ``/api/v1/...``
 (read API, ingest, events, export, OpenAPI), ``/api/dashboard/ingest``
-(Patter's own push), ``/metrics`` (Prometheus). Cross-cutting rules live
+(Patter's own push), ``/metrics`` (Prometheus) and Patter's own dashboard routes
+(``/api/dashboard/...``, a compatibility surface). Cross-cutting rules live
 here once: start the event thread in the serving process, authenticate, add
 security headers, and turn every error under the API into JSON (never a stack
 trace or an HTML page).
@@ -29,7 +30,7 @@ from ..config import Settings
 from ..core.hub import HubFull
 from ..core.pipeline import ApplyFailed, QueueFull
 from ..model.clean import ValidationError
-from . import alerts, api, auth, export, ingest, metrics, openapi, streaming
+from . import alerts, api, auth, export, ingest, metrics, openapi, patter_routes, streaming
 from .context import API_PREFIX, current_dashboard
 from .params import BadParam
 
@@ -54,6 +55,7 @@ def build_blueprint(settings: Settings) -> Blueprint:
     parent.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(ingest.bp)
     parent.register_blueprint(metrics.bp)
+    parent.register_blueprint(patter_routes.bp)
     if settings.UI:
         from . import ui
 
@@ -81,7 +83,7 @@ def build_blueprint(settings: Settings) -> Blueprint:
 
     # Unknown paths and wrong methods answer JSON here, not the host app's HTML pages.
     parent.add_url_rule(f"{API_PREFIX}/<anypath:rest>", "api_fallback", _api_fallback, methods=FALLBACK_METHODS)
-    parent.add_url_rule("/api/dashboard/ingest", "patter_ingest_fallback", _api_fallback, methods=["GET", "PUT", "PATCH", "DELETE"])
+    parent.add_url_rule("/api/dashboard/<anypath:rest>", "patter_fallback", _api_fallback, methods=FALLBACK_METHODS)
     parent.register_error_handler(BadParam, lambda e: _json_error(400, str(e)))
     parent.register_error_handler(ValidationError, _validation_error)
     parent.register_error_handler(QueueFull, _queue_full)

@@ -3,7 +3,8 @@
 :func:`document` builds an OpenAPI 3.1 document as a plain dict: the read API,
 deleting calls, exports, both ingest routes, the SSE stream and the two WebSocket routes (which
 OpenAPI cannot model; they appear as ``GET`` with a ``101`` response and the
-protocol in the description). Paths are relative to the server URL, which is
+protocol in the description), and Patter's own dashboard routes under their
+own tag. Paths are relative to the server URL, which is
 the dashboard's mount point (script root + ``PATTER_DASH_URL_PREFIX``), so a
 generated client works under any prefix.
 
@@ -83,6 +84,11 @@ MODELS: tuple[Any, ...] = (
     views.Ack,
     views.PatterAck,
     views.Error,
+    views.PatterRecord,
+    views.PatterLiveCall,
+    views.PatterAggregates,
+    views.PatterDeleteRequest,
+    views.PatterDeleted,
 )
 
 
@@ -166,6 +172,22 @@ def parameters() -> dict[str, Schema]:
             f"Delete every finished call that started before this time (required). {zone}",
             required=True, allowEmptyValue=False,
         ),
+        # Patter's own routes read their parameters Patter's way: a value they cannot use is the default, never a 400.
+        "patter_limit": param(
+            "limit", "query", {"type": "string"}, "Page size: an integer, held within 0..1000; anything else means 50 (as in Patter)."
+        ),
+        "patter_offset": param(
+            "offset", "query", {"type": "string"}, "Calls to skip: an integer, negative means 0; anything else means 0 (as in Patter)."
+        ),
+        "patter_format": param("format", "query", {"type": "string"}, "csv for CSV; anything else (or nothing) for JSON (as in Patter)."),
+        "patter_from": param(
+            "from", "query", {"type": "string"},
+            f"Calls started at or after this time. {zone} A value that is not a time is ignored (as in Patter).",
+        ),
+        "patter_to": param(
+            "to", "query", {"type": "string"},
+            f"Calls started at or before this time (inclusive, as in Patter). {zone} A value that is not a time is ignored.",
+        ),
     }
 
 
@@ -224,7 +246,8 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "listCalls", "calls",
                 json_body(
                     {"anyOf": [ref("CallList"), ref("FullCallList")]},
-                    "Completed calls matching the filters, newest first. CallDetail items with full=1.",
+                    "Completed calls matching the filters, newest first (by completion), over all stored history: memory "
+                    "and, with PATTER_DASH_DB, the calls older than memory holds. CallDetail items with full=1.",
                 ),
                 history,
             ),
@@ -248,7 +271,9 @@ def paths(settings: Settings) -> dict[str, Schema]:
         ),
         f"{V1}/calls/{{call_id}}": {
             **_get(
-                "getCall", "calls", json_body(ref("CallAnswer"), "The call, live or completed."), ("call_id",),
+                "getCall", "calls",
+                json_body(ref("CallAnswer"), "The call, live or completed (from the history file when memory no longer holds it)."),
+                ("call_id",),
                 errors={"404": error('No such call: {"error": "Call not found"}.')},
             ),
             "delete": _delete_operation(
@@ -340,6 +365,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
         ),
         "/api/dashboard/ingest": {"post": _patter_ingest_operation(settings)},
         "/metrics": {"get": _metrics_operation(settings)},
+        **_patter_paths(),
     }
     if settings.UI:
         routes["/dashboard"] = {
@@ -482,6 +508,112 @@ def _metrics_operation(settings: Settings) -> Schema:
     return operation
 
 
+PATTER_TAG = "Patter compatibility"
+PATTER_TAG_DESCRIPTION = (
+    "Patter 0.7.0's own dashboard routes (getpatter/dashboard/routes.py), for Patter's dashboard page and the "
+    "scripts written against it: Patter's shapes, event names and status codes over the same store, live stream, "
+    "export and auth as /api/v1, which is the primary API. Where Patter is lenient (a bad limit, from or format), "
+    "so are these: the default applies, never a 400."
+)
+
+
+def _patter_paths() -> dict[str, Schema]:
+    def op(name: str, ok: Schema, params: tuple[str, ...] = (), errors: dict[str, Schema] | None = None,
+           description: str = "") -> Schema:
+        return _get(name, PATTER_TAG, ok, params, errors=errors or {}, description=description)["get"]
+
+    not_found = {"404": error('No such call: {"error": "Not found"}.')}
+    write = (
+        " Authenticate as for DELETE under /api/v1 (the Bearer header, or the dashboard's session cookie); a "
+        "browser's Origin must be this server or in PATTER_DASH_CORS_ORIGINS (else 403). Live calls are never "
+        "deleted (as in Patter): they, unknown and blank ids are left out of the answer."
+    )
+    unavailable = {
+        "403": error("The request's Origin is another site (or a Host not allowed, with no token set)."),
+        "503": error("History cannot be written now (see health's history.error); retry after Retry-After."),
+    }
+    deleted = json_body(ref("PatterDeleted"), "The calls deleted from memory, the history file and analytics, sorted.")
+    return {
+        "/api/dashboard/calls": {"get": op(
+            "patterListCalls",
+            json_body({"type": "array", "items": ref("PatterRecord")}, "Finished calls, newest first: a bare list of full records."),
+            ("patter_limit", "patter_offset"),
+        )},
+        "/api/dashboard/calls/{call_id}": {
+            "get": op(
+                "patterGetCall",
+                json_body({"anyOf": [ref("PatterRecord"), ref("PatterLiveCall")]},
+                          "The finished call, or the live one (its whole transcript and every turn so far)."),
+                ("call_id",), not_found,
+            ),
+            "delete": {
+                "summary": "patterDeleteCall", "tags": [PATTER_TAG], "operationId": "patterDeleteCall",
+                "description": "Delete one finished call (Patter's DELETE: 200 whether or not it existed)." + write,
+                "parameters": [param_ref("call_id")],
+                "responses": {"200": deleted, **unavailable},
+            },
+        },
+        "/api/dashboard/calls/delete": {"post": {
+            "summary": "patterDeleteCalls", "tags": [PATTER_TAG], "operationId": "patterDeleteCalls",
+            "description": "Delete finished calls by id; the body is read as JSON whatever its Content-Type, as Patter reads it." + write,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": ref("PatterDeleteRequest")}}},
+            "responses": {
+                "200": deleted,
+                "400": error("The body is not a JSON object with a call_ids list: {\"error\": \"Expected JSON body {'call_ids': [...]}\"}."),
+                "408": error("The body did not arrive within PATTER_DASH_BODY_TIMEOUT seconds."),
+                "413": error("Body larger than PATTER_DASH_MAX_BODY."),
+                **unavailable,
+            },
+        }},
+        "/api/dashboard/active": {"get": op(
+            "patterActiveCalls",
+            json_body(
+                {"type": "array", "items": ref("PatterLiveCall")},
+                "Every live call, in the order first seen, each with its newest lines and turns within the budgets of "
+                "GET /api/v1/calls/active, shared by the calls there are (one live call: 100 turns, 1,000,000 characters).",
+            ),
+        )},
+        "/api/dashboard/aggregates": {"get": op(
+            "patterAggregates", json_body(ref("PatterAggregates"), "Totals over every finished call.")
+        )},
+        "/api/dashboard/events": {"get": op(
+            "patterStreamEvents",
+            {
+                "description": (
+                    "Server-Sent Events with Patter's names and data (MetricsStore._publish): call_initiated {call_id, "
+                    "caller, callee, direction, status}, call_start {call_id, caller, callee, direction}, call_status "
+                    "{call_id, status}, transcript_line {call_id, turnIndex, role, text} (user and assistant lines), "
+                    "turn_complete {call_id, turn: TurnRecord}, call_end {call_id, metrics: PatterMetrics or null}, "
+                    "calls_deleted {call_ids}. Each carries an 'id:' (the /api/v1/events sequence number), so "
+                    "EventSource resumes losslessly with Last-Event-ID; heartbeats, 'reset', 'overflow', 'shutdown' and "
+                    "'busy' are as in /api/v1/events. HEAD answers the headers only and never subscribes."
+                ),
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            errors={"503": error("Too many live subscribers; retry after Retry-After.")},
+        )},
+        "/api/dashboard/export/calls": {"get": op(
+            "patterExportCalls",
+            {
+                "description": (
+                    "Patter's export, streamed (attachment; filename=patter_calls.csv or .json). CSV: Patter's columns "
+                    "(call_id, caller, callee, direction, started_at, ended_at, duration_s, cost_total, cost_stt, cost_tts, "
+                    "cost_llm, cost_telephony, avg_latency_ms, turns_count, provider_mode), times in epoch seconds, text "
+                    "cells formula-safe as in /api/v1/export/csv. JSON: an array of PatterRecord. Without from/to, every "
+                    "finished call newest first; with them, those that started in the range, in the order they finished. "
+                    "HEAD answers the headers only."
+                ),
+                "headers": {"Content-Disposition": {"schema": {"type": "string"}, "description": "attachment; filename=..."}},
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "array", "items": ref("PatterRecord")}},
+                },
+            },
+            ("patter_format", "patter_from", "patter_to"),
+        )},
+    }
+
+
 # --------------------------------------------------------------- document
 
 
@@ -516,7 +648,10 @@ def document(server_url: str, settings: Settings | None = None) -> dict[str, Any
             ),
         },
         "servers": [{"url": server_url, "description": "The dashboard's mount point."}],
-        "tags": [{"name": t} for t in ("calls", "analytics", "export", "live", "ingest", "meta", "ui")],
+        "tags": [
+            *({"name": t} for t in ("calls", "analytics", "export", "live", "ingest", "meta", "ui")),
+            {"name": PATTER_TAG, "description": PATTER_TAG_DESCRIPTION},
+        ],
         "paths": routes,
         "components": {
             "schemas": schemas(),

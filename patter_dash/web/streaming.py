@@ -21,7 +21,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from simple_websocket import ConnectionClosed
 
-from ..core.hub import OVERFLOW, RESET, SHUTDOWN, Hub, HubFull, Subscription
+from ..core.hub import OVERFLOW, RESET, SHUTDOWN, Frame, Hub, HubFull, Subscription
 from ..model.views import STREAM_TYPES
 from ..model import jsoncodec
 from . import params
@@ -77,7 +77,20 @@ def _notice(name: str, **data: Any) -> str:
 
 @bp.get("/events")
 def events() -> Response | tuple[Response, int]:
-    wanted = _stream_request()
+    return sse_response(_stream_request())
+
+
+def _as_is(frames: list[Frame]) -> bytes:
+    return b"".join(frame.sse for frame in frames)
+
+
+def sse_response(wanted: StreamRequest, render: Callable[[list[Frame]], bytes] = _as_is) -> Response | tuple[Response, int]:
+    """An SSE response over the hub for ``wanted``; ``render`` writes each batch of frames read.
+
+    ``render`` may leave frames out (b"" for a batch with nothing to send):
+    Patter's own event stream (:mod:`.patter_routes`) renames and reshapes
+    frames this way, with this subscription lifecycle.
+    """
     dash = current_dashboard()
     hub, heartbeat = dash.pipeline.hub, dash.settings.HEARTBEAT
     refused = hub.refusal()
@@ -119,8 +132,8 @@ def events() -> Response | tuple[Response, int]:
                     return
                 if result == RESET:
                     yield _notice("reset", reason="fell behind the replay buffer", last_id=hub.head)
-                elif result:
-                    yield b"".join(frame.sse for frame in result)
+                elif result and (chunk := render(result)):  # type: ignore[arg-type]
+                    yield chunk
                     next_beat = time.monotonic() + heartbeat
                 elif client_gone_check():
                     return
