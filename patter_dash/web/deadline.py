@@ -22,7 +22,7 @@ import socket
 import threading
 
 from flask import Response, after_this_request, request
-from werkzeug.exceptions import ClientDisconnected, RequestTimeout
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 from ..core.cooperative import gevent_active
 from .bodies import shutdown_socket
@@ -64,6 +64,22 @@ def read_body(timeout: float) -> bytes:
         return request.get_data(cache=False)
     _close_after_answer()
     raise RequestTimeout(f"the request body did not arrive within PATTER_DASH_BODY_TIMEOUT ({timeout:g} s)")
+
+
+def read_bounded(limit: int, timeout: float, too_large: Exception) -> bytes:
+    """The body, at most ``limit`` bytes (else ``too_large`` is raised), within ``timeout`` (else 408)."""
+    if (request.content_length or 0) > limit:
+        raise too_large
+    # Werkzeug cuts a chunked body (no Content-Length) at max_content_length rather than
+    # refusing it, so read one byte more than allowed: getting it means the body is too large.
+    request.max_content_length = limit + 1
+    try:
+        raw = read_body(timeout)
+    except RequestEntityTooLarge:
+        raise too_large from None
+    if len(raw) > limit:
+        raise too_large
+    return raw
 
 
 def _close_after_answer() -> None:

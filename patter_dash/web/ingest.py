@@ -32,7 +32,7 @@ from ..model.patter import event_from_patter_notify
 from ..model import jsoncodec
 from . import auth
 from .context import API_PREFIX, current_dashboard
-from .deadline import read_body
+from .deadline import read_bounded
 
 bp = Blueprint("ingest", __name__)
 sock = Sock()
@@ -53,18 +53,7 @@ def _read_json() -> Any:
     too_large = _refusal(
         RequestEntityTooLarge(f"body larger than PATTER_DASH_MAX_BODY ({limit} bytes)"), "body", f"must be at most {limit} bytes"
     )
-    if (request.content_length or 0) > limit:
-        raise too_large
-    # Werkzeug cuts a chunked body (no Content-Length) at max_content_length rather than
-    # refusing it, so read one byte more than allowed: getting it means the body is too large.
-    request.max_content_length = limit + 1
-    try:
-        raw = read_body(settings.BODY_TIMEOUT)
-    except RequestEntityTooLarge:
-        raise too_large from None
-    if len(raw) > limit:
-        raise too_large
-    return parse_json(raw)
+    return parse_json(read_bounded(limit, settings.BODY_TIMEOUT, too_large))
 
 
 def _acks_view(acks: list[Ack]) -> dict[str, Any]:

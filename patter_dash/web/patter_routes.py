@@ -38,7 +38,7 @@ from ..model.views import ACTIVE_PAGE_TEXT, ACTIVE_PAGE_TURNS, ACTIVE_TURNS
 from . import api, auth, export, params
 from .bodies import describe, guarded, shutdown_socket
 from .context import current_dashboard
-from .deadline import read_body
+from .deadline import read_bounded
 from .streaming import StreamRequest, sse_response
 
 if TYPE_CHECKING:
@@ -265,15 +265,7 @@ def _read_body() -> Any:
     settings = current_dashboard().settings
     limit = settings.MAX_BODY
     too_large = RequestEntityTooLarge(f"body larger than PATTER_DASH_MAX_BODY ({limit} bytes)")
-    if (request.content_length or 0) > limit:
-        raise too_large
-    request.max_content_length = limit + 1  # a chunked body is cut there: one byte more means too large
-    try:
-        raw = read_body(settings.BODY_TIMEOUT)
-    except RequestEntityTooLarge:
-        raise too_large from None
-    if len(raw) > limit:
-        raise too_large
+    raw = read_bounded(limit, settings.BODY_TIMEOUT, too_large)
     try:
         return parse_json(raw)
     except ValidationError:
