@@ -305,10 +305,12 @@ def post_worker_init(worker):
         elif body["what"] == "snapshot":
             def broken(flt):
                 raise RuntimeError("snapshot failed")
-            dash.store.snapshot = broken
+            dash.pipeline.history.batches = broken
         elif body["what"] == "snapshot-midway":
-            real = type(dash.store).snapshot.__get__(dash.store)
-            dash.store.snapshot = lambda flt: Exploding(real(flt))
+            history = dash.pipeline.history
+            real = type(history).batches.__get__(history)
+            # The export's calls (memory's window, then disk pages) as one batch that explodes.
+            history.batches = lambda flt: [Exploding(c for batch in real(flt) for c in batch)]
         elif body["what"] == "hub":
             hub = dash.pipeline.hub
             real_read = type(hub).read.__get__(hub)

@@ -135,8 +135,8 @@ class Aggregates:
         self.days: dict[int, Totals] = {}
         #: Bumped on every change, so readers can cache what they derive from these totals.
         self.version = 0
-        #: (lo, hi) -> (started_at, status, numbers) of every stored call started in [lo, hi): set when
-        #: history is kept beyond memory, for the edge hours of a range.
+        #: (lo, hi) -> (started_at, status, numbers) of the counted calls started in [lo, hi) that are not
+        #: members (not held in memory): set when history is kept beyond memory, for the edge hours of a range.
         self.cold_rows: Callable[[float, float], list[tuple[float, str, Numbers]]] | None = None
 
     def add(self, call: Call) -> None:
@@ -218,15 +218,16 @@ class Aggregates:
             bucket.members.add(call)
 
     def _members(self, hour: int, bucket: Bucket, start: float | None, end: float | None) -> Iterable[tuple[float, str, Numbers]]:
-        """(started_at, status, numbers) of the bucket's calls in [start, end)."""
-        if bucket.statuses.total() > len(bucket.members) and self.cold_rows is not None:
-            lo = hour if start is None else max(hour, start)
-            hi = hour + HOUR if end is None else min(hour + HOUR, end)
-            return self.cold_rows(lo, hi)
-        return [
+        """(started_at, status, numbers) of the bucket's calls in [start, end): those held, and the others'."""
+        held = [
             (c.started_at, c.status, contribution(c)) for c in bucket.members
             if (start is None or c.started_at >= start) and (end is None or c.started_at < end)
         ]
+        if bucket.statuses.total() > len(bucket.members) and self.cold_rows is not None:
+            lo = hour if start is None else max(hour, start)
+            hi = hour + HOUR if end is None else min(hour + HOUR, end)
+            held += self.cold_rows(lo, hi)
+        return held
 
     # ---------------------------------------------------------------- queries
 

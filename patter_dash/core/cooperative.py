@@ -31,6 +31,13 @@ def on_foreign_native_thread() -> bool:
     """
     if not gevent_active():
         return False
+    from gevent._hub_local import get_hub_if_exists
+
+    hub = get_hub_if_exists()
+    if hub is not None:
+        # The serving thread runs the default loop. (Comparing thread objects fails in a
+        # gunicorn worker: forked, its thread is not the one ``main_thread()`` names.)
+        return not hub.loop.default
     from gevent.monkey import get_original
 
     current, main = get_original("threading", ["current_thread", "main_thread"])

@@ -38,6 +38,7 @@ from ..model.events import Event, make_event
 from ..model.views import CALL_DELETED
 from .aggregates import HOUR, contribution, latency_bin
 from .cooperative import gevent_active, let_others_run, offload, on_foreign_native_thread
+from .history import History
 from .hub import Hub
 from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore, Watcher
 
@@ -220,6 +221,8 @@ class Pipeline:
         self._last_purge = 0.0
         self.store = CallStore(**self._store_options)
         self.hub = Hub(**self._hub_options)
+        #: Reads of finished calls, in memory and (with a journal) on disk.
+        self.history = History(self)
         self._wakeup: _Wakeup | None = None
         #: Called once in each process where the event thread starts (e.g. the demo runtime).
         self.on_start: list[Callable[[], None]] = []
@@ -285,13 +288,13 @@ class Pipeline:
         restored = offload(read)
         store = self.store
         store.load(restored.hours, restored.latencies, restored.calls, restored.done)
-        store.aggregates.cold_rows = lambda lo, hi: offload(journal.numbers_between, lo, hi)
-        cold = offload(self._cold_calls, journal, {e.call_id for e in restored.events})
+        store.aggregates.cold_rows = self.history.cold_rows
+        self._adopt_cold(e.call_id for e in restored.events)
+        store.pin(e.call_id for e in restored.events)  # held until replayed (see _commit)
         self._seq = max(self._seq, restored.last_seq)
         replayed: list[tuple[str, int]] = []
         for n, event in enumerate(restored.events, 1):
             event.seq = self._seq + 1
-            self._bring_back(event.call_id, cold)
             try:
                 applied = store.apply(event)
             except Exception:  # it failed when it arrived too: the rest of history still loads
@@ -303,6 +306,7 @@ class Pipeline:
                 replayed.append((event.key, applied.call.seq))
             if n % 100 == 0:
                 let_others_run()
+        store.release()
         store.take_closed()  # nobody is reading yet: nothing to announce
         for key, seq in (*restored.seen, *replayed):
             self._seen[key] = seq
@@ -323,25 +327,19 @@ class Pipeline:
             self.journal_stats["restore_seconds"],
         )
 
-    def _cold_calls(self, journal: Journal, call_ids: set[str]) -> dict[str, records.Call]:
-        """The finished calls among ``call_ids`` that only the file holds (blocking: call off the loop)."""
+    def _adopt_cold(self, call_ids: Any) -> None:
+        """Bring back from disk the finished calls these ids name that memory no longer holds."""
+        journal = self.journal
+        assert journal is not None
         store = self.store
-        missing = [i for i in call_ids if i not in store.completed and i not in store.active]
-        return {call.call_id: call for call in journal.load_many(missing)} if missing else {}
+        missing = {i for i in call_ids if i not in store.completed and i not in store.active}
+        if missing:
+            for call in offload(journal.load_many, missing):
+                store.adopt_cold(call)
 
-    def _bring_back(self, call_id: str, cold: dict[str, records.Call]) -> None:
-        """Before an event for a call memory no longer holds is applied: take the call back.
-
-        Just before, not for the whole batch at once: calls completing earlier
-        in the batch push the oldest out again. A call pushed out whose new
-        state is not yet written comes back from the writer's hands, not the file.
-        """
-        store = self.store
-        if call_id in store.active or call_id in store.completed:
-            return
-        call = store.unwritten(call_id) or self._unwritten.get(call_id) or cold.get(call_id)
-        if call is not None:
-            store.adopt_cold(call)
+    def unwritten(self) -> list[records.Call]:
+        """Finished calls taken for the transaction being written (on disk once it commits)."""
+        return list(self._unwritten.values())
 
     @property
     def running(self) -> bool:
@@ -493,7 +491,7 @@ class Pipeline:
 
     def _drain_journaled(self, journal: Journal) -> None:
         """Write what queued as one transaction, then apply and acknowledge it; repeat until empty."""
-        while self._queue or self._unwritten or self._unwritten_seen or self.store.has_unwritten() or self.journal_error is not None:
+        while self._queue or self._pending_writes() or self.journal_error is not None:
             if self.journal_error is not None and time.monotonic() < self._retry_at:
                 return
             if self._queue and self._queue[0].type in OPERATIONS:
@@ -505,7 +503,7 @@ class Pipeline:
             accepted = [item for item in items if self._validate(item)]
             batch = self._batch([item.event for item in accepted if item.event is not None])
             try:
-                cold = self._commit(journal, batch, accepted)
+                self._commit(journal, batch, accepted)
             except JournalUnavailable:
                 # Nothing of the batch is on disk: those who wait are told (503), and
                 # what the runtime fed goes back to the front of the queue.
@@ -515,14 +513,21 @@ class Pipeline:
                 self._queue.extendleft(reversed([i for i in accepted if i.ticket is None]))
                 return
             for n, item in enumerate(accepted, 1):
-                if cold and item.event is not None:
-                    self._bring_back(item.event.call_id, cold)
                 self._handle(item)
                 if n % 100 == 0:
                     let_others_run()
                     self._maybe_freeze()
-            if not self._queue and not self._unwritten and not self._unwritten_seen and not self.store.has_unwritten():
+            self.store.release()
+            if not self._queue and not self._pending_writes():
                 return
+
+    def _pending_writes(self) -> bool:
+        """Whether something applied is not on disk yet (the next transaction takes it, events or none).
+
+        Finished calls too: left waiting for the next event, a call that ended
+        idle stays on disk as events only, and a clean stop leaves it unfolded.
+        """
+        return bool(self._unwritten or self._unwritten_seen or self.store.has_dirty())
 
     def _validate(self, item: Pending) -> bool:
         """Make the item's event (a fed one is checked here); a refused one is answered now."""
@@ -544,8 +549,7 @@ class Pipeline:
         as stale, a stop) this writes them all the same, so the file does not
         wait for the next event to hold them whole.
         """
-        for call in self.store.take_dirty():
-            self._unwritten[call.call_id] = call
+        self.store.take_dirty(self._unwritten)
 
     def _batch(self, events: list[Event]) -> Batch:
         """The next transaction: new events (not those already seen), finished calls, applied ids."""
@@ -561,30 +565,37 @@ class Pipeline:
         snapshots = [(call, call.done, _counted(call)) for call in self._unwritten.values()]
         return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq)
 
-    def _commit(self, journal: Journal, batch: Batch, accepted: list[Pending]) -> dict[str, records.Call]:
-        """Write ``batch`` off the loop; the finished calls its events name that only the file holds."""
+    def _commit(self, journal: Journal, batch: Batch, accepted: list[Pending]) -> None:
+        """Write ``batch`` off the loop; fetch the finished calls its events name that are only on disk."""
         started = time.monotonic()
         ids = {item.event.call_id for item in accepted if item.event is not None}
+        store = self.store
+        cold = [i for i in ids if i not in store.completed and i not in store.active]
 
-        def write() -> dict[str, records.Call]:
-            journal.commit(batch)
-            return self._cold_calls(journal, ids)
+        def write() -> list[records.Call]:
+            journal.commit(batch)  # first: a call pushed out before it was written is read back fresh
+            return journal.load_many(cold) if cold else []
 
         try:
-            cold = offload(write)
+            found = offload(write)
         except JournalUnavailable as exc:
             self._journal_failed(exc)
             raise
         if self.journal_error is not None:
             log.warning("patter-dash: history is written again (before, %s)", self.journal_error)
             self.journal_error = None
+        # The calls these events name stay in memory until they are applied: calls finishing
+        # earlier in the batch would otherwise push them out, and an event for a call no
+        # longer held would start a new one.
+        store.pin(ids)
+        for call in found:
+            store.adopt_cold(call)
         self._unwritten.clear()
         self._unwritten_seen = []
         stats = self.journal_stats
         stats["commits"] += 1
         stats["events"] += len(batch.events)
         stats["last_commit_ms"] = round((time.monotonic() - started) * 1000, 2)
-        return cold
 
     def _journal_failed(self, exc: JournalUnavailable) -> None:
         if self.journal_error is None:
@@ -626,8 +637,7 @@ class Pipeline:
                 return None
         deleted = []
         for call_id in ids:
-            self._unwritten.pop(call_id, None)
-            if store.delete(call_id) is not None:
+            if store.delete(call_id, self._unwritten.pop(call_id, None)) is not None:
                 deleted.append(call_id)
         cold = {row[0]: row for row in on_disk}
         for call_id, row in cold.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, NamedTuple
@@ -39,7 +39,7 @@ from ..model.records import (
 from ..model.views import (
     MAX_LINES,  # transcript lines kept per call: a runaway call cannot exhaust memory
 )
-from .aggregates import DAY, HOUR, Aggregates
+from .aggregates import DAY, HOUR, Aggregates, contribution
 
 #: Told (under the store's lock) when a call completes (``completed``) and when its call_end is applied
 #: (``ended``); both at once when the call_end is what completed it.
@@ -199,7 +199,12 @@ class CallStore:
         #: collects what changed for it (:meth:`take_dirty`).
         self.keep_history = keep_history
         self.done = 0
+        #: Every finished call with ``done >= floor`` is held in :attr:`completed` (the memory window);
+        #: older ones may be on disk only (history kept beyond memory).
+        self.floor = 0
         self._dirty: dict[str, Call] = {}
+        #: Calls the events being applied name: once finished they stay in memory until :meth:`release`.
+        self._pinned: set[str] = set()
         self.max_call_text = max_call_text
         self.max_active = max_active
         self.make_lock()
@@ -316,18 +321,30 @@ class CallStore:
             closed, self._closed = self._closed, []
         return closed
 
-    def has_unwritten(self) -> bool:
-        return bool(self._dirty)
+    def take_dirty(self, into: dict[str, Call] | None = None) -> list[Call]:
+        """Completed calls made or changed since the last call, for the writer to journal.
 
-    def unwritten(self, call_id: str) -> Call | None:
-        """A finished call changed since the writer last took them (maybe already out of memory)."""
-        return self._dirty.get(call_id)
-
-    def take_dirty(self) -> list[Call]:
-        """Completed calls made or changed since the last call, for the writer to journal."""
+        ``into`` (the writer's calls not yet written) gets them under the lock,
+        so a reader (:meth:`held`) always finds a changed call in one or the other.
+        """
         with self.lock:
             dirty, self._dirty = list(self._dirty.values()), {}
+            if into is not None:
+                into.update((call.call_id, call) for call in dirty)
         return dirty
+
+    def has_dirty(self) -> bool:
+        return bool(self._dirty)  # one read of a dict's size: no lock needed
+
+    def dirty(self) -> list[Call]:
+        """The calls :meth:`take_dirty` would give now (left as they are)."""
+        with self.lock:
+            return list(self._dirty.values())
+
+    def unsaved(self, call_id: str) -> Call | None:
+        """A finished call changed since the writer last took them (maybe no longer in memory's window)."""
+        with self.lock:
+            return self._dirty.get(call_id)
 
     def _complete(self, call: Call, ended: bool = False) -> None:
         del self.active[call.call_id]
@@ -343,10 +360,19 @@ class CallStore:
         self._trim()
 
     def _trim(self) -> None:
-        while len(self.completed) > self.max_completed:
-            _, old = self.completed.popitem(last=False)
+        pinned = self._pinned
+        # Pinned calls (a batch being applied names them) may stay beyond the bound until released.
+        while len(self.completed) > self.max_completed + len(pinned):
+            if pinned:
+                # The oldest call not pinned: there is one, as more calls are held than pinned.
+                old = self.completed.pop(next(k for k in self.completed if k not in pinned))
+            else:
+                _, old = self.completed.popitem(last=False)
             if self.keep_history:
                 self.aggregates.forget(old)  # still counted: it stays on disk
+                # Calls leave in completion order (those taken back from disk first), so
+                # every newer one is still here.
+                self.floor = max(self.floor, old.done + 1)
             else:
                 self.aggregates.remove(old)
             self.evicted += 1
@@ -361,13 +387,17 @@ class CallStore:
                 self.completed[call.call_id] = call
                 self.aggregates.adopt(call)
             self.done = max(self.done, done)
+            # The newest calls came back: any call stored with a later completion is among them.
+            self.floor = max(self.floor, calls[0].done if calls else done + 1)
             self._trim()
 
     def adopt_cold(self, call: Call) -> None:
         """Take back a finished call from disk (a late event for it arrived), as the oldest in memory.
 
         Its numbers are counted already; it is older than every call held, so
-        the order of history stays right, and it leaves memory first again.
+        the order of history stays right, and it leaves memory first again,
+        once the events that brought it back are applied (it stays pinned until
+        :meth:`release`).
         """
         with self.lock:
             if call.call_id in self.completed or call.call_id in self.active:
@@ -375,18 +405,44 @@ class CallStore:
             self.completed[call.call_id] = call
             self.completed.move_to_end(call.call_id, last=False)
             self.aggregates.adopt(call)
+            self._pinned.add(call.call_id)
 
-    def delete(self, call_id: str) -> Call | None:
-        """Remove a call held in memory, live or finished, from every index and total."""
+    def pin(self, call_ids: Iterable[str]) -> None:
+        """Keep these calls in memory once finished, until :meth:`release` (a batch naming them is being applied).
+
+        A call that ends early in a batch and has a late event later in it
+        (a status, a line) must still be there for it, or a new call would start.
+        """
+        with self.lock:
+            self._pinned.update(call_ids)
+
+    def release(self) -> None:
+        """The pinned calls' events are applied: they may leave memory again (the oldest first)."""
+        with self.lock:
+            if self._pinned:
+                self._pinned.clear()
+                self._trim()
+
+    def delete(self, call_id: str, unwritten: Call | None = None) -> Call | None:
+        """Remove a call held in memory, live or finished, from every index and total.
+
+        A finished call that left memory before the writer had its changes
+        (``unwritten``: one the writer took) is still counted: it is taken out
+        of the totals here too.
+        """
         with self.lock:
             call = self.active.pop(call_id, None)
             if call is not None:
                 self._idle.pop(call_id, None)
                 return call
             call = self.completed.pop(call_id, None)
+            unwritten = self._dirty.pop(call_id, None) or unwritten
+            self._pinned.discard(call_id)
             if call is not None:
                 self.aggregates.remove(call)
-            self._dirty.pop(call_id, None)
+            elif unwritten is not None and self.keep_history:
+                self.aggregates.count(unwritten.started_at, unwritten.status, contribution(unwritten), -1)
+                call = unwritten
             return call
 
     def uncount(self, started_at: float, status: str, numbers: Any) -> None:
@@ -632,6 +688,41 @@ class CallStore:
             matched = [c for c in newest_first if flt.matches(c)]
         return matched[offset : offset + limit], len(matched)
 
+    def newest(self, limit: int, offset: int) -> tuple[list[Call], int] | None:
+        """An unfiltered page that lies in memory's window, and the count of every stored call; else None.
+
+        The history page every open dashboard polls: O(offset + limit), no copy of the window.
+        """
+        with self.lock:
+            behind = 0  # calls held below the floor: a few at the oldest end, if any
+            for call in self.completed.values():
+                if call.done >= self.floor:
+                    break
+                behind += 1
+            if offset + limit > len(self.completed) - behind:
+                return None
+            page = list(islice(reversed(self.completed.values()), offset, offset + limit))
+            return page, self.aggregates.total.calls
+
+    def held(self, unwritten: Iterable[Call] = ()) -> Held:
+        """What memory holds of history, for a read that also goes to disk (see :class:`Held`).
+
+        ``unwritten``: finished calls the writer took for a transaction not yet
+        committed; those no longer in memory are on disk only once it is.
+        """
+        with self.lock:
+            newest_first = list(reversed(self.completed.values()))
+            completed = self.completed
+            evicted = [c for c in (*self._dirty.values(), *unwritten) if c.call_id not in completed]
+            floor, stored = self.floor, self.aggregates.total.calls
+        # Taken back from disk (adopt_cold) at the oldest end: behind the window, older than the floor.
+        split = len(newest_first)
+        while split and newest_first[split - 1].done < floor:
+            split -= 1
+        window = newest_first[:split]
+        older = {c.call_id: c for c in (*newest_first[split:], *evicted)}
+        return Held(window, sorted(older.values(), key=_by_done, reverse=True), floor, stored)
+
     def snapshot(self, flt: CallFilter) -> list[Call]:
         """Completed calls matching ``flt``, newest first, for a streamed export.
 
@@ -708,6 +799,31 @@ class CallStore:
                 "max_active": self.max_active,
                 "evicted_idle": self.evicted_idle,
             }
+
+
+class Held(NamedTuple):
+    """History as memory holds it at one moment (:meth:`CallStore.held`).
+
+    Finished calls are ordered by completion (``done``). Those with ``done >=
+    floor`` are all in ``window``; older ones are on disk, except ``older``,
+    which memory holds newer than the disk's copy (taken back for a late
+    event, or left memory before their transaction committed). A read from
+    disk takes ``done < floor`` without ``older``'s, and merges ``older`` in.
+    """
+
+    window: list[Call]  # newest first
+    older: list[Call]  # newest first
+    floor: int
+    #: Finished calls stored in all (memory and disk): the count analytics keep.
+    stored: int
+
+    @property
+    def on_disk_only(self) -> int:
+        return self.stored - len(self.window) - len(self.older)
+
+
+def _by_done(call: Call) -> int:
+    return call.done
 
 
 def _series_point(view: dict[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,17 @@ class Restored(NamedTuple):
     done: int
 
 
+class Filter(Protocol):
+    """The history filters a read from disk applies (``core.store.CallFilter`` is one)."""
+
+    status: str | None
+    direction: str | None
+    start: float | None  # started_at >= start
+    end: float | None  # started_at < end
+    query: str | None  # case-insensitive substring of id, caller, callee or a transcript line
+    provider_mode: str | None
+
+
 class Journal(Protocol):
     engine: str
     path: str
@@ -74,6 +85,10 @@ class Journal(Protocol):
     def started_before(self, cutoff: float, limit: int) -> list[str]: ...
     def numbers_between(self, lo: float, hi: float) -> list[tuple[Any, ...]]: ...
     def bytes_on_disk(self) -> int: ...
+    def page(
+        self, flt: Filter, below: int, skip: Iterable[int], limit: int, offset: int = 0, *,
+        count: bool = False, max_bytes: int | None = None,
+    ) -> tuple[list[Call], int | None]: ...
     def backup(self, target: str) -> None: ...
 
 

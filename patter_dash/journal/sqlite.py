@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import sqlite3
 import time
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..model.records import Call
-from . import Batch, JournalError, JournalUnavailable, Restored
+from ..model.records import Call, search_needle
+from . import Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
 
 #: Schema versions in order; each entry migrates from the one before (index + 1 = version).
@@ -70,15 +71,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE seen (key TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE info (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
     """,
-    # 2: date-range reads and the retention purge go by call start; completion order is an
-    # order, not a key (INSERT OR REPLACE must never drop another call over a repeated number)
+    # 2: date-range reads and the retention purge go by call start; history read from disk
+    # (filters from one narrow index, in completion order; ``q`` in a lowercase text column);
+    # completion order is an order, not a key (INSERT OR REPLACE must never drop another
+    # call over a repeated number)
     """
     DROP INDEX calls_by_done;
     CREATE INDEX calls_by_done ON calls (done);
     CREATE INDEX calls_by_start ON calls (started_at);
     CREATE INDEX seen_by_seq ON seen (seq);
+    CREATE INDEX calls_by_filter ON calls (done, status, direction, provider_mode, started_at);
+    ALTER TABLE calls ADD COLUMN search BLOB;
     """,
 )
+#: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
+_FILLS: dict[int, Any] = {}
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Written in ``PRAGMA application_id``: tells our file from any other SQLite database.
 APPLICATION_ID = 0x50445348  # "PDSH"
@@ -273,9 +280,11 @@ class SQLiteJournal:
             return
         try:
             db.execute("BEGIN IMMEDIATE")
-            for script in MIGRATIONS[version:]:
+            for reached, script in enumerate(MIGRATIONS[version:], version + 1):
                 for statement in filter(str.strip, script.split(";")):
                     db.execute(statement)
+                if reached in _FILLS:
+                    _FILLS[reached](db)
             db.execute(f"PRAGMA application_id={APPLICATION_ID}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -383,11 +392,12 @@ class SQLiteJournal:
             for call, done, counted in batch.snapshots:
                 rows.append((
                     call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
-                    call.meta_value("provider_mode") or "", *counted, freeze(call),
+                    call.meta_value("provider_mode") or "", *counted, freeze(call), call.search_text(),
                 ))
             db.executemany(
                 f"INSERT OR REPLACE INTO calls (call_id, done, started_at, status, direction, caller, callee, "
-                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state) VALUES ({', '.join('?' * 19)})",
+                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state, search) "
+                f"VALUES ({', '.join('?' * 20)})",
                 rows,
             )
             # The snapshot holds what these events did; they were all applied before it was taken.
@@ -461,13 +471,50 @@ class SQLiteJournal:
         return Restored(hours, latencies, calls, events, seen, int(row[0]) if row else 0, done)
 
     def numbers_between(self, lo: float, hi: float) -> list[tuple[Any, ...]]:
-        """(started_at, status, numbers) of the stored calls started in [lo, hi), for a range's edge hours."""
+        """(call_id, started_at, status, numbers) of the stored calls started in [lo, hi), for a range's edge hours."""
         with self._reader() as db:
             found = db.execute(
-                f"SELECT started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE started_at >= ? AND started_at < ?",
+                f"SELECT call_id, started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE started_at >= ? AND started_at < ?",
                 (lo, hi),
             ).fetchall()
-        return [(started_at, status, (duration, list(costs[:5]), costs[5])) for started_at, status, duration, *costs in found]
+        return [
+            (call_id, started_at, status, (duration, list(costs[:5]), costs[5]))
+            for call_id, started_at, status, duration, *costs in found
+        ]
+
+    def page(
+        self, flt: Filter, below: int, skip: Iterable[int], limit: int, offset: int = 0, *,
+        count: bool = False, max_bytes: int | None = None,
+    ) -> tuple[list[Call], int | None]:
+        """Stored calls matching ``flt`` with ``done < below`` (but not those in ``skip``), newest first.
+
+        ``limit`` calls from ``offset``, fewer once ``max_bytes`` of state is
+        read (at least one), and with ``count`` how many match in all, read in
+        the same snapshot. The filters other than ``q`` are answered by one
+        narrow index in completion order, so a page deep in history or a count
+        reads the index, not the calls.
+        """
+        where, args = _where(flt, below, list(skip))
+        with self._reader() as db:
+            db.execute("BEGIN")  # the count and the page see the same history
+            try:
+                total = db.execute(f"SELECT count(*) FROM calls WHERE {where}", args).fetchone()[0] if count else None
+                marks = [row[0] for row in db.execute(
+                    f"SELECT done FROM calls WHERE {where} ORDER BY done DESC LIMIT ? OFFSET ?", (*args, limit, offset)
+                )]
+                calls: list[Call] = []
+                read = 0
+                for done in marks:  # one lookup each: a page stops at max_bytes without reading further
+                    row = db.execute("SELECT state FROM calls WHERE done = ?", (done,)).fetchone()
+                    if row is None:
+                        continue
+                    calls.append(thaw(row[0]))
+                    read += len(row[0])
+                    if max_bytes is not None and read >= max_bytes:
+                        break
+            finally:
+                db.execute("COMMIT")
+        return calls, total
 
     def load(self, call_id: str) -> Call | None:
         with self._reader() as db:
@@ -526,6 +573,45 @@ class SQLiteJournal:
 
     def _reader(self) -> _Reader:
         return _Reader(self)
+
+
+def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
+    """SQL for :meth:`SQLiteJournal.page`'s filters; the same tests as ``CallFilter.matches`` in memory."""
+    clauses, args = ["done < ?"], [below]
+    for column, value in (("status", flt.status), ("direction", flt.direction), ("provider_mode", flt.provider_mode)):
+        if value:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    if flt.start is not None:
+        clauses.append("started_at >= ?")
+        args.append(flt.start)
+    if flt.end is not None:
+        clauses.append("started_at < ?")
+        args.append(flt.end)
+    if flt.query:
+        # Bytes against bytes: instr compares them as they are (no LIKE wildcards, no SQLite case folding).
+        clauses.append("instr(search, ?) > 0")
+        args.append(search_needle(flt.query))
+    if skip:
+        clauses.append("done NOT IN (SELECT value FROM json_each(?))")
+        args.append(json.dumps(skip))
+    return " AND ".join(clauses), args
+
+
+def _fill_search(db: sqlite3.Connection) -> None:
+    """Schema 2: the search text of the calls a schema-1 file holds (computed as :meth:`Call.search_text`)."""
+    last = 0
+    while True:
+        rows = db.execute(
+            "SELECT rowid, state FROM calls WHERE rowid > ? ORDER BY rowid LIMIT 500", (last,)
+        ).fetchall()
+        if not rows:
+            return
+        db.executemany("UPDATE calls SET search = ? WHERE rowid = ?", [(thaw(state).search_text(), rowid) for rowid, state in rows])
+        last = rows[-1][0]
+
+
+_FILLS[2] = _fill_search
 
 
 class _Reader:

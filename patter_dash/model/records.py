@@ -335,10 +335,26 @@ class Call:
             return True
         return any(needle in line[LINE_TEXT].lower() for line in self.transcript)
 
+    def search_text(self) -> bytes:
+        """What :meth:`searchable` looks in, as the journal stores it: lowercased, UTF-8, fields apart.
+
+        A byte substring of UTF-8 is a character substring (no character's
+        bytes start inside another's), and the separator 0xFF is never part
+        of UTF-8, so ``search_needle(q) in search_text()`` is exactly
+        ``searchable(q.lower())``: no match can span two fields.
+        """
+        fields = (self.call_id, self.caller, self.callee, *(text for _, text, _ in self.transcript))
+        return b"\xff".join(f.lower().encode("utf-8", "surrogatepass") for f in fields)
+
     # ------------------------------------------------------------------ views
 
     def cost_dict(self) -> dict[str, float]:
         return {k: round(self.cost_value(k), 6) for k in COST_KEYS[:5]}
+
+
+def search_needle(query: str) -> bytes:
+    """A ``q`` as :meth:`Call.search_text` is searched for (same lowercasing and encoding)."""
+    return query.lower().encode("utf-8", "surrogatepass")
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:

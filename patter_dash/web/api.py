@@ -2,9 +2,11 @@
 
 Response shapes follow Patter 0.7.0's own ``/api/v1`` routes (``{"data": ...}``)
 so clients written for Patter work unchanged. Every read is served from the
-store's indexes and running aggregates: no route scans all calls unless a
-filter asks it to. Deletions go through the pipeline's one writer (journal
-first, then memory and totals) and answer once they are done.
+store's indexes and running aggregates, and history older than memory from
+the journal (:mod:`patter_dash.core.history`, off the gevent loop): no route
+scans all calls unless a filter asks it to. Deletions go through the
+pipeline's one writer (journal first, then memory and totals) and answer once
+they are done.
 """
 
 from __future__ import annotations
@@ -39,12 +41,17 @@ def list_calls() -> Response:
     flt = params.call_filter(request.args)
     dash = current_dashboard()
     _forget_deleted(dash.pipeline)
-    calls, total = dash.store.page(flt, limit, offset)
+    calls, total = dash.pipeline.history.page(flt, limit, offset)
+    now = time.time()
     if full:
-        now = time.time()
         rows = [jsoncodec.dumps(records.detail(c, now)) for c in _yielding(calls)]
     else:
-        rows = [_summary_json(c, c.seq) for c in _yielding(calls)]
+        held = dash.store.completed
+        rows = [
+            # A call read from disk is a new object each time: cached, it would only crowd out the others.
+            _summary_json(c, c.seq) if held.get(c.call_id) is c else jsoncodec.dumps(records.summary(c, now))
+            for c in _yielding(calls)
+        ]
     pagination = jsoncodec.dumps({"limit": limit, "offset": offset, "count": len(calls), "total": total})
     return Response(f'{{"data":[{",".join(rows)}],"pagination":{pagination}}}', mimetype="application/json")
 
@@ -152,10 +159,11 @@ def _newest_turns(turns: tuple[Turn, ...], most: int, budget: int) -> tuple[list
 def call_detail(call_id: str) -> Response | tuple[Response, int]:
     dash = current_dashboard()
     _forget_deleted(dash.pipeline)
-    call = dash.store.get(call_id)
+    call = dash.pipeline.history.get(call_id)  # memory, else disk
     if call is None:
         return jsonify(error="Call not found"), 404
-    if call.active:  # its duration grows every second: never cached
+    if call.active or dash.store.completed.get(call_id) is not call:
+        # A live call's duration grows every second; a call read from disk is a new object each time.
         body = jsoncodec.dumps(records.detail(call, time.time()))
     else:
         body = _detail_json(call, call.seq)

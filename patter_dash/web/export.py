@@ -1,8 +1,9 @@
 """Export: every matching call as CSV or JSON, streamed row by row.
 
-The store gives a snapshot of references (not copies); rows are encoded in
-small batches and the generator yields to other greenlets between them, so a
-100,000-call export neither builds the file in memory nor stalls the server.
+The store gives a snapshot of references (not copies) and the journal the
+calls older than memory a page at a time; rows are encoded in small batches
+and the generator yields to other greenlets between them, so a 100,000-call
+export neither builds the file in memory nor stalls the server.
 CSV cells that a spreadsheet would run as a formula are prefixed with ``'``.
 The snapshot is taken when the body starts and dropped when it ends or the
 client leaves (a ``HEAD`` takes none). A row that cannot be encoded is
@@ -155,7 +156,13 @@ def _name(call: Any) -> str:
         return "(unnamed)"
 
 
-def _csv(calls: list[Call], rows: _RowGuard) -> Iterator[bytes]:
+def _paced(batches: Iterable[list[Call]]) -> Iterator[list[Call]]:
+    """The history's batches (memory's window, then disk pages) in small, paced ones."""
+    for calls in batches:
+        yield from paced(calls)
+
+
+def _csv(calls: Iterable[list[Call]], rows: _RowGuard) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
@@ -166,7 +173,7 @@ def _csv(calls: list[Call], rows: _RowGuard) -> Iterator[bytes]:
         return [buffer.getvalue()]
 
     yield ",".join(CSV_COLUMNS).encode() + b"\r\n"
-    for batch in paced(calls):
+    for batch in _paced(calls):
         yield b"".join(rows.encode(batch, render))
 
 
@@ -175,11 +182,11 @@ def _dump(value: Any) -> str:
     return jsoncodec.dumps(value)
 
 
-def _json(calls: list[Call], rows: _RowGuard, ndjson: bool) -> Iterator[bytes]:
+def _json(calls: Iterable[list[Call]], rows: _RowGuard, ndjson: bool) -> Iterator[bytes]:
     first = True
     if not ndjson:
         yield b"["
-    for batch in paced(calls):
+    for batch in _paced(calls):
         now = time.time()
         encoded = rows.encode(batch, lambda b: [_dump(records.detail(c, now)) for c in b])
         if ndjson:
@@ -196,12 +203,16 @@ FORMATS = {"csv": ("text/csv", "csv"), "json": ("application/json", "json"), "nd
 
 
 def _body(dash: PatterDashboard, flt: CallFilter, fmt: str) -> Iterator[bytes]:
-    """The export, snapshot included: taken on the first iteration, dropped when the body ends or is closed."""
+    """The export, snapshot included: taken on the first iteration, dropped when the body ends or is closed.
+
+    The snapshot is memory's window (references); older history follows from
+    disk a page at a time (:meth:`~patter_dash.core.history.History.batches`).
+    """
     stats = dash.streams
     stats.add("open")
     rows = _RowGuard(stats, fmt)
     try:
-        calls = dash.store.snapshot(flt)
+        calls = dash.pipeline.history.batches(flt)
         yield from _csv(calls, rows) if fmt == "csv" else _json(calls, rows, fmt == "ndjson")
         rows.report()
     finally:

@@ -244,7 +244,8 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "listCalls", "calls",
                 json_body(
                     {"anyOf": [ref("CallList"), ref("FullCallList")]},
-                    "Completed calls matching the filters, newest first. CallDetail items with full=1.",
+                    "Completed calls matching the filters, newest first (by completion), over all stored history: memory "
+                    "and, with PATTER_DASH_DB, the calls older than memory holds. CallDetail items with full=1.",
                 ),
                 history,
             ),
@@ -268,7 +269,9 @@ def paths(settings: Settings) -> dict[str, Schema]:
         ),
         f"{V1}/calls/{{call_id}}": {
             **_get(
-                "getCall", "calls", json_body(ref("CallAnswer"), "The call, live or completed."), ("call_id",),
+                "getCall", "calls",
+                json_body(ref("CallAnswer"), "The call, live or completed (from the history file when memory no longer holds it)."),
+                ("call_id",),
                 errors={"404": error('No such call: {"error": "Call not found"}.')},
             ),
             "delete": _delete_operation(

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patter_dash.core.pipeline import Pipeline
+from patter_dash.core.store import CallFilter
 from patter_dash.journal import open_journal
 from patter_dash.model import records
 from patter_dash.model.events import make_event
@@ -33,12 +34,13 @@ def _views(pipeline: Pipeline) -> dict[str, Any]:
     journal = pipeline.journal
     assert journal is not None
     with sqlite3.connect(journal.path) as db:
-        stored = [row[0] for row in db.execute("SELECT call_id FROM calls")]
-    calls = {call_id: journal.load(call_id) for call_id in stored}
-    calls.update(store.completed)
+        stored = {row[0] for row in db.execute("SELECT call_id FROM calls")}
+    # History as readers get it: memory's copy where memory has one (the writer may not have written it yet).
+    calls = {c.call_id: c for c in pipeline.history.page(CallFilter(), 10**6, 0)[0]}
+    assert set(calls) >= stored
     return {
         "active": {c.call_id: records.detail(c, now) for c in store.active_calls()},
-        "completed": {i: records.detail(c, now) for i, c in calls.items() if c is not None},
+        "completed": {i: records.detail(c, now) for i, c in calls.items()},
         "overview": store.overview(None, None),
         "costs": store.costs(None, None, "hour"),
     }
