@@ -343,7 +343,7 @@ class Call:
         of UTF-8, so ``search_needle(q) in search_text()`` is exactly
         ``searchable(q.lower())``: no match can span two fields.
         """
-        fields = (self.call_id, self.caller, self.callee, *(text for _, text, _ in self.transcript))
+        fields = (self.call_id, self.caller, self.callee, *(line[LINE_TEXT] for line in self.transcript))
         return b"\xff".join(f.lower().encode("utf-8", "surrogatepass") for f in fields)
 
     # ------------------------------------------------------------------ views
