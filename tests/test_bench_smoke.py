@@ -128,6 +128,39 @@ def test_ingest_write_path_figures_at_toy_size(tmp_path: Path) -> None:
     assert res["loadpause"]["calls"] == 200 and res["loadpause"]["non2xx"] == 0 and res["loadpause"]["probes"] > 0
 
 
+# Issue 12's figures: ingest with the journal on / off / the peer (in-process, single-event HTTP, batch),
+# restart-to-ready, disk bytes a call, the reads at 1M on disk, the health pause under ingest and the purge.
+JOURNAL_FIGURES = (
+    "ingest.w1.on", "ingest.w1.off", "ingest.w1.peer", "ingest.w1_stream.on", "ingest.w1_stream.off",
+    "ingest.w2_c1.on", "ingest.w2_c1.off", "ingest.w2_c1.peer",
+    "ingest.w2_c16.on", "ingest.w2_c16.off", "ingest.w2_c16.peer",
+    "ingest.batch200_c1.on", "ingest.batch200_c1.off",
+    "restart", "disk.built", "disk.http",
+    "reads.oldest_page", "reads.old_detail", "reads.overview", "reads.costs",
+    "pause.ingest_journal", "pause.ingest_memory", "pause.purge",
+)
+
+
+def test_journal_figures_all_emitted_at_toy_size(tmp_path: Path) -> None:
+    out = tmp_path / "journal.json"
+    # --fast: tiny files, 0.5 s runs; the peer is skipped (the fixture harness has no targets/)
+    run([str(BENCH / "journal.py"), "--fast", "--no-peer", "--out", str(out)], timeout=180)
+    res = json.loads(out.read_text())
+    figures = res["figures"]
+    assert set(JOURNAL_FIGURES) <= set(figures)
+    assert all(figures[k] is not None for k in JOURNAL_FIGURES if not k.endswith(".peer")), figures
+    run0 = res["ingest"]["runs"][0]
+    assert all(n == 0 for key in ("w2_c1_errors", "w2_c16_errors", "batch200_c1_errors") for n in run0[key].values())
+    # a real server wrote a real file; a restarted one read every stored call back
+    assert figures["disk.http"] > 0 and res["disk"]["http"][0]["calls"] > 0
+    assert [r["calls"] for r in res["restart"]["200"]["runs"]] == [200]
+    assert res["reads"]["history_calls"] == 2000 and res["reads"]["overview"]["statuses"] == {"200": 20}
+    for name in ("ingest_journal", "ingest_memory"):
+        assert all(r["errors"] == 0 and r["ingest_errors"] == 0 and r["count"] > 0 for r in res["pause"][name]["runs"])
+    purge = res["pause"]["purge"]["runs"][0]
+    assert purge["calls_before"] == 500 and purge["calls_after"] == 0 and purge["errors"] == 0
+
+
 def test_soak_cycles_clients_and_every_event_arrives(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     # heartbeat 0.5 s: a closed stream is noticed at the next heartbeat (15 s as shipped)

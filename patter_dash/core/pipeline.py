@@ -55,6 +55,8 @@ INLINE_MAX = 100
 BATCH_MAX = 1_000
 #: Seconds between two tries to write after the journal failed (disk full, read-only).
 RETRY_INTERVAL = 1.0
+#: Seconds without events before what applying derived is written on its own (see _flush_when_idle).
+FLUSH_DELAY = 0.2
 #: Calls deleted in one transaction by the retention purge (small: readers run between them).
 PURGE_BATCH = 500
 #: Seconds between two retention passes.
@@ -219,6 +221,7 @@ class Pipeline:
         self._unwritten: dict[str, records.Call] = {}
         self._unwritten_seen: list[tuple[str, int]] = []
         self._last_purge = 0.0
+        self._flush_due: float | None = None
         self.store = CallStore(**self._store_options)
         self.hub = Hub(**self._hub_options)
         #: Reads of finished calls, in memory and (with a journal) on disk.
@@ -459,6 +462,7 @@ class Pipeline:
                 self._drain()
             else:
                 self._drain_journaled(self.journal)
+                self._flush_when_idle(self.journal)
             self._maybe_freeze()
             now = time.monotonic()
             if now - last_reap >= 1.0:
@@ -475,15 +479,31 @@ class Pipeline:
                 last_reap = now
             self._sleeping = True
             if not self._queue or (self.journal_error is not None and time.monotonic() < self._retry_at):
-                wakeup.wait(0.5)
+                flush_in = 0.5 if self._flush_due is None else self._flush_due - time.monotonic()
+                wakeup.wait(max(0.0, min(0.5, flush_in)))
             self._sleeping = False
         if self.journal is not None and self.journal_error is None:
             # A clean stop leaves the file folded (snapshots written, their events gone).
             self._take_dirty()
             try:
-                self._drain_journaled(self.journal)
+                self._drain_journaled(self.journal, flush=True)
             except JournalUnavailable:
                 pass
+
+    def _flush_when_idle(self, journal: Journal) -> None:
+        """Write what applying derived on its own when no event waits, at most every :data:`FLUSH_DELAY`.
+
+        Under load it goes with the next batch (one transaction, not two per
+        request); idle, within a fraction of a second, so the file holds
+        finished calls whole and does not wait for the next event.
+        """
+        if not self._pending_writes():
+            self._flush_due = None
+        elif self._flush_due is None:
+            self._flush_due = time.monotonic() + FLUSH_DELAY
+        elif not self._queue and time.monotonic() >= self._flush_due:
+            self._flush_due = None
+            self._drain_journaled(journal, flush=True)
 
     def _drain(self) -> None:
         handled = 0
@@ -500,9 +520,14 @@ class Pipeline:
 
     # -------------------------------------------------------------- journal
 
-    def _drain_journaled(self, journal: Journal) -> None:
-        """Write what queued as one transaction, then apply and acknowledge it; repeat until empty."""
-        while self._queue or self._pending_writes() or self.journal_error is not None:
+    def _drain_journaled(self, journal: Journal, *, flush: bool = False) -> None:
+        """Write what queued as one transaction, then apply and acknowledge it; repeat until empty.
+
+        What applying derives (finished calls whole, event ids) rides with the
+        next batch's transaction; ``flush`` writes it on its own (idle, or
+        stopping). It can wait: the events it comes from are on disk already.
+        """
+        while self._queue or (flush and self._pending_writes()) or self.journal_error is not None:
             if self.journal_error is not None and time.monotonic() < self._retry_at:
                 return
             if self._queue and self._queue[0].type in OPERATIONS:
@@ -529,7 +554,7 @@ class Pipeline:
                     let_others_run()
                     self._maybe_freeze()
             self.store.release()
-            if not self._queue and not self._pending_writes():
+            if not self._queue and not (flush and self._pending_writes()):
                 return
 
     def _pending_writes(self) -> bool:
