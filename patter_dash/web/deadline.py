@@ -47,13 +47,21 @@ def read_body(timeout: float) -> bytes:
         except _Expired:
             expired = True
     elif (stop_reading := shutdown_socket(socket.SHUT_RD)) is not None:
-        watchdog = threading.Timer(timeout, stop_reading)
+        fired = threading.Event()
+
+        def expire() -> None:
+            # Marked before the socket is cut: the reader sees the cut as soon as it
+            # happens, possibly while this timer thread is still alive.
+            fired.set()
+            stop_reading()
+
+        watchdog = threading.Timer(timeout, expire)
         watchdog.daemon = True
         watchdog.start()
         try:
             data = request.get_data(cache=False)
         except ClientDisconnected:
-            if watchdog.is_alive():
+            if not fired.is_set():
                 raise  # the client really left
             expired = True
         finally:
