@@ -319,6 +319,9 @@ class Pipeline:
         store.take_closed()  # nobody is reading yet: nothing to announce
         for key, seq in (*restored.seen, *replayed):
             self._seen[key] = seq
+        # A replayed event's id lives only in its row, which goes when its call is written
+        # whole: the seen table must get it first, or a later restart forgets it.
+        self._unwritten_seen.extend(replayed)
         while len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
         self.hub.head = self._seq

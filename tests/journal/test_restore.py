@@ -119,3 +119,31 @@ def test_restart_restores_every_call_total_and_id(tmp_path_factory: Any, seed: i
         assert _views(reference) == after
     finally:
         reference.stop()
+
+
+def test_an_id_known_only_from_a_replayed_event_outlives_the_next_restart(tmp_path: Any) -> None:
+    """A crash can leave an accepted event on disk before its id's row (the ids ride with the next
+    transaction). The next process knows the id from replaying the event; when the call is then
+    written whole, the event's row goes, so the id must have been written by then, or the restart
+    after forgets it and the runtime's retry is applied twice."""
+    path = tmp_path / "history.db"
+    start = make_event("call_start", {"call_id": "CA-replayed", "caller": "+15550001111"}, "start-key", now=ARRIVAL)
+    first = _pipeline(path)
+    first.submit([start])
+    first.stop()
+    with sqlite3.connect(path) as db:  # the crash image: the event is there, its id's row is not
+        db.execute("DELETE FROM seen")
+
+    second = _pipeline(path)
+    assert second.submit([make_event("call_start", {"call_id": "CA-replayed"}, "start-key", now=ARRIVAL)])[0].duplicate
+    second.submit([make_event("call_end", {"call_id": "CA-replayed", "metrics": {"duration_seconds": 5}}, None, now=ARRIVAL + 5)])
+    second.stop()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # folded into the call's row
+
+    third = _pipeline(path)
+    try:
+        again = third.submit([make_event("call_start", {"call_id": "CA-replayed"}, "start-key", now=ARRIVAL)])
+        assert again[0].duplicate
+    finally:
+        third.stop()
