@@ -76,7 +76,8 @@ async function requestJSON(method, url, { signal, timeoutMs }) {
     if (signal.aborted) ctrl.abort();
     else signal.addEventListener("abort", onAbort, { once: true });
   }
-  const timer = setTimeout(() => ctrl.abort(), timeoutMs);
+  // A timeout is a failure to show ("could not load"), not a cancellation to ignore.
+  const timer = setTimeout(() => ctrl.abort(new DOMException(`No answer within ${timeoutMs / 1000} s`, "TimeoutError")), timeoutMs);
   try {
     const resp = await fetch(url, {
       method,
@@ -117,7 +118,8 @@ function sessionExpired() {
   window.location.reload();
 }
 
-export const isAbort = (err) => err && (err.name === "AbortError" || err.name === "TimeoutError");
+/** Cancelled by the page (a newer request replaced it), so nothing to show; a timeout is not this. */
+export const isAbort = (err) => err && err.name === "AbortError";
 
 /**
  * A fetcher that cancels its previous request whenever a new one starts,

@@ -62,6 +62,9 @@ export class DetailView {
       if (ev.target === dialog) this.close(); // click on the backdrop
     });
     dialog.addEventListener("close", () => {
+      // The event is a task queued by close(); Back then Forward can reopen the dialog before it
+      // runs. That close is over: acting on it would forget the call now shown and its address.
+      if (dialog.open) return;
       const id = this.callId;
       this.callId = null;
       this.call = null;
