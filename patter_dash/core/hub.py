@@ -22,7 +22,11 @@ from ..model import jsoncodec
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One published event, encoded once for every reader (the ring holds 10,000)."""
+    """One published event, encoded once for every reader (the ring holds 10,000).
+
+    ``call_ids`` is a tuple, not a set: a tuple of strings leaves the
+    collector's sight, so a full collection walks one object a frame, not two.
+    """
 
     seq: int
     type: str
@@ -30,13 +34,13 @@ class Frame:
     sse: bytes  # the whole SSE event; data is one line of JSON (the encoder escapes CR, LF, NUL)
     #: Every call the frame is about when there are several (a bulk ``call_deleted``): a
     #: reader following one call (``?call_id=``) must still learn that it was deleted.
-    call_ids: frozenset[str] = frozenset()
+    call_ids: tuple[str, ...] = ()
 
     @classmethod
     def encode(cls, seq: int, event_type: str, call_id: str, payload: dict[str, Any],
                call_ids: Collection[str] = ()) -> Frame:
         head = cls._head(seq, event_type).encode()
-        return cls(seq, event_type, call_id, b"".join((head, jsoncodec.dumpb(payload), b"\n\n")), frozenset(call_ids))
+        return cls(seq, event_type, call_id, b"".join((head, jsoncodec.dumpb(payload), b"\n\n")), tuple(call_ids))
 
     @staticmethod
     def _head(seq: int, event_type: str) -> str:

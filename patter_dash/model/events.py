@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Union
 
@@ -331,8 +331,12 @@ def event_from_envelope(envelope: Any, path: str = "") -> Event:
         raise
 
 
-def events_from_body(body: Any) -> list[Event]:
-    """One envelope or ``{"events": [...]}``; a batch is validated whole."""
+def events_from_body(body: Any, pause: Callable[[], object] | None = None) -> list[Event]:
+    """One envelope or ``{"events": [...]}``; a batch is validated whole.
+
+    ``pause`` runs after each event of a batch: a server lets other requests
+    in while it checks thousands (see ``core.cooperative.Slices``).
+    """
     if isinstance(body, Mapping) and "events" in body:
         batch = body["events"]
         if not isinstance(batch, list) or not batch:
@@ -343,6 +347,8 @@ def events_from_body(body: Any) -> list[Event]:
                 events.append(event_from_envelope(envelope, f"events[{i}]"))
             except ValidationError as exc:
                 details += exc.details or [{"field": f"events[{i}]", "error": exc.message}]
+            if pause is not None:
+                pause()
         if details:
             raise ValidationError("invalid events in batch; none were applied", details)
         return events

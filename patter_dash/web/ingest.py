@@ -25,6 +25,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+from ..core.cooperative import Slices
 from ..core.pipeline import Ack, ApplyFailed, Pipeline, QueueFull
 from ..model.clean import ValidationError, parse_json
 from ..model.events import events_from_body
@@ -83,7 +84,7 @@ def _counting_refusals(pipeline: Pipeline) -> Iterator[None]:
 def ingest() -> tuple[Response, int]:
     pipeline = current_dashboard().pipeline
     with _counting_refusals(pipeline):
-        events = events_from_body(_read_json())
+        events = events_from_body(_read_json(), Slices().pause_if_due)
     return _answer(pipeline.submit(events))
 
 
@@ -108,7 +109,7 @@ def ingest_ws(ws: Any) -> None:
             if message is None:
                 return
             try:
-                acks = pipeline.submit(events_from_body(parse_json(message)))
+                acks = pipeline.submit(events_from_body(parse_json(message), Slices().pause_if_due))
                 reply: dict[str, Any] = {"ok": True, **_acks_view(acks)}
             except ValidationError as exc:
                 pipeline.note_rejected()
