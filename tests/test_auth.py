@@ -25,6 +25,7 @@ READ_ROUTES = (
     "/api/v1/calls/c1",
     "/api/v1/analytics/overview",
     "/api/v1/analytics/costs",
+    "/api/v1/analytics/providers",
     "/api/v1/health",
     "/api/v1/openapi.json",
     "/api/v1/export/csv",

@@ -115,6 +115,7 @@ def test_real_responses_match_their_schemas(client) -> None:
         ("/api/v1/calls/nope", "get", "404"),
         ("/api/v1/analytics/overview", "get", "200"),
         ("/api/v1/analytics/costs", "get", "200"),
+        ("/api/v1/analytics/providers", "get", "200"),
         ("/api/v1/health", "get", "200"),
         ("/api/v1/export/json", "get", "200"),
         ("/api/v1/calls?limit=0", "get", "400"),

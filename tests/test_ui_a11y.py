@@ -2,7 +2,7 @@
 
 * axe-core (bundled by ``axe-playwright-python``) with the WCAG 2.1 A and AA rule sets
   (tags ``wcag2a``, ``wcag2aa``, ``wcag21a``, ``wcag21aa``) on every view: the sign-in
-  page, live, history, analytics and the call detail; light and dark; 1280 px and 390 px
+  page, live, history, analytics, providers and the call detail; light and dark; 1280 px and 390 px
   wide; with a live call streaming transcript lines while axe runs. One test per view.
 * A URL per call (``#call/<percent-encoded id>``), history filters in the URL.
 * Keyboard: focus trap and focus return of the detail dialog, the shortcuts, and a
@@ -40,6 +40,7 @@ from tests.test_ui_browser import (  # noqa: E402,F401  (browser and open_page a
     open_dashboard,
     open_page,
     seed_history,
+    seed_providers,
 )
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -182,6 +183,28 @@ def test_axe_analytics_view(live_server: Any, open_page: Any, theme: str, width:
             toggle.click()
         expect(page.locator(".pd-chart-table table").first).to_be_visible()
         assert_no_axe_violations(page, f"analytics view with the data tables open ({theme}, {width})")
+    guard.check()
+
+
+@pytest.mark.parametrize("theme,width", MODES)
+def test_axe_providers_view(live_server: Any, open_page: Any, theme: str, width: str) -> None:
+    server = live_server()
+    seed_providers(server)
+    page, guard = open_mode(open_page, theme, width)
+    open_dashboard(page, server.url, "providers")
+    table = page.locator("#pd-providers-table")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    with streaming(server):
+        expect(page.locator("#pd-live-count")).to_have_text("1")
+        assert_no_axe_violations(page, f"providers view ({theme}, {width})")
+        table.locator("button[data-sort=response_p95_ms]").click()  # a sorted column, marked with aria-sort
+        expect(table.locator("th[aria-sort=ascending]")).to_contain_text("Response P95")
+        page.click("#pd-chart-distribution-toggle")
+        expect(page.locator("#pd-chart-distribution-table table")).to_be_visible()
+        page.click("#pd-providers-kinds button[data-kind=mode]")
+        expect(table.locator("tbody tr")).to_have_count(1)
+        settle(page)
+        assert_no_axe_violations(page, f"providers view, sorted, by voice mode, data table open ({theme}, {width})")
     guard.check()
 
 
@@ -533,11 +556,13 @@ def test_reduced_motion_stops_animations(live_server: Any, open_page: Any) -> No
     assert counts["reduce"][2] == "auto", counts
 
 
+#: Data tables (a chart's, the providers leaderboard) may be wider than the screen: they scroll inside their own
+#: focusable box (WCAG 1.4.10 exempts two-dimensional data); nothing else may stick out.
 REFLOW = """() => {
   const W = document.documentElement.clientWidth;
   const out = [];
   for (const el of document.querySelectorAll('body *')) {
-    if (!el.getClientRects().length || el.closest('.pd-chart-table, .pd-visually-hidden, .pd-skip')) continue;
+    if (!el.getClientRects().length || el.closest('.pd-chart-table, .pd-leaderboard-card .pd-table-wrap, .pd-visually-hidden, .pd-skip')) continue;
     const r = el.getBoundingClientRect();
     if (r.width && (r.right > W + 0.5 || r.left < -0.5)) out.push(`${el.tagName}.${el.className} ${Math.round(r.left)}..${Math.round(r.right)}`);
   }
@@ -585,6 +610,14 @@ def test_400_percent_zoom_needs_no_horizontal_scroll(live_server: Any, open_page
         # the cost table is wider than the screen: it scrolls inside its own box
         box = page.locator("#pd-chart-cost-table")
         assert box.evaluate("e => e.scrollWidth > e.clientWidth && getComputedStyle(e).overflowX === 'auto'")
+        page.goto(f"{server.url}/dashboard#providers")
+        expect(page.locator("#pd-providers-table tbody tr")).to_have_count(1)
+        page.click("#pd-chart-distribution-toggle")
+        settle(page)
+        assert_reflows(page, "providers with the data table open")
+        # the leaderboard is wider than the screen: it scrolls inside its own focusable box
+        board = page.locator("#pd-providers-table").locator("xpath=..")
+        assert board.evaluate("e => e.scrollWidth > e.clientWidth && getComputedStyle(e).overflowX === 'auto'")
     guard.check(allow=r"status of 401")
 
 

@@ -140,13 +140,15 @@ def cost_of(stt: float, tts: float, llm: float, telephony: float) -> dict[str, f
 def call_end(call_id: str, *, ended_at: float, duration: float, cost: dict[str, float],
              turns: list[dict[str, Any]], avg: dict[str, Any] | None = None, p95: dict[str, Any] | None = None,
              history: list[dict[str, Any]] | None = None, status: str | None = None,
-             mode: str = "pipeline", caller: str = "", callee: str = "", direction: str = "") -> dict[str, Any]:
+             mode: str = "pipeline", caller: str = "", callee: str = "", direction: str = "",
+             providers: dict[str, Any] | None = None) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "call_id": call_id, "duration_seconds": duration, "turns": turns, "cost": cost,
         "latency_avg": avg, "latency_p95": p95,
         "provider_mode": mode, "stt_provider": "deepgram", "tts_provider": "elevenlabs",
         "llm_provider": "openai", "telephony_provider": "twilio",
         "stt_model": "nova-3", "tts_model": "eleven_flash_v2_5", "llm_model": "gpt-4o-mini",
+        **(providers or {}),  # e.g. {"stt_provider": "whisper", "stt_model": None}
     }
     data: dict[str, Any] = {"call_id": call_id, "ended_at": ended_at, "metrics": metrics}
     if history is not None:
@@ -162,7 +164,8 @@ def call_end(call_id: str, *, ended_at: float, duration: float, cost: dict[str, 
 def finished_call(call_id: str, caller: str, *, callee: str = "+15550001234", direction: str = "inbound",
                   ago: float = 60.0, duration: float = 42.0, cost: dict[str, float] | None = None,
                   response: float = 600.0, status: str | None = None, mode: str = "pipeline",
-                  words: str = "I'd like to book a cleaning.") -> list[dict[str, Any]]:
+                  words: str = "I'd like to book a cleaning.", providers: dict[str, Any] | None = None,
+                  stages: tuple[float, float, float] = (55.0, 150.0, 75.0)) -> list[dict[str, Any]]:
     """A whole finished call (start, one exchange, end) ending `ago` seconds before now."""
     end = time.time() - ago
     start = end - duration
@@ -176,8 +179,8 @@ def finished_call(call_id: str, caller: str, *, callee: str = "+15550001234", di
     return [
         call_start(call_id, caller, callee, direction),
         call_end(call_id, ended_at=end, duration=duration, cost=cost, turns=turns,
-                 avg=latency(55.0, 150.0, 75.0, response / 2), p95=latency(110.0, 300.0, 150.0, response),
-                 history=hist, status=status, mode=mode),
+                 avg=latency(*stages, response / 2), p95=latency(110.0, 300.0, 150.0, response),
+                 history=hist, status=status, mode=mode, providers=providers),
     ]
 
 
@@ -538,6 +541,92 @@ def test_analytics_tiles_and_charts(live_server: Any, open_page: Any) -> None:
     # a live call shows in the active tile at once
     server.post_events([call_start("CA-an-live", "+15553330010", "+15550001234")])
     expect(tiles.locator("[data-tile=active] .pd-tile-value")).to_have_text("1", timeout=2000)
+    guard.check()
+
+
+DEEPGRAM = {"stt_provider": "deepgram", "stt_model": "nova-3", "tts_provider": "elevenlabs", "tts_model": "eleven_flash_v2_5"}
+WHISPER = {"stt_provider": "whisper", "stt_model": "whisper-1", "tts_provider": "cartesia", "tts_model": "sonic-2"}
+
+
+def seed_providers(server: Any) -> None:
+    """Deepgram nova-3 + ElevenLabs flash against Whisper + Cartesia, each call with its own stage latencies."""
+    events: list[dict[str, Any]] = []
+    for i in range(6):
+        events += finished_call(f"CA-pv-d{i}", f"+1555666000{i}", ago=600 + i * 60, providers=DEEPGRAM,
+                                stages=(80.0 + i * 10, 200.0, 90.0), response=500.0 + i * 20)
+    for i in range(3):
+        events += finished_call(f"CA-pv-w{i}", f"+1555666100{i}", ago=900 + i * 60, providers=WHISPER,
+                                stages=(300.0 + i * 50, 220.0, 140.0), response=900.0 + i * 50,
+                                status="failed" if i == 0 else None)
+    server.post_events(events)
+
+
+def leaderboard(page: Page) -> list[list[str]]:
+    """The leaderboard as shown: one list of cell texts per row, the provider (with its model) first."""
+    return page.evaluate("""() => [...document.querySelectorAll('#pd-providers-table tbody tr')].map((tr) =>
+        [...tr.children].map((c) => c.innerText.replace(/\\s+/g, ' ').trim()))""")
+
+
+def test_providers_leaderboard_sorts_and_charts(live_server: Any, open_page: Any) -> None:
+    server = live_server()
+    seed_providers(server)
+    page, guard = open_page()
+    open_dashboard(page, server.url, "providers")
+    api = server.get("/api/v1/analytics/providers", params={"from": int(time.time()) - 7 * 86400}).json()["data"]
+    stt = {r["provider"]: r for r in api["providers"] if r["kind"] == "stt"}
+    table = page.locator("#pd-providers-table")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    expect(page.locator("#pd-providers-sub")).to_contain_text("9 finished calls in the last 7 days")
+    heads = table.locator("thead th")
+    names = [norm(t.strip("▲▼ ")) for t in heads.all_inner_texts()]  # the sort mark is hidden from screen readers
+    assert names == ["Provider", "Calls", "Minutes", "Stage P50", "Stage P95", "Stage P99", "Response P50", "Response P95",
+                     "Response P99", "Cost / min", "Cost / call", "Failure rate"], names
+    # Most calls first: Deepgram, and every figure is the API's.
+    rows = leaderboard(page)
+    d = stt["deepgram"]
+    assert rows[0] == ["deepgram nova-3", "6", f"{d['minutes']:.1f}", ms(d["latency"]["p50_ms"]), ms(d["latency"]["p95_ms"]),
+                       ms(d["latency"]["p99_ms"]), ms(d["response_latency"]["p50_ms"]), ms(d["response_latency"]["p95_ms"]),
+                       ms(d["response_latency"]["p99_ms"]), money(d["cost_per_minute"]), money(d["cost_per_call"]), "0%"], rows
+    assert rows[1][0] == "whisper whisper-1" and rows[1][-1] == "33%"
+    expect(table.locator("th[aria-sort]")).to_have_attribute("aria-sort", "descending")
+    expect(table.locator("th[aria-sort]")).to_contain_text("Calls")
+
+    # A column's button sorts by it, lowest first; again, highest first. Focus stays on the button.
+    p95 = table.locator("button[data-sort=stage_p95_ms]")
+    p95.click()
+    expect(table.locator("th[aria-sort=ascending]")).to_contain_text("Stage P95")
+    assert [r[0] for r in leaderboard(page)] == ["deepgram nova-3", "whisper whisper-1"]
+    expect(table.locator("button[data-sort=stage_p95_ms]")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(table.locator("th[aria-sort=descending]")).to_contain_text("Stage P95")
+    assert [r[0] for r in leaderboard(page)] == ["whisper whisper-1", "deepgram nova-3"]
+    assert table.locator("th[aria-sort]").count() == 1
+
+    # The chart: per provider, its stage and the response, each naming its percentiles.
+    chart = page.locator("#pd-chart-distribution")
+    expect(chart.locator(".pd-dist-row")).to_have_count(2)
+    expect(chart.locator(".pd-dist-bar")).to_have_count(4)
+    stage = chart.locator(".pd-dist-row").filter(has_text="deepgram").locator("[data-metric=latency] .pd-dist-track")
+    expect(stage).to_have_attribute("aria-label", f"STT stage: P50 {ms(d['latency']['p50_ms'])}, P95 "
+                                    f"{ms(d['latency']['p95_ms'])}, P99 {ms(d['latency']['p99_ms'])}")
+    expect(page.locator("#pd-chart-distribution-summary")).to_contain_text(
+        f"Lowest response P95: deepgram nova-3, {ms(d['response_latency']['p95_ms'])}")
+    page.click("#pd-chart-distribution-toggle")
+    expect(page.locator("#pd-chart-distribution-table table tbody tr")).to_have_count(2)
+
+    # TTS: ElevenLabs flash against Cartesia, still by stage P95, highest first; telephony has no stage columns.
+    page.click("#pd-providers-kinds button[data-kind=tts]")
+    expect(table.locator("tbody th")).to_have_text(["cartesia sonic-2", "elevenlabs eleven_flash_v2_5"], use_inner_text=True)
+    page.click("#pd-providers-kinds button[data-kind=telephony]")
+    expect(table.locator("thead th")).to_have_count(9)
+    expect(table.locator("tbody th")).to_have_text(["twilio"])
+    expect(table.locator("th[aria-sort=descending]")).to_contain_text("Calls")  # its sort column is gone: by calls
+    expect(chart.locator(".pd-dist-bar")).to_have_count(1)
+
+    # A call ending updates the comparison, no reload.
+    page.click("#pd-providers-kinds button[data-kind=stt]")
+    server.post_events(finished_call("CA-pv-new", "+15556662000", ago=5, providers=WHISPER))
+    expect(table.locator("tbody tr").filter(has_text="whisper").locator("td").first).to_have_text("4", timeout=8000)
     guard.check()
 
 
@@ -1149,6 +1238,15 @@ def featured_call(call_id: str) -> list[dict[str, Any]]:
     ]
 
 
+#: Three stacks the showcase's calls take in turn (by index, so the random draws stay those of the other shots).
+SHOWCASE_STACKS = [
+    ({**DEEPGRAM, "llm_provider": "openai", "llm_model": "gpt-4o-mini"}, lambda i: (85.0 + i * 7 % 40, 190.0 + i * 13 % 120, 80.0 + i * 5 % 30)),
+    ({**WHISPER, "llm_provider": "openai", "llm_model": "gpt-4o-mini"}, lambda i: (260.0 + i * 11 % 150, 200.0 + i * 17 % 140, 120.0 + i * 7 % 50)),
+    ({**DEEPGRAM, "stt_model": "nova-2", "llm_provider": "anthropic", "llm_model": "claude-3-5-haiku"},
+     lambda i: (110.0 + i * 9 % 60, 260.0 + i * 19 % 160, 85.0 + i * 3 % 40)),
+]
+
+
 def seed_showcase(server: Any) -> list[str]:
     """A believable day: finished calls over the last 24 h and three live calls mid-conversation."""
     import random
@@ -1172,7 +1270,8 @@ def seed_showcase(server: Any) -> list[str]:
             f"CA{rng.getrandbits(128):032x}", caller, callee=callee, direction=direction,
             ago=ago, duration=dur if not status else rng.uniform(5, 25), cost=c,
             response=rng.uniform(450, 1400), status=status,
-            mode="realtime" if i % 5 == 0 else "pipeline", words=rng.choice(words))))
+            mode="realtime" if i % 5 == 0 else "pipeline", words=rng.choice(words),
+            providers=SHOWCASE_STACKS[i % 3][0], stages=SHOWCASE_STACKS[i % 3][1](i))))
     events: list[dict[str, Any]] = []
     for _, call in sorted(calls, key=lambda c: -c[0]):  # oldest first, as they would have ended
         events += call
@@ -1237,5 +1336,13 @@ def test_screenshots(live_server: Any, open_page: Any, tmp_path: Path) -> None:
             page.evaluate("window.scrollTo(0, 0)")
             page.wait_for_timeout(300)
             page.screenshot(path=str(out / f"analytics-{name}.png"), full_page=device == "desktop")
+
+            page.click("a.pd-tab[data-view=providers]")
+            page.click("#pd-providers-controls button[data-range='24h']")
+            expect(page.locator("#pd-providers-table tbody tr")).to_have_count(3)
+            expect(page.locator("#pd-chart-distribution .pd-dist-row")).to_have_count(3)
+            page.evaluate("window.scrollTo(0, 0)")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(out / f"providers-{name}.png"), full_page=device == "desktop")
             guard.check()
-    assert len(list(out.glob("*.png"))) >= 16
+    assert len(list(out.glob("*.png"))) >= 20

@@ -22,6 +22,8 @@ from .jsoncodec import dumpb
 
 NAN = math.nan
 TERMINAL_STATUSES = frozenset({"completed", "no-answer", "busy", "failed", "canceled", "cancelled"})
+#: What counts as a failed call: the alerts' failure_rate rule and the providers' failure rate read this one set.
+FAILED_STATUSES = frozenset({"failed", "no-answer", "busy", "timeout"})
 #: Where "what the caller waited" lives in a packed latency block, in order of preference.
 _RESPONSE_INDEXES = (LATENCY_KEYS.index("agent_response_ms"), LATENCY_KEYS.index("total_ms"))
 PROVIDER_KEYS = ("stt_provider", "tts_provider", "llm_provider", "telephony_provider")
@@ -321,6 +323,21 @@ class Call:
         values.sort()
         pct = {"latency_p50": 50, "latency_p90": 90, "latency_p95": 95, "latency_p99": 99}[name]
         return values[max(0, math.ceil(pct / 100 * len(values)) - 1)]
+
+    def stage_ms(self, key: str) -> float | None:
+        """The call's mean latency of one stage (``stt_ms``, ``llm_ms``, ...), by :meth:`latency_ms`'s rule.
+
+        From CallMetrics' ``latency_avg`` when the call ended with metrics;
+        otherwise the mean over the turns seen. A stage of 0 ms (Patter's
+        greeting turn has no STT, LLM or TTS) is not a measurement.
+        """
+        index = LATENCY_KEYS.index(key)
+        if self.percentiles is not None:
+            block = self.percentiles[PERCENTILE_KEYS.index("latency_avg")]
+            v = NAN if block is None else value_at(block, index)
+            return v if v > 0 else None  # False for NaN too
+        values = [v for turn in self.turns if turn[LATENCY] is not None and (v := value_at(turn[LATENCY], index)) > 0]
+        return sum(values) / len(values) if values else None
 
     def meta_value(self, key: str) -> Any:
         if self.meta and key in self.meta:

@@ -317,6 +317,50 @@ class CostsAnswer(_Record):
     data: Costs
 
 
+class Spread(_Record):
+    """Exact percentiles over calls, each call counted once with its mean (nearest rank: the ⌈p·n⌉-th smallest)."""
+
+    p50_ms: Ms | None
+    p95_ms: Ms | None
+    p99_ms: Ms | None
+    calls: Annotated[Count, Meta(description="Calls with a measurement (the n of the percentiles).")]
+
+
+class ProviderRow(_Record):
+    """One provider (and model) of one kind, over the finished calls that named it."""
+
+    kind: Annotated[
+        Literal["stt", "llm", "tts", "telephony", "mode"],
+        Meta(description="stt, llm, tts (provider and model), telephony (provider) or mode (provider_mode, the voice mode)."),
+    ]
+    provider: Annotated[Label | None, Meta(description="null: the calls did not say (e.g. no STT in a realtime call).")]
+    model: Annotated[Label | None, Meta(description="null for telephony and mode, and where the calls named none.")]
+    calls: Count
+    minutes: Amount
+    cost: Annotated[Amount, Meta(description="USD of the kind's own component (stt, llm, tts, telephony); of the total for mode.")]
+    cost_per_minute: Annotated[Amount | None, Meta(description="cost / minutes; null when the calls lasted 0 s.")]
+    cost_per_call: Amount
+    failed: Annotated[Count, Meta(description="Calls whose status is failed, no-answer, busy or timeout.")]
+    failure_rate: Annotated[float, Meta(ge=0, le=1, description="failed / calls.")]
+    latency: Annotated[
+        Spread | None,
+        Meta(description="The stage's own latency (stt_ms, llm_ms, tts_ms; each call's mean); null for telephony and mode."),
+    ]
+    response_latency: Annotated[Spread, Meta(description="What the caller waited: agent_response_ms, else total_ms (each call's mean).")]
+
+
+class ProviderComparison(_Record):
+    """Rows by kind (stt, llm, tts, telephony, mode), then most calls first; over memory and the history file."""
+
+    period: Period
+    calls_analyzed: Count
+    providers: list[ProviderRow]
+
+
+class ProvidersAnswer(_Record):
+    data: ProviderComparison
+
+
 # ------------------------------------------------------------------ health
 
 

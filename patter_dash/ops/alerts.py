@@ -40,7 +40,7 @@ from typing import Any
 from ..core.aggregates import NANO
 from ..core.pipeline import Pipeline
 from ..model.events import Event
-from ..model.records import Call
+from ..model.records import FAILED_STATUSES, Call
 from .alert_config import AlertConfig, Rule
 from .outbox import Courier, OutboxTable
 
@@ -48,8 +48,6 @@ log = logging.getLogger("patter_dash")
 
 ALERT_FIRING = "alert_firing"
 ALERT_RESOLVED = "alert_resolved"
-#: Statuses a failure_rate rule counts as failed.
-FAILED_STATUSES = frozenset({"failed", "no-answer", "busy", "timeout"})
 #: Entries one window holds at most (past it the oldest leave early: the window is then shorter).
 WINDOW_CAP = 200_000
 #: Firing calls listed per rule in GET /api/v1/alerts (the count is exact).

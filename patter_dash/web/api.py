@@ -18,6 +18,7 @@ from functools import lru_cache
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..core import providers
 from ..core.pipeline import Pipeline, paced
 from ..model import jsoncodec, records
 from ..model.records import LINE_EXTRA, LINE_TEXT, Call, Line, Turn
@@ -223,6 +224,18 @@ def costs() -> Response:
     start, end = params.period(request.args)
     bucket = params.choice(request.args, "bucket", ("hour", "day"))
     return jsonify(data=current_dashboard().store.costs(start, end, bucket))
+
+
+@bp.get("/analytics/providers")
+def provider_comparison() -> Response:
+    """Each STT/LLM/TTS provider + model, telephony provider and voice mode, over all retained history.
+
+    The history filters (``from``/``to``, ``status``, ``direction``, ``q``,
+    ``provider_mode``) choose the calls; P50/P95/P99 are exact, nearest rank
+    over calls (see :mod:`patter_dash.core.providers`).
+    """
+    flt = params.call_filter(request.args)
+    return jsonify(data=providers.compare(current_dashboard().pipeline, flt))
 
 
 @bp.get("/health")

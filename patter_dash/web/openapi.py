@@ -76,6 +76,7 @@ MODELS: tuple[Any, ...] = (
     views.CallAnswer,
     views.OverviewAnswer,
     views.CostsAnswer,
+    views.ProvidersAnswer,
     views.Health,
     views.Deleted,
     views.CallDeletedFrame,
@@ -289,6 +290,18 @@ def paths(settings: Settings) -> dict[str, Schema]:
         ),
         f"{V1}/analytics/costs": _get(
             "getCosts", "analytics", json_body(ref("CostsAnswer"), "Cost totals and series."), ("from", "to", "bucket")
+        ),
+        f"{V1}/analytics/providers": _get(
+            "getProviders", "analytics",
+            json_body(ref("ProvidersAnswer"), "One row per provider (and model) of each kind, for the matching calls."),
+            FILTERS,
+            description=(
+                "Compares each STT, LLM and TTS provider + model, telephony provider and voice mode (provider_mode) over "
+                "every finished call matching the filters, in memory and in the history file: calls, minutes, cost per "
+                "minute and per call, failure rate (failed, no-answer, busy, timeout), and P50/P95/P99 of the stage's "
+                "latency and of the response latency. Percentiles are exact, over calls (each call's mean), by nearest "
+                "rank: the ⌈p/100·n⌉-th smallest value. The answer is computed once per change of history."
+            ),
         ),
         f"{V1}/export/csv": _get(
             "exportCsv", "export",

@@ -17,6 +17,7 @@ export const urls = Object.freeze({
   callTemplate: ds.apiCall, // contains the placeholder "__ID__"
   overview: ds.apiOverview,
   costs: ds.apiCosts,
+  providers: ds.apiProviders,
   health: ds.apiHealth,
   alerts: ds.apiAlerts,
   exportCsv: ds.exportCsv,

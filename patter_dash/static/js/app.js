@@ -1,10 +1,10 @@
 /*
  * app.js — entry point of the patter-dash page.
  *
- * Owns: wiring the views together (live, history, detail, analytics, the
+ * Owns: wiring the views together (live, history, detail, analytics, providers, the
  * delete confirmation, the history-storage badge, the alerts view and its
  * firing badge) with the event stream, the
- * routes (#live, #history?filters, #analytics, #call/<id>: see router.js) and
+ * routes (#live, #history?filters, #analytics, #providers, #call/<id>: see router.js) and
  * what Back does, the shortcuts' actions, the time-zone note, the page title,
  * and removing a ?token= from the address bar once the server has turned it
  * into a session cookie. Views never talk to each other directly; they go
@@ -21,6 +21,7 @@ import { LiveView, PAGE_SIZE } from "./live.js";
 import { HistoryView } from "./history.js";
 import { DetailView } from "./detail.js";
 import { AnalyticsView } from "./analytics.js";
+import { ProvidersView } from "./providers.js";
 import { VIEWS, parseHash, callHash, viewHash, replaceHash } from "./router.js";
 import { Announcer, say } from "./announce.js";
 import { installShortcuts, trapFocus } from "./keys.js";
@@ -137,6 +138,19 @@ function main() {
     charts: byId("pd-charts"),
   });
 
+  const providers = new ProvidersView({
+    controls: byId("pd-providers-controls"),
+    kinds: byId("pd-providers-kinds"),
+    sub: byId("pd-providers-sub"),
+    table: byId("pd-providers-table"),
+    chart: byId("pd-chart-distribution"),
+    chartCard: byId("pd-dist-card"),
+    summary: byId("pd-chart-distribution-summary"),
+    chartTable: byId("pd-chart-distribution-table"),
+    toggle: byId("pd-chart-distribution-toggle"),
+    error: byId("pd-providers-error"),
+  });
+
   /* ---- deleted calls leave every view ----
    * `mine`: this page asked (the drawer closes); otherwise another window or the
    * retention purge did (an open drawer says so). The frame for this page's own
@@ -147,6 +161,7 @@ function main() {
     live.removeCalls(ids);
     history.noteDeleted(ids);
     analytics.invalidate();
+    providers.invalidate();
   }
   deletion = new DeleteDialog(byId("pd-delete-dialog"), {
     onDeleted(ids, message) {
@@ -188,6 +203,7 @@ function main() {
       // History and analytics hold finished calls only: they change when a call ends.
       history.noteEnded(data.call);
       analytics.invalidate();
+      providers.invalidate();
     }
   }
 
@@ -234,6 +250,7 @@ function main() {
     if (full) {
       history.refresh();
       analytics.invalidate();
+      providers.invalidate();
       storage.refresh();
       alerts.refresh();
       if (detail.openId !== null) detail.noteEvent(detail.openId);
@@ -284,6 +301,7 @@ function main() {
       else tab.removeAttribute("aria-current");
     }
     analytics.setVisible(view === "analytics");
+    providers.setVisible(view === "providers");
     document.documentElement.dataset.view = view;
   }
   // The address last acted on: search() routes at once, and the hashchange that follows must not

@@ -2,13 +2,13 @@
  * router.js — the page's addresses (the part after #).
  *
  * Owns: reading and writing the hash routes the dashboard answers to:
- *   #live, #history, #analytics, #alerts a view
+ *   #live, #history, #analytics, #providers, #alerts a view
  *   #history?status=failed&q=refund      history with its filters (shareable)
  *   #call/<percent-encoded call id>      that call's detail, over the last view
  * Nothing here touches the DOM; app.js decides what a route shows.
  */
 
-export const VIEWS = ["live", "history", "analytics", "alerts"];
+export const VIEWS = ["live", "history", "analytics", "providers", "alerts"];
 const CALL = "call/";
 
 /** {view, callId, params} for a hash ("#history?q=x" → view "history", params q=x). */
