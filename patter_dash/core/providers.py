@@ -16,7 +16,7 @@ group's figures do not depend on the order calls are read in.
 
 Reading 100,000 calls is seconds of Python: the pass runs outside the store's
 lock on references (disk pages are read on a native thread), pauses every
-:data:`PACE` calls so other requests run, and its answer is cached until the
+few milliseconds (:class:`~patter_dash.core.cooperative.Slices`) so other requests run, and its answer is cached until the
 totals change (the aggregates' ``version``), a call is deleted, or another
 filter is asked; requests asking the same thing meanwhile wait for the one pass.
 """
@@ -30,7 +30,7 @@ from weakref import WeakKeyDictionary
 
 from ..model.records import FAILED_STATUSES, Call
 from .aggregates import COMPONENTS, NANO, contribution
-from .cooperative import let_others_run
+from .cooperative import Slices, let_others_run
 from .store import CallFilter
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ KINDS: dict[str, tuple[str, str | None, str | None, str]] = {
     "mode": ("provider_mode", None, None, "total"),
 }
 PERCENTILES = (50, 95, 99)
-#: Calls read between pauses for other requests.
-PACE = 500
 #: Answers kept per pipeline (a few filters at once: the UI's periods).
 CACHED = 16
 
@@ -82,11 +80,11 @@ def compute(calls: Iterable[list[Call]]) -> tuple[list[dict[str, Any]], int]:
     """The rows for every call of ``calls`` (batches), and how many calls were read."""
     groups: dict[tuple[str, str | None, str | None], _Group] = {}
     seen = 0
+    slices = Slices()
     for batch in calls:
         for call in batch:
             seen += 1
-            if seen % PACE == 0:
-                let_others_run()
+            slices.pause_if_due()
             duration_ms, cost, response = contribution(call)
             failed = call.status in FAILED_STATUSES
             meta = call.meta_value
