@@ -8,6 +8,7 @@ others run; in a threaded host it just calls.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -90,3 +91,15 @@ def offload(fn: Callable[..., T], *args: Any) -> T:
         return get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
     return fn(*args)
 
+
+
+def in_background(fn: Callable[..., Any], *args: Any) -> None:
+    """``fn(*args)`` on a native thread, not waited for (work nobody should wait on, such as an fsync)."""
+    if gevent_active() and not on_foreign_native_thread():
+        from gevent import get_hub
+
+        get_hub().threadpool.spawn(fn, *args)
+    elif gevent_active():
+        fn(*args)  # a greenlet of this thread's hub would never run
+    else:
+        threading.Thread(target=fn, args=args, daemon=True, name="patter-dash-background").start()

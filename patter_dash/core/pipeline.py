@@ -37,7 +37,7 @@ from ..model.clean import ValidationError
 from ..model.events import Event, make_event
 from ..model.views import CALL_DELETED
 from .aggregates import HOUR, contribution, latency_bin
-from .cooperative import Slices, gevent_active, let_others_run, offload, on_foreign_native_thread
+from .cooperative import Slices, gevent_active, in_background, let_others_run, offload, on_foreign_native_thread
 from .history import History
 from .hub import Hub
 from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore, Watcher
@@ -56,6 +56,8 @@ FREEZE_EVERY = 2_000
 INLINE_MAX = 100
 #: Events written in one transaction at most (what queued while the last one committed).
 BATCH_MAX = 1_000
+#: Commits between two WAL checkpoints (and one a second after any commit): the WAL stays a few MB.
+CHECKPOINT_EVERY = 200
 #: Seconds between two tries to write after the journal failed (disk full, read-only).
 RETRY_INTERVAL = 1.0
 #: Seconds without events before what applying derived is written on its own (see _flush_when_idle).
@@ -225,6 +227,8 @@ class Pipeline:
         self._unwritten_seen: list[tuple[str, int]] = []
         self._last_purge = 0.0
         self._flush_due: float | None = None
+        self._checkpointing = False
+        self._checkpointed_at = 0  # journal_stats["commits"] when the last checkpoint was asked for
         self.store = CallStore(**self._store_options)
         self.hub = Hub(**self._hub_options)
         #: Reads of finished calls, in memory and (with a journal) on disk.
@@ -488,6 +492,8 @@ class Pipeline:
                 if self.journal is not None:
                     self._purge(self.journal)
                     self._take_dirty()
+                    if self.journal_stats["commits"] != self._checkpointed_at:
+                        self._checkpoint(self.journal)
                 last_reap = now
             self._sleeping = True
             if not self._queue or (self.journal_error is not None and time.monotonic() < self._retry_at):
@@ -647,6 +653,25 @@ class Pipeline:
         stats["commits"] += 1
         stats["events"] += len(batch.events)
         stats["last_commit_ms"] = round((time.monotonic() - started) * 1000, 2)
+        if stats["commits"] - self._checkpointed_at >= CHECKPOINT_EVERY:
+            self._checkpoint(journal)
+
+    def _checkpoint(self, journal: Journal) -> None:
+        """Have the WAL copied into the file beside the commits, not waited for (its fsync is nobody's wait)."""
+        if self._checkpointing:
+            return
+        self._checkpointing = True
+        self._checkpointed_at = self.journal_stats["commits"]
+
+        def run() -> None:
+            try:
+                journal.checkpoint()
+            except JournalUnavailable as exc:
+                log.debug("patter-dash: WAL checkpoint failed (the next commit reports it if it matters): %s", exc)
+            finally:
+                self._checkpointing = False
+
+        in_background(run)
 
     def _journal_failed(self, exc: JournalUnavailable) -> None:
         if self.journal_error is None:
