@@ -14,8 +14,10 @@ another:
               unknown fields, even dict keys): e-mail addresses → ``[email]``, Luhn-valid card numbers
               → ``[card]``, phone numbers → ``[phone]``, any other number of 6+ digits → ``[number]``
               (and numeric values of 6+ digits in fields patter-dash does not model).
-``metadata``  as ``pii``, and no transcript at all: line texts and turn words are emptied, a line's
-              own fields (tool arguments and results) dropped, call_end's transcript left out.
+``metadata``  as ``pii``, and no transcript or other text at all: line texts and turn words are
+              emptied, a line's own fields (tool arguments and results) dropped, call_end's transcript
+              left out, and the strings of fields patter-dash does not model become null (numbers and
+              booleans stay: metrics and costs).
 
 Every pattern runs in time linear in the text (no backtracking across a
 run): a 20,000-character line of adversarial digits is redacted in
@@ -238,9 +240,12 @@ class Redactor:
                 self._put(metrics, name, self._any(value))
 
     def _any(self, value: Any) -> Any:
-        """A field patter-dash does not model: every string in it, keys too; number fields masked."""
+        """A field patter-dash does not model: every string in it, keys too; number fields masked.
+
+        ``metadata`` keeps no text there at all (a summary, a note): its strings become null.
+        """
         if isinstance(value, str):
-            return self.text(value)
+            return None if self.drop_transcript else self.text(value)
         if isinstance(value, dict):
             out: dict[str, Any] = {}
             for k, v in value.items():
