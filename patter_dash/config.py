@@ -89,6 +89,13 @@ def _database(value: Any) -> str | None:
     return text
 
 
+def _secret(value: Any) -> str | None:
+    text = _token(value)
+    if text is not None and len(text) < 16:
+        raise ValueError("expected at least 16 characters (a random string: openssl rand -hex 32)")
+    return text
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -147,6 +154,10 @@ class Settings:
     ALLOW_INSECURE: bool = setting(False, _bool)
     #: The alert rules and destinations: a TOML file (schema in patter_dash/ops/alert_config.py); None: no alerts.
     ALERTS: str | None = setting(None, _path)
+    #: What of callers' numbers and words is kept (patter_dash/model/redact.py): off, numbers, pii, metadata.
+    REDACT: str = setting("off", _choice("off", "numbers", "pii", "metadata"))
+    #: The key of the caller / callee hashes; None: a random one, made once and kept in the database.
+    REDACT_KEY: str | None = setting(None, _secret)
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})

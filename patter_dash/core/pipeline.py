@@ -35,6 +35,7 @@ from ..journal import Batch, Journal, JournalUnavailable
 from ..model import records
 from ..model.clean import ValidationError
 from ..model.events import Event, make_event
+from ..model.redact import Redactor
 from ..model.views import CALL_DELETED
 from .aggregates import HOUR, contribution, latency_bin
 from .cooperative import Slices, gevent_active, in_background, let_others_run, offload, on_foreign_native_thread
@@ -189,8 +190,14 @@ class Pipeline:
         journal: Journal | None = None,
         call_timeout: float | None = None,
         retention_days: float = 0,
+        redact: str = "off",
+        redact_key: bytes | None = None,
     ) -> None:
         self.queue_size = queue_size
+        #: ``PATTER_DASH_REDACT``: applied once to every event before it is journaled or applied.
+        #: Without a configured key, a journal's own (see _restore) replaces this process's random one.
+        self.redactor = Redactor(redact, redact_key or os.urandom(32))
+        self._own_redact_key = redact_key is not None
         self.journal = journal
         self.call_timeout = call_timeout
         self.retention_days = retention_days
@@ -299,6 +306,8 @@ class Pipeline:
 
         def read() -> Any:
             journal.open()
+            if self.redactor.active and not self._own_redact_key:
+                self._adopt_redact_key(journal)
             return journal.restore(keep)
 
         restored = offload(read)
@@ -346,6 +355,18 @@ class Pipeline:
             self.journal_stats["restore_seconds"],
         )
 
+    def _adopt_redact_key(self, journal: Journal) -> None:
+        """The hashing key kept with the database, made once, so a caller's hash survives restarts."""
+        try:
+            self.redactor.key = journal.secret("redact_key")
+        except JournalUnavailable as exc:
+            log.warning("patter-dash: no redaction key in %s (%s); caller hashes use this process's own key", journal.path, exc)
+
+    def _redact(self, event: Event) -> Event:
+        """Redact an event as it enters the writer's hands (once: before the journal, the store, the hub)."""
+        self.redactor.event(event.type, event.data)
+        return event
+
     def _adopt_cold(self, call_ids: Any) -> None:
         """Bring back from disk the finished calls these ids name that memory no longer holds."""
         journal = self.journal
@@ -391,6 +412,11 @@ class Pipeline:
             self.counters["busy"] += 1
             raise QueueFull("ingest queue is full")
         self.ensure_started()
+        if self.redactor.active:
+            slices = Slices()  # a body's long lines are redacted between other requests' turns
+            for event in events:
+                self._redact(event)
+                slices.pause_if_due()
         ticket = _Ticket(len(events))
         first = 0
         if self._inline and self._sleeping and not self._queue and len(events) <= INLINE_MAX:
@@ -591,7 +617,7 @@ class Pipeline:
         if item.event is not None:
             return True
         try:
-            item.event = make_event(item.type, item.data, item.key, now=item.received)
+            item.event = self._redact(make_event(item.type, item.data, item.key, now=item.received))
             return True
         except ValidationError as exc:
             self.counters["rejected"] += 1
@@ -788,7 +814,7 @@ class Pipeline:
 
     def _handle(self, item: Pending) -> None:
         try:
-            event = item.event or make_event(item.type, item.data, item.key, now=item.received)
+            event = item.event or self._redact(make_event(item.type, item.data, item.key, now=item.received))
             ack = self._apply(event)
         except ValidationError as exc:
             self.counters["rejected"] += 1

@@ -447,6 +447,29 @@ class SQLiteJournal:
         if batch.last_seq:
             db.execute("INSERT OR REPLACE INTO info (name, value) VALUES ('last_seq', ?)", (batch.last_seq,))
 
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the file under ``name``, made the first time it is asked for.
+
+        Kept with the history it protects (redaction's hashing key): a copy of
+        the file hashes the same numbers the same way, another file does not.
+        """
+        row_name = f"secret:{name}"
+        try:
+            with self._transaction() as db:
+                row = db.execute("SELECT value FROM info WHERE name = ?", (row_name,)).fetchone()
+                if row is not None:
+                    return bytes.fromhex(row[0])
+                value = os.urandom(32)
+                db.execute("INSERT INTO info (name, value) VALUES (?, ?)", (row_name, value.hex()))
+                return value
+        except JournalUnavailable:
+            # A file that cannot be written now may still hold the secret: read it.
+            with self._reader() as db:
+                row = db.execute("SELECT value FROM info WHERE name = ?", (row_name,)).fetchone()
+            if row is None:
+                raise
+            return bytes.fromhex(row[0])
+
     def forget(self, call_ids: list[str]) -> list[tuple[Any, ...]]:
         """Delete calls and their events; the (call_id, started_at, status, numbers...) rows that existed."""
         found: list[tuple[Any, ...]] = []

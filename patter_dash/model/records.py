@@ -347,10 +347,19 @@ class Call:
         return None
 
     def searchable(self, needle: str) -> bool:
-        """Case-insensitive substring of caller, callee, id or any transcript line."""
+        """Case-insensitive substring of caller, callee, id, their hashes (redacted numbers) or any transcript line."""
         if needle in self.call_id.lower() or needle in self.caller.lower() or needle in self.callee.lower():
             return True
+        if any(needle in h for h in self.number_hashes()):
+            return True
         return any(needle in line[LINE_TEXT].lower() for line in self.transcript)
+
+    def number_hashes(self) -> tuple[str, ...]:
+        """The keyed hashes of caller and callee that ``PATTER_DASH_REDACT`` keeps in place of the numbers."""
+        extra = self.extra
+        if not extra:
+            return ()
+        return tuple(h for name in ("caller_hash", "callee_hash") if isinstance(h := extra.get(name), str))
 
     def search_text(self) -> bytes:
         """What :meth:`searchable` looks in, as the journal stores it: lowercased, UTF-8, fields apart.
@@ -360,7 +369,7 @@ class Call:
         of UTF-8, so ``search_needle(q) in search_text()`` is exactly
         ``searchable(q.lower())``: no match can span two fields.
         """
-        fields = (self.call_id, self.caller, self.callee, *(line[LINE_TEXT] for line in self.transcript))
+        fields = (self.call_id, self.caller, self.callee, *self.number_hashes(), *(line[LINE_TEXT] for line in self.transcript))
         return b"\xff".join(f.lower().encode("utf-8", "surrogatepass") for f in fields)
 
     # ------------------------------------------------------------------ views

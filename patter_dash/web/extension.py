@@ -71,6 +71,8 @@ class PatterDashboard:
             journal=journal,
             call_timeout=s.CALL_TIMEOUT or None,
             retention_days=s.RETENTION_DAYS,
+            redact=s.REDACT,
+            redact_key=s.REDACT_KEY.encode() if s.REDACT_KEY else None,
         )
         self.metrics = Metrics(self.pipeline)  # this app's own registry: two dashboards in a process never clash
         self.alerts = Alerts(self.pipeline, alerts) if alerts is not None else None

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from ..core.store import CallFilter
+from ..model.redact import hash_query
+from .context import current_dashboard
 
 # int() and float() also take "1_000", " 5", "+5" and non-ASCII digits ("１０");
 # a query string should mean one thing, so only plain ASCII numbers pass.
@@ -82,6 +84,14 @@ def period(args: Mapping[str, str]) -> tuple[float | None, float | None]:
     return start, end
 
 
+def _query(q: str | None) -> str | None:
+    """``q``; a whole phone number becomes its hash when numbers are redacted (the calls of that caller)."""
+    if q is None:
+        return None
+    redactor = current_dashboard().pipeline.redactor
+    return hash_query(redactor, q) if redactor.active else q
+
+
 def call_filter(args: Mapping[str, str]) -> CallFilter:
     start, end = period(args)
     return CallFilter(
@@ -89,6 +99,6 @@ def call_filter(args: Mapping[str, str]) -> CallFilter:
         direction=choice(args, "direction", ("inbound", "outbound")),
         start=start,
         end=end,
-        query=text(args, "q"),
+        query=_query(text(args, "q")),
         provider_mode=text(args, "provider_mode", 32),
     )
