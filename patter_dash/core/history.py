@@ -12,13 +12,14 @@ on the gevent loop. Where memory holds a call newer than its copy on disk
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..model.records import Call
 from .aggregates import Numbers, contribution
 from .cooperative import offload
-from .store import CallFilter
+from .store import CallFilter, by_start
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -35,8 +36,14 @@ class History:
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    def page(self, flt: CallFilter, limit: int, offset: int) -> tuple[list[Call], int]:
-        """Newest-first page of the finished calls matching ``flt`` (memory and disk), and the match count."""
+    def page(self, flt: CallFilter, limit: int, offset: int, sort: str = "ended_at") -> tuple[list[Call], int]:
+        """A page of the finished calls matching ``flt`` (memory and disk), newest first, and the match count.
+
+        ``sort``: ``ended_at`` is completion order (as the calls finished),
+        ``started_at`` the start (ties: completion).
+        """
+        if sort == "started_at":
+            return self._page_by_start(flt, limit, offset)
         pipeline = self._pipeline
         store, journal = pipeline.store, pipeline.journal
         if journal is None:
@@ -67,6 +74,31 @@ class History:
         on_disk = held.on_disk_only if counted is None else counted
         return page, len(memory) + on_disk + len(older)
 
+    def _page_by_start(self, flt: CallFilter, limit: int, offset: int) -> tuple[list[Call], int]:
+        """:meth:`page` by start: the first ``offset + limit`` of memory and of disk (keys only), merged."""
+        pipeline = self._pipeline
+        store, journal = pipeline.store, pipeline.journal
+        if journal is None:
+            return store.page_by_start(flt, limit, offset)
+        _, total = self.page(flt, 0, 0)  # the count, by the same rules as the default order
+        held = store.held(pipeline.unwritten())
+        memory = held.window + held.older
+        matched = memory if flt.empty else [c for c in memory if flt.matches(c)]
+        wanted = offset + limit
+        top = heapq.nlargest(wanted, matched, key=by_start)
+        keys: list[tuple[float, int, Call | None]] = [(c.started_at, c.done, c) for c in top]
+        if held.on_disk_only > 0:
+            skip = [c.done for c in held.older]
+            disk = offload(lambda: journal.by_start(flt, held.floor, skip, wanted))
+            keys += [(started_at, done, None) for started_at, done in disk]
+        keys.sort(key=lambda k: (k[0], k[1]), reverse=True)
+        chosen = keys[offset:wanted]
+        marks = [done for _, done, call in chosen if call is None]
+        loaded = offload(journal.load_done, marks) if marks else {}
+        # A call deleted between the two reads is left out, as a page read a moment later would.
+        page = [call if call is not None else loaded.get(done) for _, done, call in chosen]
+        return [c for c in page if c is not None], total
+
     def get(self, call_id: str) -> Call | None:
         """One call, live or finished, from memory or else from disk."""
         pipeline = self._pipeline
@@ -86,7 +118,7 @@ class History:
             call = next((c for c in pipeline.unwritten() if c.call_id == call_id), None)
         return call
 
-    def batches(self, flt: CallFilter) -> Iterator[list[Call]]:
+    def batches(self, flt: CallFilter, sort: str = "ended_at") -> Iterator[list[Call]]:
         """Every finished call matching ``flt``, newest first, in batches (an export).
 
         Memory's window is taken as references when the first batch is asked
@@ -94,6 +126,9 @@ class History:
         number, so calls finishing meanwhile neither shift nor repeat rows), and
         each page is let go once the reader has it.
         """
+        if sort == "started_at":
+            yield from self._batches_by_start(flt)
+            return
         pipeline = self._pipeline
         store, journal = pipeline.store, pipeline.journal
         if journal is None:
@@ -116,6 +151,40 @@ class History:
             ahead = [c for c in older if c.done > below]
             older = older[len(ahead):]
             yield _merge(disk, 0, ahead, 0, len(disk) + len(ahead), complete=True)
+
+    def _batches_by_start(self, flt: CallFilter) -> Iterator[list[Call]]:
+        """:meth:`batches` by start: memory's calls sorted once, merged with disk pages read by (start, done)."""
+        pipeline = self._pipeline
+        store, journal = pipeline.store, pipeline.journal
+        if journal is None:
+            calls = store.snapshot(flt)
+            calls.sort(key=by_start, reverse=True)
+            yield calls
+            return
+        held = store.held(pipeline.unwritten())
+        memory = held.window + held.older
+        memory = memory if flt.empty else [c for c in memory if flt.matches(c)]
+        memory.sort(key=by_start, reverse=True)
+        if held.on_disk_only <= 0:
+            yield memory
+            return
+        skip = [c.done for c in held.older]
+        after: tuple[float, int] | None = None
+        i = 0
+        while True:
+            keys = offload(lambda: journal.by_start(flt, held.floor, skip, EXPORT_PAGE, after))
+            if not keys:
+                yield memory[i:]
+                return
+            after = keys[-1]
+            ahead: list[Call] = []
+            while i < len(memory) and by_start(memory[i]) > after:
+                ahead.append(memory[i])
+                i += 1
+            marks = [done for _, done in keys]
+            loaded = offload(journal.load_done, marks)
+            disk = [loaded[done] for done in marks if done in loaded]
+            yield sorted(ahead + disk, key=by_start, reverse=True)
 
     def cold_rows(self, lo: float, hi: float) -> list[tuple[float, str, Numbers]]:
         """The aggregates' edge-hour hook: the counted calls started in [lo, hi) that memory does not hold.

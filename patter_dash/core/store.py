@@ -9,11 +9,13 @@ ordering rules for late, early and repeated events live here, in one place.
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from ..model.events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
@@ -692,6 +694,14 @@ class CallStore:
             matched = [c for c in newest_first if flt.matches(c)]
         return matched[offset : offset + limit], len(matched)
 
+    def page_by_start(self, flt: CallFilter, limit: int, offset: int) -> tuple[list[Call], int]:
+        """Like :meth:`page`, newest start first (ties: newest completion)."""
+        with self.lock:
+            calls = self.completed.values()
+            matched = calls if flt.empty else [c for c in calls if flt.matches(c)]
+            # A selection, not a sort: O(n log k) for the first pages, which are the ones read.
+            return heapq.nlargest(offset + limit, matched, key=by_start)[offset:], len(matched)
+
     def newest(self, limit: int, offset: int) -> tuple[list[Call], int] | None:
         """An unfiltered page that lies in memory's window, and the count of every stored call; else None.
 
@@ -824,6 +834,10 @@ class Held(NamedTuple):
     @property
     def on_disk_only(self) -> int:
         return self.stored - len(self.window) - len(self.older)
+
+
+#: History's order for ``sort=started_at``: the start, then the completion number (unique) for ties.
+by_start = attrgetter("started_at", "done")
 
 
 def _by_done(call: Call) -> int:

@@ -568,6 +568,36 @@ class SQLiteJournal:
                 db.execute("COMMIT")
         return calls, total
 
+    def by_start(
+        self, flt: Filter, below: int, skip: Iterable[int], limit: int, after: tuple[float, int] | None = None
+    ) -> list[tuple[float, int]]:
+        """(started_at, done) of the stored calls :meth:`page` would list, newest start first (ties: newest done).
+
+        ``after``: only those that come after this key in that order (an
+        export's next page). Keys only: the caller merges them with memory's
+        calls and loads the few it keeps (:meth:`load_done`).
+        """
+        where, args = _where(flt, below, list(skip))
+        if after is not None:
+            where += " AND (started_at < ? OR (started_at = ? AND done < ?))"
+            args += [after[0], after[0], after[1]]
+        with self._reader() as db:
+            return [tuple(row) for row in db.execute(
+                f"SELECT started_at, done FROM calls WHERE {where} ORDER BY started_at DESC, done DESC LIMIT ?", (*args, limit)
+            )]
+
+    def load_done(self, marks: list[int]) -> dict[int, Call]:
+        """The stored calls with these completion numbers, by number (those deleted meanwhile are missing)."""
+        found: dict[int, Call] = {}
+        with self._reader() as db:
+            for start in range(0, len(marks), 500):
+                chunk = json.dumps(marks[start : start + 500])
+                for done, state in db.execute(
+                    "SELECT done, state FROM calls WHERE done IN (SELECT value FROM json_each(?))", (chunk,)
+                ):
+                    found[done] = thaw(state)
+        return found
+
     def load(self, call_id: str) -> Call | None:
         with self._reader() as db:
             row = db.execute("SELECT state FROM calls WHERE call_id = ?", (call_id,)).fetchone()

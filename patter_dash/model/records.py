@@ -407,6 +407,38 @@ def metrics_view(call: Call, *, full: bool) -> dict[str, Any]:
     return metrics
 
 
+_ZERO_LATENCY = {"total_ms": 0.0}
+
+
+def patter_metrics(call: Call, turns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The call's ``metrics`` exactly as Patter's store holds them: its ``CallMetrics``, ``turns`` included.
+
+    Clients written against Patter read a call's turns in ``metrics.turns``
+    (its ``/api/v1/calls/{id}`` and JSON export give ``asdict(CallMetrics)``).
+    The turns are rebuilt from the call's own (``turns``, the views of
+    ``call.turns``): a finished call's are its final ``CallMetrics.turns``, so
+    no second copy is stored. None while the call is live (Patter's live
+    record has no metrics) and when it was closed without a ``call_end`` (a
+    terminal status, idle timeout: Patter's ``update_call_status`` moves such a
+    call to history with ``metrics: None``). A ``call_end`` without CallMetrics
+    gets Patter's stand-in (``record_call_end``), with the duration, cost so
+    far and turns this dashboard knows.
+    """
+    if not call.ended_by_end_event:
+        return None
+    if call.percentiles is None and call.meta is None:
+        return {
+            "duration_seconds": call.duration_seconds(),
+            "turns": turns,
+            "cost": unpack(call.cost, COST_KEYS) or {k: 0.0 for k in COST_KEYS[:5]},
+            **{name: dict(_ZERO_LATENCY) for name in PERCENTILE_KEYS},
+            "provider_mode": "",
+        }
+    metrics = metrics_view(call, full=True)
+    metrics["turns"] = turns
+    return metrics
+
+
 def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, Any]:
     """The light view: everything the history table shows, no per-turn arrays.
 
@@ -454,11 +486,12 @@ def transcript_view(call: Call) -> list[dict[str, Any]]:
 
 
 def detail(call: Call, now: float) -> dict[str, Any]:
-    """The full record: transcript, every turn, all percentiles, unknown fields."""
+    """The full record: transcript, every turn, unknown fields, and ``metrics`` as Patter gives them (:func:`patter_metrics`)."""
     view = summary(call, now, with_metrics=False)
-    view["metrics"] = metrics_view(call, full=True)
+    turns = [turn_view(t) for t in call.turns]
+    view["metrics"] = patter_metrics(call, turns)  # Patter's readers find the turns there; ours at the top
     view["transcript"] = transcript_view(call)
-    view["turns"] = [turn_view(t) for t in call.turns]
+    view["turns"] = turns
     view["status_history"] = [{"status": s, "at": at} for s, at in call.status_history]
     view["dropped_lines"] = call.dropped_lines
     if call.extra:

@@ -169,8 +169,36 @@ class CallSummary(_Record):
     metrics: CallMetricsRecord
 
 
+class PatterMetrics(CallMetrics, kw_only=True):
+    """A finished call's metrics as Patter's dashboard holds them: Patter's CallMetrics with its turns.
+
+    A call that ended without CallMetrics gets Patter's stand-in: the duration, the cost so far
+    (zero when none), every latency percentile as {"total_ms": 0.0}, empty provider_mode, and its turns.
+    Unknown fields Patter sent come back unchanged.
+    """
+
+    duration_seconds: Amount | None
+    turns: list[TurnRecord]
+    cost: CostBreakdown
+
+
 class CallDetail(CallSummary):
-    """The full record: the summary plus transcript, every turn, status history and unknown fields."""
+    """The full record: the summary plus transcript, every turn, status history and unknown fields.
+
+    ``metrics`` is Patter's whole CallMetrics, its ``turns`` included, as Patter's own
+    ``/api/v1/calls/{id}`` and JSON export give it; ``turns`` repeats them at the top level.
+    """
+
+    metrics: Annotated[  # type: ignore[assignment]
+        PatterMetrics | None,
+        Meta(
+            description=(
+                "Patter's CallMetrics as Patter's dashboard holds them, with every turn in metrics.turns (the same "
+                "list as turns). null while the call is live and when it was closed by a status (no-answer, busy, "
+                "timeout, ...) without call_end, as in Patter."
+            )
+        ),
+    ]
 
     transcript: Annotated[
         list[TranscriptLine],
@@ -482,19 +510,6 @@ class CallDeletedFrame(_Record):
 
 
 # ------------------------------------------- Patter's own dashboard routes
-
-
-class PatterMetrics(CallMetrics, kw_only=True):
-    """A finished call's metrics as Patter's dashboard holds them: Patter's CallMetrics with its turns.
-
-    A call that ended without CallMetrics gets Patter's stand-in: the duration, the cost so far
-    (zero when none), every latency percentile as {"total_ms": 0.0}, empty provider_mode, and its turns.
-    Unknown fields Patter sent come back unchanged.
-    """
-
-    duration_seconds: Amount | None
-    turns: list[TurnRecord]
-    cost: CostBreakdown
 
 
 class PatterRecord(_Record):

@@ -40,9 +40,10 @@ def list_calls() -> Response:
     offset = params.integer(request.args, "offset", 0, 0, 10**9)
     full = params.choice(request.args, "full", ("0", "1", "true", "false")) in ("1", "true")
     flt = params.call_filter(request.args)
+    order = params.sort(request.args)
     dash = current_dashboard()
     _forget_deleted(dash.pipeline)
-    calls, total = dash.pipeline.history.page(flt, limit, offset)
+    calls, total = dash.pipeline.history.page(flt, limit, offset, order)
     now = time.time()
     if full:
         rows = [jsoncodec.dumps(records.detail(c, now)) for c in _yielding(calls)]
@@ -196,6 +197,33 @@ def delete_calls() -> Response:
         raise params.BadParam("before", "is required: every finished call that started before this time is deleted")
     count = current_dashboard().pipeline.delete_before(before)
     return jsonify(count=count, before=before)
+
+
+@bp.get("/call")
+def call_by_id() -> Response | tuple[Response, int]:
+    """``GET /calls/{id}`` with the id in the query string, so that every id is reachable.
+
+    A path cannot carry some ids: ``active`` is the live list's route, a path is
+    decoded before routing (``%61ctive`` is ``active`` too), browsers and proxies
+    resolve ``.`` and ``..`` segments (``%2E%2E`` included) and merge or refuse
+    empty ones (``a//b``, a leading ``/``). A query parameter carries any text.
+    """
+    return call_detail(_query_id())
+
+
+# A view of its own, not a method of call_by_id: the auth rules are a view's (auth.write is for writes only).
+@bp.delete("/call")
+@auth.write
+def delete_call_by_id() -> Response | tuple[Response, int]:
+    """``DELETE /calls/{id}`` with the id in the query string (see :func:`call_by_id`)."""
+    return delete_call(_query_id())
+
+
+def _query_id() -> str:
+    call_id = request.args.get("id")
+    if not call_id:
+        raise params.BadParam("id", "is required: the call's id, percent-encoded")
+    return call_id
 
 
 def _forget_deleted(pipeline: Pipeline) -> None:

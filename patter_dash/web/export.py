@@ -202,7 +202,7 @@ def _json(calls: Iterable[list[Call]], rows: _RowGuard, ndjson: bool) -> Iterato
 FORMATS = {"csv": ("text/csv", "csv"), "json": ("application/json", "json"), "ndjson": ("application/x-ndjson", "ndjson")}
 
 
-def _body(dash: PatterDashboard, flt: CallFilter, fmt: str) -> Iterator[bytes]:
+def _body(dash: PatterDashboard, flt: CallFilter, fmt: str, order: str) -> Iterator[bytes]:
     """The export, snapshot included: taken on the first iteration, dropped when the body ends or is closed.
 
     The snapshot is memory's window (references); older history follows from
@@ -212,7 +212,7 @@ def _body(dash: PatterDashboard, flt: CallFilter, fmt: str) -> Iterator[bytes]:
     stats.add("open")
     rows = _RowGuard(stats, fmt)
     try:
-        calls = dash.pipeline.history.batches(flt)
+        calls = dash.pipeline.history.batches(flt, order)
         yield from _csv(calls, rows) if fmt == "csv" else _json(calls, rows, fmt == "ndjson")
         rows.report()
     finally:
@@ -221,13 +221,14 @@ def _body(dash: PatterDashboard, flt: CallFilter, fmt: str) -> Iterator[bytes]:
 
 def _download(fmt: str) -> Response:
     flt = params.call_filter(request.args)  # bad input: a 400 before anything is streamed
+    order = params.sort(request.args)
     dash = current_dashboard()
     mimetype, extension = FORMATS[fmt]
     if request.method == "HEAD":
         body: Iterable[bytes] = iter(())  # headers only: no snapshot
     else:
         abort = shutdown_socket(socket.SHUT_RDWR)
-        body = guarded(_body(dash, flt, fmt), describe(), abort, lambda: dash.streams.add("failed"))
+        body = guarded(_body(dash, flt, fmt, order), describe(), abort, lambda: dash.streams.add("failed"))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     response = Response(body, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="patter-calls-{stamp}.{extension}"'

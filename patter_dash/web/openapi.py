@@ -30,6 +30,7 @@ from ..model.events import EVENT_MODELS
 from ..model.views import STREAM_TYPES
 from .auth import COOKIE
 from .context import API_PREFIX, current_dashboard
+from .params import SORTS
 
 bp = Blueprint("openapi", __name__)
 
@@ -146,6 +147,17 @@ def parameters() -> dict[str, Schema]:
             "0 leaves them out (turn_count still says how many).",
         ),
         "full": param("full", "query", {"enum": ["0", "1", "true", "false"]}, "1 or true: items are CallDetail."),
+        "sort": param(
+            "sort", "query", {"enum": list(SORTS), "default": SORTS[0]},
+            "Newest first by end (ended_at, the default: in the order the calls finished, as this dashboard received "
+            "their end, which is Patter's order) or by start (started_at: what the dashboard's history table shows "
+            "and asks for). Ties by completion.",
+        ),
+        "id": param(
+            "id", "query", {"type": "string", "minLength": 1},
+            "The call's id, percent-encoded: any id, including those a path cannot carry (active, ., .., a//b, /x).",
+            required=True,
+        ),
         "status": param("status", "query", {"type": "string", "maxLength": 32}, "Exact status, e.g. completed."),
         "direction": param("direction", "query", {"enum": ["inbound", "outbound"]}, "Call direction."),
         "from": param("from", "query", when, f"Calls started at or after this time. {zone}"),
@@ -239,7 +251,7 @@ def _websocket(summary: str, tag: str, description: str, params: tuple[str, ...]
 
 
 def paths(settings: Settings) -> dict[str, Schema]:
-    history = ("limit", "offset", "full", *FILTERS)
+    history = ("limit", "offset", "full", "sort", *FILTERS)
     stream = ("types", "stream_call_id", "last_event_id", "Last-Event-ID")
     routes: dict[str, Schema] = {
         f"{V1}/calls": {
@@ -247,7 +259,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "listCalls", "calls",
                 json_body(
                     {"anyOf": [ref("CallList"), ref("FullCallList")]},
-                    "Completed calls matching the filters, newest first (by completion), over all stored history: memory "
+                    "Completed calls matching the filters, newest first (by completion; sort=started_at: by start), over all stored history: memory "
                     "and, with PATTER_DASH_DB, the calls older than memory holds. CallDetail items with full=1.",
                 ),
                 history,
@@ -285,6 +297,25 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 {"404": error('No such call: {"error": "Call not found"}.')},
             ),
         },
+        f"{V1}/call": {
+            **_get(
+                "getCallById", "calls",
+                json_body(ref("CallAnswer"), "The call, as GET /calls/{call_id} answers it."),
+                ("id",),
+                errors={**BAD_PARAM, "404": error('No such call: {"error": "Call not found"}.')},
+                description=(
+                    "GET /calls/{call_id} with the id in the query string, so that every id is reachable: the path "
+                    "form cannot carry the id active (that is the live list; %61ctive is decoded to it before "
+                    "routing), nor ids that browsers and proxies rewrite (., .. and %2E%2E segments, empty segments "
+                    "as in a//b or a leading /). DELETE /call?id= deletes as DELETE /calls/{call_id}."
+                ),
+            ),
+            "delete": _delete_operation(
+                "deleteCallById", ("id",),
+                "DELETE /calls/{call_id} with the id in the query string (any id; see GET /call).",
+                {**BAD_PARAM, "404": error('No such call: {"error": "Call not found"}.')},
+            ),
+        },
         f"{V1}/analytics/overview": _get(
             "getOverview", "analytics", json_body(ref("OverviewAnswer"), "Totals for the period."), ("from", "to")
         ),
@@ -316,7 +347,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "headers": {"Content-Disposition": {"schema": {"type": "string"}, "description": "attachment; filename=..."}},
                 "content": {"text/csv": {"schema": {"type": "string"}}},
             },
-            FILTERS,
+            ("sort", *FILTERS),
         ),
         f"{V1}/export/json": _get(
             "exportJson", "export",
@@ -329,7 +360,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
                     "application/x-ndjson": {"schema": {"type": "string"}, "description": "One CallDetail per line."},
                 },
             },
-            ("format", *FILTERS),
+            ("format", "sort", *FILTERS),
         ),
         f"{V1}/alerts": _get(
             "getAlerts", "meta",

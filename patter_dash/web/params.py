@@ -102,3 +102,13 @@ def call_filter(args: Mapping[str, str]) -> CallFilter:
         query=_query(text(args, "q")),
         provider_mode=text(args, "provider_mode", 32),
     )
+
+
+#: History's orders, newest first: ``ended_at`` (as the calls finished; the default, as in Patter and
+#: before ``sort`` existed) and ``started_at`` (what the dashboard's table shows first, and asks for).
+SORTS = ("ended_at", "started_at")
+
+
+def sort(args: Mapping[str, str]) -> str:
+    """``sort``: ``ended_at`` (default) or ``started_at``, newest first either way; anything else is a 400."""
+    return choice(args, "sort", SORTS) or SORTS[0]

@@ -32,7 +32,6 @@ from ..core.pipeline import paced
 from ..core.store import CallFilter, CallStore
 from ..model import jsoncodec, records
 from ..model.clean import ValidationError, parse_json
-from ..model.events import COST_KEYS, PERCENTILE_KEYS
 from ..model.records import Call
 from ..model.views import ACTIVE_PAGE_TEXT, ACTIVE_PAGE_TURNS, ACTIVE_TURNS
 from . import api, auth, export, params
@@ -65,7 +64,6 @@ CSV_COLUMNS = (
 #: What Patter's dashboard answers for a call it does not hold.
 NOT_FOUND = "Not found"
 BAD_DELETE = "Expected JSON body {'call_ids': [...]}"
-_ZERO_COST = {"total": 0.0, "stt": 0.0, "tts": 0.0, "llm": 0.0, "telephony": 0.0}
 #: Patter's roles for a live line (``record_transcript_line`` publishes no other).
 _SPOKEN = ("user", "assistant")
 
@@ -73,29 +71,8 @@ _SPOKEN = ("user", "assistant")
 # ------------------------------------------------------------------ shapes
 
 
-def patter_metrics(call: Call, turns: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A finished call's ``metrics`` as Patter's store holds them, with ``turns``.
-
-    None when the call was closed without a ``call_end`` (a terminal status,
-    idle timeout): Patter's ``update_call_status`` moves such a call to
-    history with ``metrics: None``. A ``call_end`` without CallMetrics gets
-    Patter's stand-in (``record_call_end``), with the duration, cost so far
-    and turns this dashboard knows.
-    """
-    if not call.ended_by_end_event:
-        return None
-    if call.percentiles is None and call.meta is None:
-        zero = {"total_ms": 0.0}
-        return {
-            "duration_seconds": call.duration_seconds(),
-            "turns": turns,
-            "cost": records.unpack(call.cost, COST_KEYS) or dict(_ZERO_COST),
-            **{name: dict(zero) for name in PERCENTILE_KEYS},
-            "provider_mode": "",
-        }
-    metrics = records.metrics_view(call, full=True)
-    metrics["turns"] = turns
-    return metrics
+#: One source for the shape: the detail of ``/api/v1`` and its JSON export give the same ``metrics``.
+patter_metrics = records.patter_metrics
 
 
 def patter_record(call: Call) -> dict[str, Any]:

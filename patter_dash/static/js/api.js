@@ -42,6 +42,7 @@ export function withParams(base, params) {
   return url.origin === window.location.origin ? url.pathname + url.search : url.href;
 }
 
+/** A call's URL: the id goes in the query string (/call?id=), which carries any id; a path cannot carry "active" or "..". */
 export function callUrl(callId) {
   return urls.callTemplate.replace(ID_PLACEHOLDER, encodeURIComponent(String(callId)));
 }
