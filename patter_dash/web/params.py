@@ -104,8 +104,8 @@ def call_filter(args: Mapping[str, str]) -> CallFilter:
     )
 
 
-#: History's orders, newest first: ``ended_at`` (as the calls finished; the default, as in Patter and
-#: before ``sort`` existed) and ``started_at`` (what the dashboard's table shows first, and asks for).
+#: History's orders, newest first: ``ended_at`` (as the calls finished; the default, the dashboard's
+#: table's order, Patter's, and read straight from the newest calls) and ``started_at`` (by start).
 SORTS = ("ended_at", "started_at")
 
 

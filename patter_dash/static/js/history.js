@@ -12,9 +12,6 @@
 import { h, setText, fill } from "./dom.js";
 import * as fmt from "./format.js";
 import { urls, withParams, latestOnly, isAbort } from "./api.js";
-
-/** The table's order: its first column is the start, so newest start first (the API's default is by completion). */
-const SORT = "started_at";
 import { schedule, debounce, throttle } from "./scheduler.js";
 import { statusBadge, directionTag, modeChip } from "./calls.js";
 
@@ -210,8 +207,8 @@ export class HistoryView {
 
   updateExports() {
     const f = this.filters();
-    this.els.csv.href = withParams(urls.exportCsv, { ...f, sort: SORT });
-    this.els.json.href = withParams(urls.exportJson, { ...f, sort: SORT });
+    this.els.csv.href = withParams(urls.exportCsv, f);
+    this.els.json.href = withParams(urls.exportJson, f);
   }
 
   page(delta) {
@@ -223,7 +220,7 @@ export class HistoryView {
   }
 
   async load() {
-    const url = withParams(urls.calls, { ...this.filters(), sort: SORT, limit: this.limit, offset: this.offset });
+    const url = withParams(urls.calls, { ...this.filters(), limit: this.limit, offset: this.offset });
     this.els.table.setAttribute("aria-busy", "true");
     try {
       const body = await this.fetcher(url);
@@ -291,20 +288,12 @@ export class HistoryView {
     sync(this.els.form.elements.provider_mode, this.knownModes, "All voice modes", fmt.mode);
   }
 
-  /**
-   * A call just ended: show it at once where it belongs on the first page (history is newest start
-   * first, so a long call that ends now may land below calls that started after it), then reconcile.
-   */
+  /** A call just ended: show it at the top at once when that is where it belongs, then reconcile. */
   noteEnded(call) {
     if (call && this.loaded && this.offset === 0 && !this.hasFilters() && call.call_id != null) {
       const id = String(call.call_id);
       const rows = this.rows.filter((r) => String(r.call_id) !== id);
-      const at = rows.findIndex((r) => !(Number(r.started_at) > Number(call.started_at)));
-      if (at === -1 && rows.length >= this.limit) {
-        this.refreshSoon(); // it belongs on a later page
-        return;
-      }
-      rows.splice(at === -1 ? rows.length : at, 0, call);
+      rows.unshift(call);
       if (rows.length > this.limit) rows.length = this.limit;
       const isNew = rows.length !== this.rows.length || !this.rows.some((r) => String(r.call_id) === id);
       this.rows = rows;
