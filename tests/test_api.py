@@ -272,7 +272,7 @@ def test_unknown_paths_and_methods_answer_json(client) -> None:
     # DELETE /api/v1/calls is a route since issue 12 (bulk deletion, tests/test_history_delete.py).
     for method, path, allow in (
         ("PUT", "/api/v1/calls", {"GET", "DELETE", "HEAD", "OPTIONS"}),
-        ("PUT", "/api/v1/calls/CA1", {"GET", "DELETE", "HEAD", "OPTIONS"}),
+        ("PUT", "/api/v1/calls/CA1", {"GET", "PATCH", "DELETE", "HEAD", "OPTIONS"}),  # PATCH: issue 13 (annotations)
         ("DELETE", "/api/v1/calls/active", None),
         ("GET", "/api/v1/ingest", {"POST", "OPTIONS"}),
         ("GET", "/api/dashboard/ingest", {"POST", "OPTIONS"}),

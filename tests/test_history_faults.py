@@ -379,5 +379,11 @@ def test_a_schema_1_history_migrates_to_the_current_version_with_every_call(live
                                                                   "id": key, "data": {"call_id": call_id}}, timeout=10)
         assert again.status_code == 200 and again.json()["duplicate"] is True, again.text
     server.kill()
-    assert live_server(PATTER_DASH_DB=str(path), PATTER_DASH_RETENTION_DAYS="0",
-                       PATTER_DASH_CALL_TIMEOUT="0").get("/api/v1/calls?limit=1000").json()["data"] == list(listed.values())
+    server = live_server(PATTER_DASH_DB=str(path), PATTER_DASH_RETENTION_DAYS="0", PATTER_DASH_CALL_TIMEOUT="0")
+    assert server.get("/api/v1/calls?limit=1000").json()["data"] == list(listed.values())
+    # Schema 4: calls written before annotations have none, and can be given some (filtered on disk too).
+    assert {tuple(c["tags"]) for c in listed.values()} == {()} and {c["rating"] for c in listed.values()} == {None}
+    tagged = requests.patch(f"{server.url}/api/v1/calls/V1-CALL-2", json={"tags": ["migrated"], "notes": "n"}, timeout=10)
+    assert tagged.status_code == 200, tagged.text
+    assert [c["call_id"] for c in server.get("/api/v1/calls?tag=migrated").json()["data"]] == ["V1-CALL-2"]
+    assert [c["call_id"] for c in server.get("/api/v1/calls?has_notes=1").json()["data"]] == ["V1-CALL-2"]

@@ -36,7 +36,7 @@ from ..model import records
 from ..model.clean import ValidationError
 from ..model.events import Event, make_event
 from ..model.redact import Redactor
-from ..model.views import CALL_DELETED
+from ..model.views import CALL_DELETED, CALL_UPDATED
 from .aggregates import HOUR, contribution, latency_bin
 from .cooperative import Slices, gevent_active, in_background, let_others_run, offload, on_foreign_native_thread
 from .history import History
@@ -173,7 +173,10 @@ class JournalDown(QueueFull):
 #: Queue item types that are operations of the writer, not events.
 DELETE = "__delete__"
 DELETE_BEFORE = "__delete_before__"
-OPERATIONS = (DELETE, DELETE_BEFORE)
+ANNOTATE = "__annotate__"
+OPERATIONS = (DELETE, DELETE_BEFORE, ANNOTATE)
+#: What an annotation answers when the call does not exist (None means the journal failed).
+NOT_FOUND = "not found"
 
 
 class Pipeline:
@@ -462,6 +465,15 @@ class Pipeline:
         """
         return self._operate(DELETE_BEFORE, cutoff, timeout)  # type: ignore[no-any-return]
 
+    def annotate(self, call_id: str, changes: dict[str, Any], timeout: float = 30.0) -> records.Call | None:
+        """Set a call's tags, notes or rating (``changes``, from :func:`~patter_dash.model.annotations.parse_patch`).
+
+        The call, live or finished, once the change is journaled, applied and
+        announced as ``call_updated``; None when there is no such call.
+        """
+        result = self._operate(ANNOTATE, (call_id, changes), timeout)
+        return None if result is NOT_FOUND else result  # type: ignore[no-any-return]
+
     def _operate(self, kind: str, data: Any, timeout: float) -> Any:
         """Queue an operation for the writer (deletions go through the one writer, in order with events) and wait."""
         if self.journal_error is not None:
@@ -471,8 +483,8 @@ class Pipeline:
         self._queue.append(Pending(kind, data, ticket=ticket))
         self._wake()
         if not ticket.done.wait(timeout):
-            # The writer carries on; asking again finishes what is left (deleting is idempotent).
-            raise QueueFull("the deletion was queued but not done in time")
+            # The writer carries on; asking again finishes what is left (deleting and annotating are idempotent).
+            raise QueueFull("the change was queued but not done in time")
         if ticket.failure is not None:
             raise JournalDown(f"history cannot be written: {ticket.failure}")
         return ticket.result
@@ -707,21 +719,24 @@ class Pipeline:
         self._retry_at = time.monotonic() + RETRY_INTERVAL
 
     def _operation(self, item: Pending, journal: Journal | None) -> None:
-        """Run a queued deletion and answer whoever waits on it."""
+        """Run a queued deletion or annotation and answer whoever waits on it."""
         failure = None
+        what = "an annotation" if item.type == ANNOTATE else "a deletion"
         try:
             if item.type == DELETE:
                 result: Any = self._delete(item.data, journal)
+            elif item.type == ANNOTATE:
+                result = self._annotate(*item.data, journal)
             else:
                 result = self._delete_before(item.data, journal)
-        except Exception:  # the writer must survive whatever a deletion meets
-            log.exception("patter-dash: a deletion failed")
-            result, failure = None, "the deletion failed (see the server log)"
+        except Exception:  # the writer must survive whatever an operation meets
+            log.exception("patter-dash: %s failed", what)
+            result, failure = None, f"{what} failed (see the server log)"
         ticket = item.ticket
         if ticket is None:
             return
         if result is None:
-            ticket.fail(failure or self.journal_error or "the deletion failed")
+            ticket.fail(failure or self.journal_error or f"{what} failed")
         else:
             ticket.result = result
             ticket.done.set()
@@ -753,6 +768,31 @@ class Pipeline:
             self.hub.publish(self._seq, CALL_DELETED, deleted[0] if len(deleted) == 1 else "",
                              {"seq": self._seq, "type": CALL_DELETED, "call_ids": deleted}, deleted)
         return deleted
+
+    def _annotate(self, call_id: str, changes: dict[str, Any], journal: Journal | None) -> Any:
+        """Change a call's annotations as an event of its own: journaled, then applied, then announced.
+
+        An event, not a write of the call's state: a live call is rebuilt from
+        its events after a restart, so the change must be among them; a
+        finished call's snapshot takes it up (the store marks it changed) and
+        its events go, as for a late line. The call (NOT_FOUND: none; None:
+        the journal failed).
+        """
+        if self.history._in_memory(call_id) is None and (journal is None or offload(journal.load, call_id) is None):
+            return NOT_FOUND
+        event = Event(CALL_UPDATED, call_id, changes, None, time.time())
+        if journal is not None:
+            try:
+                self._commit(journal, self._batch([event]), [Pending(event.type, changes, event=event)])
+            except JournalUnavailable:
+                return None
+        event.seq = self._seq + 1
+        applied = self.store.apply(event)
+        self.store.release()
+        if applied.changed:
+            self._seq = event.seq
+            self.hub.publish(event.seq, CALL_UPDATED, call_id, self._payload(event, applied))
+        return applied.call
 
     def _delete_before(self, cutoff: float, journal: Journal | None) -> int | None:
         """Delete the finished calls started before ``cutoff``, a batch at a time; how many (None: the journal failed).

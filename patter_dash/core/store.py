@@ -39,6 +39,7 @@ from ..model.records import (
     pack,
 )
 from ..model.views import (
+    CALL_UPDATED,
     MAX_LINES,  # transcript lines kept per call: a runaway call cannot exhaust memory
 )
 from .aggregates import DAY, HOUR, Aggregates, contribution
@@ -160,6 +161,8 @@ class CallFilter:
     end: float | None = None  # started_at < end
     query: str | None = None
     provider_mode: str | None = None
+    tag: str | None = None  # one of the call's tags, exactly
+    has_notes: bool | None = None  # whether the call's notes are non-empty
 
     def matches(self, call: Call) -> bool:
         if self.status and call.status != self.status:
@@ -172,13 +175,20 @@ class CallFilter:
             return False
         if self.provider_mode and (call.meta_value("provider_mode") or "") != self.provider_mode:
             return False
+        if self.tag and self.tag not in call.tags:
+            return False
+        if self.has_notes is not None and bool(call.notes) != self.has_notes:
+            return False
         if self.query and not call.searchable(self.query.lower()):
             return False
         return True
 
     @property
     def empty(self) -> bool:
-        return not (self.status or self.direction or self.query or self.provider_mode) and self.start is None and self.end is None
+        return (
+            not (self.status or self.direction or self.query or self.provider_mode or self.tag)
+            and self.start is None and self.end is None and self.has_notes is None
+        )
 
 
 class CallStore:
@@ -264,9 +274,13 @@ class CallStore:
     def _find_or_create(self, event: Event) -> Call:
         call = self.active.get(event.call_id) or self.completed.get(event.call_id)
         if call is not None:
-            if call.active:
+            if call.active and event.type != CALL_UPDATED:  # an operator's note is not a sign of life
                 self._touch(call, event.received_at)
             return call
+        if event.type == CALL_UPDATED:
+            # The writer checks the call exists before it queues one; a replayed one whose call
+            # is gone must not start an empty call.
+            raise LookupError(f"no call {event.call_id!r} to annotate")
         self._make_room()
         call = Call(event.call_id, event.received_at)
         if event.type not in ("call_start", "call_initiated"):
@@ -564,6 +578,17 @@ class CallStore:
             if later is not None:
                 claimed = later
         call.turn_mark = claimed
+
+    def _on_call_updated(self, call: Call, event: Event) -> bool:
+        """An operator's tags, notes or rating (validated by model/annotations.py); False when nothing changes."""
+        data = event.data
+        tags = tuple(intern(t) for t in data["tags"]) if "tags" in data else call.tags
+        notes = data.get("notes", call.notes)
+        rating = data.get("rating", call.rating)
+        if (tags, notes, rating) == (call.tags, call.notes, call.rating):
+            return False
+        call.tags, call.notes, call.rating = tags, notes, rating
+        return True
 
     def _on_call_status(self, call: Call, event: Event) -> None:
         status = intern(event.data["status"].strip().lower())

@@ -68,6 +68,8 @@ class Filter(Protocol):
     end: float | None  # started_at < end
     query: str | None  # case-insensitive substring of id, caller, callee or a transcript line
     provider_mode: str | None
+    tag: str | None  # one of the call's tags, exactly
+    has_notes: bool | None  # whether the call's notes are non-empty
 
 
 class Journal(Protocol):

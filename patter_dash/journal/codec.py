@@ -39,6 +39,7 @@ def thaw(blob: bytes) -> Call:
     call.transcript = [(intern(line[0]), line[1], line[2], line[3] if len(line) > 3 else None) for line in call.transcript]
     call.turns = tuple(tuple(turn) for turn in call.turns)
     call.flags = tuple(intern(f) for f in call.flags)
+    call.tags = tuple(intern(t) for t in call.tags)  # a call written before annotations has none: ()
     call.status_history = tuple((intern(s), at) for s, at in call.status_history)
     if call.percentiles is not None:
         call.percentiles = tuple(call.percentiles)

@@ -93,12 +93,21 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    # 4: an operator's annotations, for the history filters (tag, has_notes); the state blob holds them whole.
+    # No fill: no call written before this release has any.
+    """
+    ALTER TABLE calls ADD COLUMN tags TEXT NOT NULL DEFAULT '';
+    ALTER TABLE calls ADD COLUMN has_notes INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 #: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
 _FILLS: dict[int, Any] = {}
 SCHEMA_VERSION = len(MIGRATIONS)
 #: Written in ``PRAGMA application_id``: tells our file from any other SQLite database.
 APPLICATION_ID = 0x50445348  # "PDSH"
+#: Between a call's tags in the ``tags`` column (and around them): a tag is matched whole as ``\x1f<tag>\x1f``.
+#: No tag holds it (model/annotations.py refuses control characters).
+TAG_SEPARATOR = "\x1f"
 #: Event ids kept for de-duplication across restarts (as many as memory keeps).
 SEEN_KEPT = 100_000
 _NUMBER_COLUMNS = "duration_ms, cost_stt, cost_tts, cost_llm, cost_telephony, cost_total, latency_ms"
@@ -422,11 +431,12 @@ class SQLiteJournal:
                 rows.append((
                     call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
                     call.meta_value("provider_mode") or "", *counted, freeze(call), call.search_text(),
+                    _tags_column(call.tags), 1 if call.notes else 0,
                 ))
             db.executemany(
                 f"INSERT OR REPLACE INTO calls (call_id, done, started_at, status, direction, caller, callee, "
-                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state, search) "
-                f"VALUES ({', '.join('?' * 20)})",
+                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state, search, tags, has_notes) "
+                f"VALUES ({', '.join('?' * 22)})",
                 rows,
             )
             # The snapshot holds what these events did; they were all applied before it was taken.
@@ -670,6 +680,12 @@ def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
     if flt.end is not None:
         clauses.append("started_at < ?")
         args.append(flt.end)
+    if flt.tag:
+        clauses.append("instr(tags, ?) > 0")
+        args.append(_tags_column((flt.tag,)))
+    if flt.has_notes is not None:
+        clauses.append("has_notes = ?")
+        args.append(1 if flt.has_notes else 0)
     if flt.query:
         # Bytes against bytes: instr compares them as they are (no LIKE wildcards, no SQLite case folding).
         clauses.append("instr(search, ?) > 0")
@@ -678,6 +694,11 @@ def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
         clauses.append("done NOT IN (SELECT value FROM json_each(?))")
         args.append(json.dumps(skip))
     return " AND ".join(clauses), args
+
+
+def _tags_column(tags: tuple[str, ...]) -> str:
+    """The ``tags`` column: each tag between separators, so ``instr`` finds a whole tag, never part of one."""
+    return f"{TAG_SEPARATOR}{TAG_SEPARATOR.join(tags)}{TAG_SEPARATOR}" if tags else ""
 
 
 def _fill_search(db: sqlite3.Connection) -> None:

@@ -237,7 +237,7 @@ class Call:
         "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at",
         "duration", "cost", "percentiles", "meta", "turns", "transcript", "extra",
         "flags", "status_history", "ended_by_end_event", "seq", "turn_mark",
-        "text_chars", "dropped_lines", "last_event_at", "done",
+        "text_chars", "dropped_lines", "last_event_at", "done", "tags", "notes", "rating",
     )
 
     def __init__(self, call_id: str, started_at: float) -> None:
@@ -270,6 +270,10 @@ class Call:
         self.last_event_at = started_at
         #: Completion order (1, 2, ...; 0 while live): the order history lists calls in, on disk too.
         self.done = 0
+        # What an operator said about the call (PATCH /api/v1/calls/{id}; model/annotations.py), not the runtime.
+        self.tags: tuple[str, ...] = ()
+        self.notes = ""
+        self.rating: int | None = None
 
     # --------------------------------------------------------- derived values
 
@@ -463,6 +467,9 @@ def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, A
         "models": {k.removesuffix("_model"): meta(k) or "" for k in MODEL_KEYS},
         "turn_count": len(call.turns),
         "flags": list(call.flags),
+        "tags": list(call.tags),
+        "notes": call.notes,
+        "rating": call.rating,
         **({"metrics": metrics_view(call, full=False)} if with_metrics else {}),
     }
 

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from .annotations import MAX_NOTES, MAX_TAGS, Tag
 from .clean import MAX_TEXT_LENGTH
 from .events import (
     EVENT_TYPES,
@@ -166,6 +167,9 @@ class CallSummary(_Record):
             )
         ),
     ]
+    tags: Annotated[list[Tag], Meta(max_length=MAX_TAGS, description="Labels an operator gave the call (PATCH); [] when none.")]
+    notes: Annotated[str, Meta(max_length=MAX_NOTES, description="An operator's notes (PATCH); empty when none.")]
+    rating: Annotated[Annotated[int, Meta(ge=1, le=5)] | None, Meta(description="An operator's rating, 1-5 (PATCH); null when none.")]
     metrics: CallMetricsRecord
 
 
@@ -482,11 +486,13 @@ class Health(_Record):
 
 #: The live stream's event that a deletion (a DELETE request or the retention purge) publishes.
 CALL_DELETED = "call_deleted"
+#: The live stream's event that a change of a call's tags, notes or rating (PATCH) publishes.
+CALL_UPDATED = "call_updated"
 #: The live stream's events for alert rules changing state (patter_dash.ops.alerts).
 ALERT_FIRING = "alert_firing"
 ALERT_RESOLVED = "alert_resolved"
 #: Every event name the live stream (SSE ``event:``, WebSocket ``event``) carries.
-STREAM_TYPES: tuple[str, ...] = (*EVENT_TYPES, CALL_DELETED, ALERT_FIRING, ALERT_RESOLVED)
+STREAM_TYPES: tuple[str, ...] = (*EVENT_TYPES, CALL_DELETED, CALL_UPDATED, ALERT_FIRING, ALERT_RESOLVED)
 
 
 class Deleted(_Record):
@@ -507,6 +513,23 @@ class CallDeletedFrame(_Record):
     seq: Count
     type: Literal["call_deleted"]
     call_ids: Annotated[list[Id], Meta(min_length=1)]
+
+
+class CallUpdatedFrame(_Record):
+    """The data of an SSE ``call_updated`` event: a call's tags, notes or rating changed (PATCH /calls/{call_id}).
+
+    ``call`` is its summary after the change (without ``metrics``), for the reader to show in place."""
+
+    seq: Count
+    type: Literal["call_updated"]
+    call_id: Id
+    call: dict[str, Any]
+
+
+class CallUpdated(_Record):
+    """What PATCH /calls/{call_id} answers once the change is on disk (with PATTER_DASH_DB) and announced."""
+
+    data: CallSummary
 
 
 # ------------------------------------------- Patter's own dashboard routes

@@ -17,10 +17,13 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..core import providers
 from ..core.pipeline import Pipeline, paced
 from ..model import jsoncodec, records
+from ..model.annotations import parse_patch
+from ..model.clean import ValidationError, parse_json
 from ..model.records import LINE_EXTRA, LINE_TEXT, Call, Line, Turn
 from ..model.views import (  # the bounds of a live page, one source with its schema
     ACTIVE_LINES,
@@ -30,6 +33,7 @@ from ..model.views import (  # the bounds of a live page, one source with its sc
 )
 from . import auth, params
 from .context import current_dashboard
+from .deadline import read_bounded
 
 bp = Blueprint("api", __name__)
 
@@ -186,6 +190,28 @@ def delete_call(call_id: str) -> Response | tuple[Response, int]:
     if not deleted:
         return jsonify(error="Call not found"), 404
     return jsonify(count=len(deleted), call_ids=deleted)
+
+
+#: Bytes a PATCH body may have: 10 tags and 2,000 characters of notes fit many times over.
+PATCH_BODY = 32_768
+
+
+@bp.patch("/calls/<anypath:call_id>")
+@auth.write
+def annotate_call(call_id: str) -> Response | tuple[Response, int]:
+    """Set a call's tags, notes or rating (live or finished); answered once journaled and announced."""
+    if request.mimetype != "application/json":
+        return jsonify(error="Content-Type must be application/json"), 415
+    too_large = RequestEntityTooLarge(f"body larger than {PATCH_BODY} bytes")
+    try:
+        changes = parse_patch(parse_json(read_bounded(PATCH_BODY, current_dashboard().settings.BODY_TIMEOUT, too_large)))
+    except ValidationError as exc:
+        # 400, not ingest's 422: every refusal here is of the body itself, and the details name the field.
+        return jsonify(error=exc.message, details=exc.details), 400
+    call = current_dashboard().pipeline.annotate(call_id, changes)
+    if call is None:
+        return jsonify(error="Call not found"), 404
+    return Response(f'{{"data":{jsoncodec.dumps(records.summary(call, time.time()))}}}', mimetype="application/json")
 
 
 @bp.delete("/calls")

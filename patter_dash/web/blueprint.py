@@ -130,7 +130,7 @@ def _allowed_methods(path: str) -> set[str]:
     """The methods a real route (not a fallback) answers at ``path``."""
     adapter = current_app.url_map.bind_to_environ(request.environ)
     allowed = set()
-    for method in ("GET", "POST", "DELETE"):
+    for method in ("GET", "POST", "PATCH", "DELETE"):
         try:
             endpoint, _ = adapter.match(path, method=method)
         except HTTPException:

@@ -44,6 +44,7 @@ CSV_COLUMNS = (
     "cost_stt", "cost_tts", "cost_llm", "cost_telephony", "cost_total",
     "latency_avg_ms", "latency_p95_ms", "turn_count", "provider_mode",
     "stt_provider", "tts_provider", "llm_provider", "telephony_provider", "flags",
+    "tags", "rating", "notes",
 )
 #: What a spreadsheet runs as a formula when a cell starts with it.
 FORMULA_TRIGGERS = ("=", "+", "-", "@")
@@ -118,6 +119,9 @@ def csv_row(call: Call) -> list[str]:
         safe_cell(s["provider_mode"]),
         *(safe_cell(providers[k]) for k in ("stt", "tts", "llm", "telephony")),
         safe_cell(" ".join(s["flags"])),
+        safe_cell(", ".join(call.tags)),  # no tag holds a comma (model/annotations.py)
+        "" if call.rating is None else str(call.rating),
+        safe_cell(call.notes),
     ]
 
 

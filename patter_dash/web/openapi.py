@@ -24,7 +24,7 @@ import msgspec
 from flask import Blueprint, Response, jsonify, request
 
 from ..config import Settings
-from ..model import events, views
+from ..model import annotations, events, views
 from ..model.clean import MAX_TEXT_LENGTH
 from ..model.events import EVENT_MODELS
 from ..model.views import STREAM_TYPES
@@ -81,6 +81,9 @@ MODELS: tuple[Any, ...] = (
     views.Health,
     views.Deleted,
     views.CallDeletedFrame,
+    annotations.CallPatch,
+    views.CallUpdated,
+    views.CallUpdatedFrame,
     views.AlertsAnswer,
     views.AlertFrame,
     views.Ack,
@@ -167,6 +170,13 @@ def parameters() -> dict[str, Schema]:
             "Case-insensitive substring of caller, callee, call id or transcript text.",
         ),
         "provider_mode": param("provider_mode", "query", {"type": "string", "maxLength": 32}, "e.g. pipeline."),
+        "tag": param(
+            "tag", "query", {"type": "string", "maxLength": annotations.MAX_TAG_LENGTH},
+            "Calls carrying this tag (exact, case-sensitive).",
+        ),
+        "has_notes": param(
+            "has_notes", "query", {"enum": ["0", "1", "true", "false"]}, "1 or true: calls with notes; 0 or false: calls without.",
+        ),
         "bucket": param("bucket", "query", {"enum": ["hour", "day"]}, "Series bucket; default hour for spans up to two days, else day."),
         "format": param("format", "query", {"enum": ["json", "ndjson"]}, "json (one array) or ndjson (one call a line)."),
         "call_id": param("call_id", "path", {"type": "string", "minLength": 1}, "The call's id (Twilio CallSid etc.).", required=True),
@@ -206,7 +216,7 @@ def parameters() -> dict[str, Schema]:
 
 # ------------------------------------------------------------------ paths
 
-FILTERS = ("status", "direction", "from", "to", "q", "provider_mode")
+FILTERS = ("status", "direction", "from", "to", "q", "provider_mode", "tag", "has_notes")
 
 
 BAD_PARAM = {"400": error("A query parameter is invalid; the message names it.")}
@@ -296,6 +306,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "Announced as a call_deleted event. A live call's later events (without a known id) start a new record.",
                 {"404": error('No such call: {"error": "Call not found"}.')},
             ),
+            "patch": _patch_operation(),
         },
         f"{V1}/call": {
             **_get(
@@ -383,7 +394,9 @@ def paths(settings: Settings) -> dict[str, Schema]:
                     "TranscriptLine, and one with a turnIndex is shown above the lines just before it that have a "
                     "greater turnIndex, or the same one and a later role: user, assistant, others). Heartbeat comments keep it open; "
                     "call_deleted frames (CallDeletedFrame: seq, type, call_ids) say which calls were deleted "
-                    "(a DELETE or the retention purge): drop them wherever they are shown; alert_firing and "
+                    "(a DELETE or the retention purge): drop them wherever they are shown; call_updated frames "
+                    "(CallUpdatedFrame: seq, type, call_id, call) carry a call's summary after its tags, notes or "
+                    "rating changed (a PATCH); alert_firing and "
                     "alert_resolved frames (AlertFrame) are alert rules changing state. "
                     "'reset', 'overflow', 'shutdown' and 'busy' events tell the reader to reconnect. HEAD answers the "
                     "headers only and never subscribes."
@@ -463,6 +476,42 @@ def _delete_operation(name: str, params: tuple[str, ...], description: str, erro
             "503": {
                 **error("History cannot be written now (disk full, read-only file), or the deletion took too long; "
                         "nothing is lost, retry after Retry-After (deleting is idempotent)."),
+                "headers": retry,
+            },
+        },
+    }
+
+
+def _patch_operation() -> Schema:
+    retry = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait before asking again."}}
+    return {
+        "summary": "annotateCall",
+        "tags": ["calls"],
+        "operationId": "annotateCall",
+        "description": (
+            "Set the call's tags, notes or rating, live or finished; the fields left out stay as they are. Kept in "
+            "the history file (with PATTER_DASH_DB) before the answer, announced as a call_updated event, and "
+            "shown in the list, the detail and the exports; the tag and has_notes filters select by them. "
+            "Authenticate with the Bearer header or the dashboard's session cookie (never ?token=). "
+            "A browser's Origin must be this server or in PATTER_DASH_CORS_ORIGINS."
+        ),
+        "parameters": [param_ref("call_id")],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": ref("CallPatch")}}},
+        "responses": {
+            "200": json_body(ref("CallUpdated"), "The call's summary after the change."),
+            "400": error(
+                "Not JSON, not an object, empty, an unknown field, or a field out of bounds (more than 10 tags, a tag "
+                "empty or over 32 characters or holding a control or invisible character or a comma, notes over "
+                "2,000 characters, a rating not 1-5 or null); details name the field."
+            ),
+            "404": error('No such call: {"error": "Call not found"}.'),
+            "403": error("The request's Origin is another site (or a Host not allowed, with no token set)."),
+            "408": error("The body did not arrive within PATTER_DASH_BODY_TIMEOUT seconds; the connection is closed."),
+            "413": error("Body larger than 32,768 bytes."),
+            "415": error("Content-Type is not application/json."),
+            "503": {
+                **error("History cannot be written now (disk full, read-only file), or the change took too long; "
+                        "retry after Retry-After (the same change again is harmless)."),
                 "headers": retry,
             },
         },
@@ -677,7 +726,7 @@ def document(server_url: str, settings: Settings | None = None) -> dict[str, Any
             if guarded and operation["operationId"] == "logout":
                 continue  # signing out needs no token
             operation["responses"].setdefault(code, error(refusal))
-            if guarded and operation["operationId"] in ("deleteCall", "deleteCalls"):
+            if guarded and operation["operationId"] in ("deleteCall", "deleteCalls", "annotateCall"):
                 operation["security"] = [{"bearerAuth": []}, {"sessionCookie": []}]  # never ?token=
     return {
         "openapi": "3.1.0",

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from ..core.store import CallFilter
+from ..model.annotations import MAX_TAG_LENGTH
 from ..model.redact import hash_query
 from .context import current_dashboard
 
@@ -68,6 +69,12 @@ def choice(args: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str 
     return raw
 
 
+def flag(args: Mapping[str, str], name: str) -> bool | None:
+    """A yes/no filter: 1 or true, 0 or false; absent or empty is "either"."""
+    raw = choice(args, name, ("0", "1", "true", "false"))
+    return None if raw is None else raw in ("1", "true")
+
+
 def text(args: Mapping[str, str], name: str, max_length: int = 256) -> str | None:
     raw = args.get(name)
     if raw is None or raw == "":
@@ -101,6 +108,8 @@ def call_filter(args: Mapping[str, str]) -> CallFilter:
         end=end,
         query=_query(text(args, "q")),
         provider_mode=text(args, "provider_mode", 32),
+        tag=text(args, "tag", MAX_TAG_LENGTH),
+        has_notes=flag(args, "has_notes"),
     )
 
 

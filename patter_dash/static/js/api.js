@@ -71,7 +71,12 @@ export function deleteJSON(url, { timeoutMs = 35000 } = {}) {
   return requestJSON("DELETE", url, { timeoutMs });
 }
 
-async function requestJSON(method, url, { signal, timeoutMs }) {
+/** PATCH a JSON body (a call's tags, notes, rating) and read the JSON answer; rejects like getJSON. */
+export function patchJSON(url, data, { timeoutMs = 35000 } = {}) {
+  return requestJSON("PATCH", url, { timeoutMs, data });
+}
+
+async function requestJSON(method, url, { signal, timeoutMs, data }) {
   const ctrl = new AbortController();
   const onAbort = () => ctrl.abort();
   if (signal) {
@@ -85,7 +90,8 @@ async function requestJSON(method, url, { signal, timeoutMs }) {
       method,
       signal: ctrl.signal,
       credentials: "same-origin",
-      headers: { Accept: "application/json" },
+      headers: data === undefined ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" },
+      body: data === undefined ? undefined : JSON.stringify(data),
       cache: "no-store",
     });
     let body = null;
@@ -96,7 +102,12 @@ async function requestJSON(method, url, { signal, timeoutMs }) {
     }
     if (resp.status === 401) sessionExpired();
     if (!resp.ok) {
-      throw new HttpError(resp.status, body && typeof body.error === "string" ? body.error : null);
+      let message = body && typeof body.error === "string" ? body.error : null;
+      const first = body && Array.isArray(body.details) ? body.details[0] : null;
+      if (message && first && typeof first.field === "string" && typeof first.error === "string") {
+        message = `${message}: ${first.field} ${first.error}`; // which field, and what it must be
+      }
+      throw new HttpError(resp.status, message);
     }
     return body;
   } finally {

@@ -194,6 +194,12 @@ function main() {
       callsDeleted(Array.isArray(data.call_ids) ? data.call_ids.map(String) : [], false);
       return;
     }
+    if (type === "call_updated") {
+      // Tags, notes or a rating: history rows and an open drawer show them; analytics do not change.
+      history.noteUpdated(data.call);
+      detail.noteEvent(data.call_id);
+      return;
+    }
     const id = data.call_id != null ? String(data.call_id) : data.call && data.call.call_id != null ? String(data.call.call_id) : null;
     if (id !== null && (type === "call_start" || type === "call_initiated")) announcer.callStarted(id, data.call);
     const ended = live.applyEvent(type, data);

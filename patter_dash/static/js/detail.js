@@ -20,6 +20,7 @@ import * as fmt from "./format.js";
 import { callUrl, latestOnly, isAbort } from "./api.js";
 import { throttle } from "./scheduler.js";
 import { trapFocus } from "./keys.js";
+import { AnnotationForm } from "./annotate.js";
 import { statusBadge, directionTag, modeChip, elapsed, isEnded, normLine, transcriptLine, linesFromTurn } from "./calls.js";
 
 const COMPONENTS = [
@@ -50,6 +51,9 @@ export class DetailView {
     this.timerEl = null;
     this.notice = dialog.querySelector(".pd-detail-notice");
     this.deleteButton = dialog.querySelector(".pd-detail-delete");
+    this.head = h("div", { class: "pd-detail-part" });
+    this.annotations = new AnnotationForm();
+    this.tail = h("div", { class: "pd-detail-part" });
 
     dialog.querySelector(".pd-detail-close").addEventListener("click", () => this.close());
     this.deleteButton.addEventListener("click", () => {
@@ -177,16 +181,17 @@ export class DetailView {
     const live = !isEnded(call);
     setText(this.title, `${call.caller || "Unknown"} → ${call.callee || "Unknown"}`);
     this.timerEl = h("span", null, live ? fmt.clock(elapsed(call)) : fmt.duration(call.duration_seconds));
-    fill(this.body,
+    if (!this.body.contains(this.annotations.el)) fill(this.body, this.head, this.annotations.el, this.tail);
+    this.annotations.show(call);
+    fill(this.head,
       h("div", { class: "pd-detail-tags" },
         statusBadge(call.status), directionTag(call.direction), modeChip(call.provider_mode),
         live ? h("span", { class: "pd-chip pd-chip-live" }, "Live") : null,
         (Array.isArray(call.flags) ? call.flags : []).map((f) => h("span", { class: "pd-chip pd-chip-flag", title: String(f) }, fmt.flag(f)))),
       h("p", { class: "pd-detail-id" }, h("span", { class: "pd-k" }, "Call ID "), h("code", null, String(call.call_id))),
       this.facts(call),
-      h("div", { class: "pd-detail-grid" }, this.costs(call), this.providers(call)),
-      this.turns(call),
-      this.transcript(call));
+      h("div", { class: "pd-detail-grid" }, this.costs(call), this.providers(call)));
+    fill(this.tail, this.turns(call), this.transcript(call));
     this.body.scrollTop = scrollTop;
   }
 

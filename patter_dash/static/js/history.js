@@ -27,13 +27,14 @@ const COLUMNS = [
   { key: "p95", label: "P95 latency", num: true },
   { key: "providers", label: "Providers" },
   { key: "mode", label: "Voice mode" },
+  { key: "tags", label: "Tags" },
 ];
 
 // History lists finished calls; these are the final statuses Patter reports.
 const BASE_STATUSES = ["completed", "no-answer", "busy", "failed", "canceled"];
 const BASE_MODES = ["pipeline", "openai_realtime", "elevenlabs_convai"]; // plus any seen in data
 
-const FILTERS = ["q", "status", "direction", "provider_mode", "from", "to"];
+const FILTERS = ["q", "status", "direction", "provider_mode", "tag", "has_notes", "from", "to"];
 const PAGE_SIZES = [25, 50, 100];
 
 /** Epoch seconds → a datetime-local value in the browser's zone (the inverse of localInputToEpoch). */
@@ -132,6 +133,8 @@ export class HistoryView {
       status: get("status"),
       direction: get("direction"),
       provider_mode: get("provider_mode"),
+      tag: get("tag"),
+      has_notes: get("has_notes"),
       from: localInputToEpoch(get("from")),
       to: localInputToEpoch(get("to")),
     };
@@ -181,6 +184,8 @@ export class HistoryView {
     form.elements.status.value = status;
     form.elements.direction.value = wanted.get("direction") || "";
     form.elements.provider_mode.value = mode;
+    form.elements.tag.value = wanted.get("tag") || "";
+    form.elements.has_notes.value = ["0", "1"].includes(wanted.get("has_notes")) ? wanted.get("has_notes") : "";
     form.elements.from.value = epochToLocalInput(wanted.get("from") || "");
     form.elements.to.value = epochToLocalInput(wanted.get("to") || "");
     const limit = Number(wanted.get("limit"));
@@ -318,6 +323,19 @@ export class HistoryView {
     if (this.loaded) this.refreshSoon();
   }
 
+  /** A call's tags, notes or rating changed: its row shows the new summary (a filter may now leave it out). */
+  noteUpdated(call) {
+    if (!call || call.call_id == null) return;
+    const id = String(call.call_id);
+    const at = this.rows.findIndex((r) => String(r.call_id) === id);
+    if (at !== -1) {
+      this.rows[at] = { ...this.rows[at], tags: call.tags, notes: call.notes, rating: call.rating };
+      schedule("history", () => this.draw());
+    }
+    const f = this.filters();
+    if (f.tag !== "" || f.has_notes !== "") this.refreshSoon();
+  }
+
   /** Something changed on the server (a call started, a resync): reload the page we show. */
   refresh() {
     this.refreshSoon();
@@ -371,7 +389,10 @@ export class HistoryView {
       cell("latency", fmt.ms(item.latency_avg_ms), "pd-num"),
       cell("p95", fmt.ms(item.latency_p95_ms), "pd-num"),
       cell("providers", fmt.providerList(item.providers), "pd-providers"),
-      cell("mode", item.provider_mode ? modeChip(item.provider_mode) : fmt.DASH));
+      cell("mode", item.provider_mode ? modeChip(item.provider_mode) : fmt.DASH),
+      cell("tags", Array.isArray(item.tags) && item.tags.length
+        ? item.tags.map((t) => h("span", { class: "pd-chip pd-chip-tag" }, String(t)))
+        : fmt.DASH, "pd-tags-cell"));
     tr.setAttribute("aria-label", `Call from ${item.caller || "unknown"} to ${item.callee || "unknown"}; open details`);
     return tr;
   }
