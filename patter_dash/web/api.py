@@ -245,6 +245,13 @@ def delete_call_by_id() -> Response | tuple[Response, int]:
     return delete_call(_query_id())
 
 
+@bp.patch("/call")
+@auth.write
+def annotate_call_by_id() -> Response | tuple[Response, int]:
+    """``PATCH /calls/{id}`` with the id in the query string (see :func:`call_by_id`); the dashboard uses this one."""
+    return annotate_call(_query_id())
+
+
 def _query_id() -> str:
     call_id = request.args.get("id")
     if not call_id:

@@ -326,6 +326,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "DELETE /calls/{call_id} with the id in the query string (any id; see GET /call).",
                 {**BAD_PARAM, "404": error('No such call: {"error": "Call not found"}.')},
             ),
+            "patch": _patch_operation("annotateCallById", "id", by_query=True),
         },
         f"{V1}/analytics/overview": _get(
             "getOverview", "analytics", json_body(ref("OverviewAnswer"), "Totals for the period."), ("from", "to")
@@ -482,20 +483,21 @@ def _delete_operation(name: str, params: tuple[str, ...], description: str, erro
     }
 
 
-def _patch_operation() -> Schema:
+def _patch_operation(operation: str = "annotateCall", id_param: str = "call_id", by_query: bool = False) -> Schema:
     retry = {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait before asking again."}}
     return {
-        "summary": "annotateCall",
+        "summary": operation,
         "tags": ["calls"],
-        "operationId": "annotateCall",
+        "operationId": operation,
         "description": (
+            ("PATCH /calls/{call_id} with the id in the query string (any id; see GET /call). " if by_query else "") +
             "Set the call's tags, notes or rating, live or finished; the fields left out stay as they are. Kept in "
             "the history file (with PATTER_DASH_DB) before the answer, announced as a call_updated event, and "
             "shown in the list, the detail and the exports; the tag and has_notes filters select by them. "
             "Authenticate with the Bearer header or the dashboard's session cookie (never ?token=). "
             "A browser's Origin must be this server or in PATTER_DASH_CORS_ORIGINS."
         ),
-        "parameters": [param_ref("call_id")],
+        "parameters": [param_ref(id_param)],
         "requestBody": {"required": True, "content": {"application/json": {"schema": ref("CallPatch")}}},
         "responses": {
             "200": json_body(ref("CallUpdated"), "The call's summary after the change."),
