@@ -163,7 +163,7 @@ def _response(block: dict[str, Any] | None) -> float | None:
 
 def _per_call(detail: dict[str, Any]) -> dict[str, Any]:
     """What one call's public record says it adds to each of its groups."""
-    metrics = detail["metrics"]
+    metrics = detail["metrics"] or {}  # None without a call_end, as in Patter
     reported = any(metrics.get(k) is not None for k in ("latency_avg", "latency_p50", "latency_p90", "latency_p95", "latency_p99"))
     avg = metrics.get("latency_avg")
     turns = [t["latency"] for t in detail["turns"]]
@@ -175,7 +175,7 @@ def _per_call(detail: dict[str, Any]) -> dict[str, Any]:
         return _mean([t[key] for t in turns if t.get(key)])
 
     response = _response(avg) if reported else _mean([r for r in map(_response, turns) if r is not None])
-    cost = metrics["cost"] or {}
+    cost = detail["cost"] or {}
     label = lambda v: v or None  # noqa: E731  ("" in a record: not reported)
     return {
         "groups": {
@@ -189,7 +189,7 @@ def _per_call(detail: dict[str, Any]) -> dict[str, Any]:
                  (("stt", "stt"), ("llm", "llm"), ("tts", "tts"), ("telephony", "telephony"), ("mode", "total"))},
         "stage": {"stt": stage("stt_ms"), "llm": stage("llm_ms"), "tts": stage("tts_ms")},
         "response": response,
-        "seconds": round((metrics["duration_seconds"] or 0.0) * 1000) / 1000,  # analytics count whole ms
+        "seconds": round((detail["duration_seconds"] or 0.0) * 1000) / 1000,  # analytics count whole ms
         "failed": detail["status"] in FAILED,
     }
 

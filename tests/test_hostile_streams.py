@@ -303,14 +303,14 @@ def post_worker_init(worker):
             for call_id in body["call_ids"]:
                 dash.store.get(call_id).caller = Poison()
         elif body["what"] == "snapshot":
-            def broken(flt):
+            def broken(*args):
                 raise RuntimeError("snapshot failed")
             dash.pipeline.history.batches = broken
         elif body["what"] == "snapshot-midway":
             history = dash.pipeline.history
             real = type(history).batches.__get__(history)
             # The export's calls (memory's window, then disk pages) as one batch that explodes.
-            history.batches = lambda flt: [Exploding(c for batch in real(flt) for c in batch)]
+            history.batches = lambda *args: [Exploding(c for batch in real(*args) for c in batch)]
         elif body["what"] == "hub":
             hub = dash.pipeline.hub
             real_read = type(hub).read.__get__(hub)

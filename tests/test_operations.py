@@ -19,7 +19,7 @@ import requests
 
 from tests.conftest import ROOT, free_port, wait_for
 from tests.nginx import nginx
-from tests.procinfo import open_fds, reset_peak, status
+from tests.procinfo import open_sockets, reset_peak, status
 from tests.sse import SSEClient, open_streams
 
 FULL = os.environ.get("PATTER_DASH_FULL") == "1"
@@ -231,7 +231,7 @@ def test_many_sse_clients_soak(live_server):
     clients, seconds = (1000, 60.0) if FULL else (200, 8.0)
     server = live_server(PATTER_DASH_MAX_SUBSCRIBERS=str(clients + 10), PATTER_DASH_HEARTBEAT="2")
     pid = server.worker_pid()
-    fds_before = open_fds(pid)
+    sockets_before = open_sockets(pid)
     rss_before = status(pid, "VmRSS")
     errors: list[str] = []
     received: list[int] = []
@@ -255,7 +255,7 @@ def test_many_sse_clients_soak(live_server):
     assert len(received) == clients and min(received) >= sent - 2
     assert p95 < 50
     wait_for(lambda: server.get("/api/v1/health").json()["subscribers"]["count"] == 0, timeout=10)
-    wait_for(lambda: open_fds(pid) <= fds_before + 2, timeout=10)
+    wait_for(lambda: open_sockets(pid) <= sockets_before, timeout=10)
 
 
 @pytest.mark.checklist(16)
