@@ -91,7 +91,8 @@ def test_streaming_and_ingest_routes_are_described(client) -> None:
     exports = paths["/api/v1/export/json"]["get"]["responses"]["200"]["content"]
     assert set(exports) == {"application/json", "application/x-ndjson"}
     list_params = {p["$ref"].rsplit("/", 1)[1] for p in paths["/api/v1/calls"]["get"]["parameters"]}
-    assert list_params == {"limit", "offset", "full", "sort", "status", "direction", "from", "to", "q", "provider_mode", "tag", "has_notes"}
+    assert list_params == {"limit", "offset", "full", "sort", "status", "direction", "from", "to", "q", "provider_mode", "tag", "has_notes",
+                           "min_duration", "max_duration", "min_cost", "max_cost", "min_latency", "max_latency", "provider", "model"}
 
 
 def test_real_responses_match_their_schemas(client) -> None:

@@ -42,7 +42,7 @@ from ..model.views import (
     CALL_UPDATED,
     MAX_LINES,  # transcript lines kept per call: a runaway call cannot exhaust memory
 )
-from .aggregates import DAY, HOUR, Aggregates, contribution
+from .aggregates import DAY, HOUR, NANO, Aggregates, contribution
 
 #: Told (under the store's lock) when a call completes (``completed``) and when its call_end is applied
 #: (``ended``); both at once when the call_end is what completed it.
@@ -151,6 +151,11 @@ def sane_time(call: Call, value: float | None, received: float) -> float:
     return received
 
 
+#: A range filter's (lowest, highest), both included; None: no bound.
+Range = tuple[float | None, float | None]
+NO_RANGE: Range = (None, None)
+
+
 @dataclass(frozen=True, slots=True)
 class CallFilter:
     """The history filters shared by the list, export and analytics routes."""
@@ -163,6 +168,24 @@ class CallFilter:
     provider_mode: str | None = None
     tag: str | None = None  # one of the call's tags, exactly
     has_notes: bool | None = None  # whether the call's notes are non-empty
+    duration: Range = NO_RANGE  # seconds
+    cost: Range = NO_RANGE  # total cost, USD
+    latency: Range = NO_RANGE  # response latency, ms (Call.latency_ms)
+    provider: str | None = None  # one of the call's STT, LLM, TTS or telephony providers, exactly
+    model: str | None = None  # one of the call's STT, LLM or TTS models, exactly
+
+    def bounds(self) -> list[tuple[str, float | None, float | None]]:
+        """The range filters as (column, lowest, highest) in the history file's units (ms, nano-dollars, ms).
+
+        Memory compares :func:`~patter_dash.core.aggregates.contribution`'s
+        numbers, which are what the file stores: both read a bound alike.
+        """
+        out = []
+        for column, (lo, hi), scale in (("duration_ms", self.duration, 1000), ("cost_total", self.cost, NANO), ("latency_ms", self.latency, None)):
+            if lo is not None or hi is not None:
+                scaled = (lo, hi) if scale is None else tuple(None if b is None else round(b * scale) for b in (lo, hi))
+                out.append((column, *scaled))
+        return out
 
     def matches(self, call: Call) -> bool:
         if self.status and call.status != self.status:
@@ -179,6 +202,18 @@ class CallFilter:
             return False
         if self.has_notes is not None and bool(call.notes) != self.has_notes:
             return False
+        if self.provider is not None and self.provider not in call.labels()[0]:
+            return False
+        if self.model is not None and self.model not in call.labels()[1]:
+            return False
+        bounds = self.bounds()
+        if bounds:
+            duration_ms, cost, latency = contribution(call)
+            numbers = {"duration_ms": duration_ms, "cost_total": cost[-1], "latency_ms": latency}
+            for column, lo, hi in bounds:
+                value = numbers[column]
+                if value is None or (lo is not None and value < lo) or (hi is not None and value > hi):
+                    return False
         if self.query and not call.searchable(self.query.lower()):
             return False
         return True
@@ -186,8 +221,8 @@ class CallFilter:
     @property
     def empty(self) -> bool:
         return (
-            not (self.status or self.direction or self.query or self.provider_mode or self.tag)
-            and self.start is None and self.end is None and self.has_notes is None
+            not (self.status or self.direction or self.query or self.provider_mode or self.tag or self.provider or self.model)
+            and self.start is None and self.end is None and self.has_notes is None and not self.bounds()
         )
 
 

@@ -70,6 +70,10 @@ class Filter(Protocol):
     provider_mode: str | None
     tag: str | None  # one of the call's tags, exactly
     has_notes: bool | None  # whether the call's notes are non-empty
+    provider: str | None  # one of the call's providers, exactly
+    model: str | None  # one of the call's models, exactly
+
+    def bounds(self) -> list[tuple[str, float | None, float | None]]: ...  # (column, lowest, highest), both included
 
 
 class Journal(Protocol):

@@ -23,7 +23,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE calls ADD COLUMN tags TEXT NOT NULL DEFAULT '';
     ALTER TABLE calls ADD COLUMN has_notes INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 5: the providers and models a call names, for the provider and model filters (filled from the state blobs)
+    """
+    ALTER TABLE calls ADD COLUMN labels TEXT NOT NULL DEFAULT '';
     """,
 )
 #: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
@@ -431,12 +435,12 @@ class SQLiteJournal:
                 rows.append((
                     call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
                     call.meta_value("provider_mode") or "", *counted, freeze(call), call.search_text(),
-                    _tags_column(call.tags), 1 if call.notes else 0,
+                    _tags_column(call.tags), 1 if call.notes else 0, _labels_column(call),
                 ))
             db.executemany(
                 f"INSERT OR REPLACE INTO calls (call_id, done, started_at, status, direction, caller, callee, "
-                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state, search, tags, has_notes) "
-                f"VALUES ({', '.join('?' * 22)})",
+                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state, search, tags, has_notes, labels) "
+                f"VALUES ({', '.join('?' * 23)})",
                 rows,
             )
             # The snapshot holds what these events did; they were all applied before it was taken.
@@ -686,6 +690,19 @@ def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
     if flt.has_notes is not None:
         clauses.append("has_notes = ?")
         args.append(1 if flt.has_notes else 0)
+    for kind, value in (("p", flt.provider), ("m", flt.model)):
+        if value:
+            clauses.append("instr(labels, ?) > 0")
+            args.append(f"{TAG_SEPARATOR}{kind}:{value}{TAG_SEPARATOR}")
+    for column, lo, hi in flt.bounds():
+        # A call without the number (no latency reported) is left out, as in memory: NULL fails both tests.
+        clauses.append(f"{column} IS NOT NULL")
+        if lo is not None:
+            clauses.append(f"{column} >= ?")
+            args.append(lo)
+        if hi is not None:
+            clauses.append(f"{column} <= ?")
+            args.append(hi)
     if flt.query:
         # Bytes against bytes: instr compares them as they are (no LIKE wildcards, no SQLite case folding).
         clauses.append("instr(search, ?) > 0")
@@ -701,20 +718,30 @@ def _tags_column(tags: tuple[str, ...]) -> str:
     return f"{TAG_SEPARATOR}{TAG_SEPARATOR.join(tags)}{TAG_SEPARATOR}" if tags else ""
 
 
-def _fill_search(db: sqlite3.Connection) -> None:
-    """Schema 2: the search text of the calls a schema-1 file holds (computed as :meth:`Call.search_text`)."""
-    last = 0
-    while True:
-        rows = db.execute(
-            "SELECT rowid, state FROM calls WHERE rowid > ? ORDER BY rowid LIMIT 500", (last,)
-        ).fetchall()
-        if not rows:
-            return
-        db.executemany("UPDATE calls SET search = ? WHERE rowid = ?", [(thaw(state).search_text(), rowid) for rowid, state in rows])
-        last = rows[-1][0]
+def _labels_column(call: Call) -> str:
+    """The ``labels`` column: ``p:<provider>`` and ``m:<model>`` each between separators (as :func:`_tags_column`)."""
+    providers, models = call.labels()
+    names = [f"p:{v}" for v in providers] + [f"m:{v}" for v in models]
+    return f"{TAG_SEPARATOR}{TAG_SEPARATOR.join(names)}{TAG_SEPARATOR}" if names else ""
 
 
-_FILLS[2] = _fill_search
+def _filling(column: str, compute: Callable[[Call], Any]) -> Callable[[sqlite3.Connection], None]:
+    """A migration step that computes a new column for the calls an older file holds, from their state blobs."""
+
+    def fill(db: sqlite3.Connection) -> None:
+        last = 0
+        while True:
+            rows = db.execute("SELECT rowid, state FROM calls WHERE rowid > ? ORDER BY rowid LIMIT 500", (last,)).fetchall()
+            if not rows:
+                return
+            db.executemany(f"UPDATE calls SET {column} = ? WHERE rowid = ?", [(compute(thaw(state)), rowid) for rowid, state in rows])
+            last = rows[-1][0]
+
+    return fill
+
+
+_FILLS[2] = _filling("search", Call.search_text)  # schema 1 had no search column
+_FILLS[5] = _filling("labels", _labels_column)
 
 
 class _Reader:

@@ -343,6 +343,14 @@ class Call:
         values = [v for turn in self.turns if turn[LATENCY] is not None and (v := value_at(turn[LATENCY], index)) > 0]
         return sum(values) / len(values) if values else None
 
+    def labels(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The providers (STT, LLM, TTS, telephony) and models (STT, LLM, TTS) the call names: the provider and model filters."""
+        def named(keys: tuple[str, ...]) -> tuple[str, ...]:
+            # A name holding the separator of the history file's label column is not a label anyone types.
+            return tuple(v for v in map(self.meta_value, keys) if isinstance(v, str) and v and "\x1f" not in v)
+
+        return named(PROVIDER_KEYS), named(MODEL_KEYS)
+
     def meta_value(self, key: str) -> Any:
         if self.meta and key in self.meta:
             return self.meta[key]

@@ -30,6 +30,7 @@ from ..model.events import EVENT_MODELS
 from ..model.views import STREAM_TYPES
 from .auth import COOKIE
 from .context import API_PREFIX, current_dashboard
+from . import params
 from .params import SORTS
 
 bp = Blueprint("openapi", __name__)
@@ -152,9 +153,9 @@ def parameters() -> dict[str, Schema]:
         "full": param("full", "query", {"enum": ["0", "1", "true", "false"]}, "1 or true: items are CallDetail."),
         "sort": param(
             "sort", "query", {"enum": list(SORTS), "default": SORTS[0]},
-            "Newest first by end (ended_at, the default: in the order the calls finished, as this dashboard received "
-            "their end, which is Patter's order) or by start (started_at: what the dashboard's history table shows "
-            "and asks for). Ties by completion.",
+            "Newest first by end (ended_at, the default and the dashboard's history table: in the order the calls "
+            "finished, as this dashboard received their end, which is Patter's order) or by start (started_at). "
+            "Ties by completion.",
         ),
         "id": param(
             "id", "query", {"type": "string", "minLength": 1},
@@ -176,6 +177,24 @@ def parameters() -> dict[str, Schema]:
         ),
         "has_notes": param(
             "has_notes", "query", {"enum": ["0", "1", "true", "false"]}, "1 or true: calls with notes; 0 or false: calls without.",
+        ),
+        **{
+            f"{side}_{name}": param(
+                f"{side}_{name}", "query", {"type": "number", "minimum": 0, "maximum": top},
+                f"Calls whose {what} is at {'least' if side == 'min' else 'most'} this ({unit}); a call without one is left out."
+                + (" Not below min_" + name + "." if side == "max" else ""),
+            )
+            for name, (top, unit), what in (
+                (n, params.RANGES[n], w) for n, w in (("duration", "duration"), ("cost", "total cost"), ("latency", "response latency"))
+            )
+            for side in ("min", "max")
+        },
+        "provider": param(
+            "provider", "query", {"type": "string", "maxLength": 64},
+            "Calls naming this provider for STT, LLM, TTS or telephony (exact, e.g. deepgram, twilio).",
+        ),
+        "model": param(
+            "model", "query", {"type": "string", "maxLength": 128}, "Calls naming this STT, LLM or TTS model (exact, e.g. nova-3).",
         ),
         "bucket": param("bucket", "query", {"enum": ["hour", "day"]}, "Series bucket; default hour for spans up to two days, else day."),
         "format": param("format", "query", {"enum": ["json", "ndjson"]}, "json (one array) or ndjson (one call a line)."),
@@ -216,7 +235,10 @@ def parameters() -> dict[str, Schema]:
 
 # ------------------------------------------------------------------ paths
 
-FILTERS = ("status", "direction", "from", "to", "q", "provider_mode", "tag", "has_notes")
+FILTERS = (
+    "status", "direction", "from", "to", "q", "provider_mode", "tag", "has_notes",
+    "min_duration", "max_duration", "min_cost", "max_cost", "min_latency", "max_latency", "provider", "model",
+)
 
 
 BAD_PARAM = {"400": error("A query parameter is invalid; the message names it.")}

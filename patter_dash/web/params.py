@@ -43,9 +43,11 @@ def integer(args: Mapping[str, str], name: str, default: int, lo: int, hi: int) 
 
 def timestamp(args: Mapping[str, str], name: str) -> float | None:
     """ISO 8601 or epoch seconds; a date or time without a zone is UTC."""
-    raw = (args.get(name) or "").strip()
+    raw = args.get(name)
     if not raw:
         return None
+    if raw != raw.strip():  # "\f" or " " alone would otherwise pass as "no bound"
+        raise BadParam(name, "must not start or end with spaces")
     if _NUMBER.fullmatch(raw):
         value = float(raw)
         if not math.isfinite(value) or abs(value) > 1e11:
@@ -99,6 +101,31 @@ def _query(q: str | None) -> str | None:
     return hash_query(redactor, q) if redactor.active else q
 
 
+#: Range filters: name → (highest value accepted, its unit). ``min_<name>`` and ``max_<name>``, both included.
+RANGES = {"duration": (10 * 86_400.0, "seconds"), "cost": (1_000_000.0, "USD"), "latency": (3_600_000.0, "ms")}
+
+
+def number_range(args: Mapping[str, str], name: str) -> tuple[float | None, float | None]:
+    """``min_<name>``/``max_<name>``: finite numbers from 0 to the range's highest, min not above max."""
+    top, unit = RANGES[name]
+    bounds = []
+    for side in ("min", "max"):
+        key, raw = f"{side}_{name}", args.get(f"{side}_{name}")
+        if raw is None or raw == "":
+            bounds.append(None)
+            continue
+        if not _NUMBER.fullmatch(raw):
+            raise BadParam(key, f"must be a number ({unit})")
+        value = float(raw)
+        if not 0 <= value <= top:  # False for NaN too
+            raise BadParam(key, f"must be a number ({unit}) from 0 to {top:g}")
+        bounds.append(value)
+    lo, hi = bounds
+    if lo is not None and hi is not None and hi < lo:
+        raise BadParam(f"max_{name}", f"must not be below min_{name}")
+    return lo, hi
+
+
 def call_filter(args: Mapping[str, str]) -> CallFilter:
     start, end = period(args)
     return CallFilter(
@@ -110,6 +137,11 @@ def call_filter(args: Mapping[str, str]) -> CallFilter:
         provider_mode=text(args, "provider_mode", 32),
         tag=text(args, "tag", MAX_TAG_LENGTH),
         has_notes=flag(args, "has_notes"),
+        duration=number_range(args, "duration"),
+        cost=number_range(args, "cost"),
+        latency=number_range(args, "latency"),
+        provider=text(args, "provider", 64),
+        model=text(args, "model", 128),
     )
 
 

@@ -34,7 +34,9 @@ const COLUMNS = [
 const BASE_STATUSES = ["completed", "no-answer", "busy", "failed", "canceled"];
 const BASE_MODES = ["pipeline", "openai_realtime", "elevenlabs_convai"]; // plus any seen in data
 
-const FILTERS = ["q", "status", "direction", "provider_mode", "tag", "has_notes", "from", "to"];
+const RANGES = ["min_duration", "max_duration", "min_cost", "max_cost", "min_latency", "max_latency"];
+const TEXTS = ["tag", "provider", "model", ...RANGES];
+const FILTERS = ["q", "status", "direction", "provider_mode", "has_notes", ...TEXTS, "from", "to"];
 const PAGE_SIZES = [25, 50, 100];
 
 /** Epoch seconds → a datetime-local value in the browser's zone (the inverse of localInputToEpoch). */
@@ -82,11 +84,13 @@ export class HistoryView {
       searchChanged.cancel();
       this.filtersChanged();
     });
+    // Typed filters apply as one types (a field alone in a form gets no Enter-to-submit); choices at once.
+    const typed = (ev) => ev.target && (ev.target.name === "q" || TEXTS.includes(ev.target.name));
     form.addEventListener("input", (ev) => {
-      if (ev.target && ev.target.name === "q") searchChanged();
+      if (typed(ev)) searchChanged();
     });
     form.addEventListener("change", (ev) => {
-      if (ev.target && ev.target.name !== "q") this.filtersChanged();
+      if (ev.target && !typed(ev)) this.filtersChanged();
     });
     form.addEventListener("reset", () => {
       searchChanged.cancel();
@@ -133,8 +137,8 @@ export class HistoryView {
       status: get("status"),
       direction: get("direction"),
       provider_mode: get("provider_mode"),
-      tag: get("tag"),
       has_notes: get("has_notes"),
+      ...Object.fromEntries(TEXTS.map((k) => [k, get(k)])),
       from: localInputToEpoch(get("from")),
       to: localInputToEpoch(get("to")),
     };
@@ -184,7 +188,7 @@ export class HistoryView {
     form.elements.status.value = status;
     form.elements.direction.value = wanted.get("direction") || "";
     form.elements.provider_mode.value = mode;
-    form.elements.tag.value = wanted.get("tag") || "";
+    for (const k of TEXTS) form.elements[k].value = wanted.get(k) || "";
     form.elements.has_notes.value = ["0", "1"].includes(wanted.get("has_notes")) ? wanted.get("has_notes") : "";
     form.elements.from.value = epochToLocalInput(wanted.get("from") || "");
     form.elements.to.value = epochToLocalInput(wanted.get("to") || "");
