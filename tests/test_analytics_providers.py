@@ -164,7 +164,10 @@ def _response(block: dict[str, Any] | None) -> float | None:
 def _per_call(detail: dict[str, Any]) -> dict[str, Any]:
     """What one call's public record says it adds to each of its groups."""
     metrics = detail["metrics"] or {}  # None without a call_end, as in Patter
-    reported = any(metrics.get(k) is not None for k in ("latency_avg", "latency_p50", "latency_p90", "latency_p95", "latency_p99"))
+    # A call_end without latency figures gets Patter's stand-in (record_call_end's zero blocks): nothing reported.
+    # _latency never draws that block (its total is 800 ms or more, or absent).
+    stand_in = {"total_ms": 0.0}
+    reported = any(metrics.get(k) not in (None, stand_in) for k in ("latency_avg", "latency_p50", "latency_p90", "latency_p95", "latency_p99"))
     avg = metrics.get("latency_avg")
     turns = [t["latency"] for t in detail["turns"]]
 
