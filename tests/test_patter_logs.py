@@ -26,6 +26,7 @@ from getpatter.services.call_log import CallLogger
 
 from tests.conftest import ROOT, post
 from tests.test_history_faults import NO_DAC
+from tests.test_ui_browser import browser, open_page  # noqa: F401  (fixtures)
 
 HOSTILE = '<img src=x onerror="window.__pwned=1">'
 
@@ -238,6 +239,8 @@ def test_a_call_seen_through_callbacks_stays_one_call(tmp_path: Path, monkeypatc
         {"role": "assistant", "text": "How can I help?", "timestamp": time.time()}],
         "metrics": {"duration_seconds": 12.25, "turns": [turn(0, "", "Hello, Acme support."), turn(1, "Hi there", "How can I help?")]}})
     before = detail(server, "CA-both")
+    busy = run_import(root, db)  # one process writes one history: not while the server runs
+    assert busy.returncode == 2 and "in use by another patter-dash server" in busy.stderr, busy.stderr
     server.stop()
 
     done = run_import(root, db)
@@ -304,3 +307,50 @@ def test_a_copied_call_folder_keeps_its_own_call_id(tmp_path: Path, monkeypatch:
     log = read_call(str(copy))
     assert log.call_id == "CA-orig" and log.state == "completed"
     assert [e.key for e in log.events][0] == "patterlog:CA-orig:start"
+
+
+# --------------------------------------------------------------------------- the timeline in the call detail (Chromium)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("theme,width", [("light", "desktop"), ("dark", "phone")])
+def test_detail_shows_a_tool_call_collapsible_and_escaped(live_server: Any, open_page: Any, theme: str, width: str) -> None:
+    pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import expect
+
+    from tests.test_ui_a11y import assert_no_axe_violations, open_mode, settle
+    from tests.test_ui_browser import open_dashboard
+
+    server = live_server()
+    call_id = "CA-tools"
+    huge = "x" * 5000
+    now = time.time()
+    server.post_events([
+        {"type": "call_start", "data": {"call_id": call_id, "caller": "+15550001111", "callee": "+15559990000"}},
+        {"type": "transcript", "data": {"call_id": call_id, "role": "user", "text": "Where is my order?", "timestamp": now - 9}},
+        {"type": "transcript", "data": {"call_id": call_id, "role": "tool", "text": f"lookup({HOSTILE})", "timestamp": now - 8,
+                                        "tool_name": "lookup", "tool_args": {"q": HOSTILE}, "tool_result": None}},
+        {"type": "transcript", "data": {"call_id": call_id, "role": "tool", "text": "lookup(...) → ...", "timestamp": now - 7,
+                                        "tool_name": "lookup", "tool_args": {"q": HOSTILE}, "tool_result": HOSTILE + huge}},
+        {"type": "turn", "data": {"call_id": call_id, "turn": {"turn_index": 1, "user_text": "Stop", "agent_text": "[interrupted]",
+                                                               "latency": {"bargein_ms": 240.0}, "timestamp": now - 5}}},
+        {"type": "call_end", "data": {"call_id": call_id, "ended_at": now, "metrics": {"duration_seconds": 10.0, "error_code": "llm_timeout"}}},
+    ])
+    page, guard = open_mode(open_page, theme, width)
+    open_dashboard(page, server.url, "history")
+    page.goto(f"{server.url}/dashboard#call/{call_id}")
+    dialog = page.locator("#pd-detail")
+    tool_entry = dialog.locator(".pd-timeline .pd-event-tool details")
+    expect(tool_entry).to_have_count(1)
+    expect(tool_entry.locator("pre").first).to_be_hidden()  # collapsed until opened
+    tool_entry.locator("summary").click()
+    expect(tool_entry.locator("pre").first).to_be_visible()
+    expect(tool_entry.locator("pre").first).to_contain_text(f'"q": {json.dumps(HOSTILE)}')  # the arguments as JSON text
+    result = tool_entry.locator("pre").nth(1).inner_text()
+    assert result.startswith(HOSTILE) and f"({len(HOSTILE) + 3000:,} more characters)" in result and len(result) < 2_100
+    assert dialog.locator("img").count() == 0 and page.evaluate("() => window.__pwned") is None
+    expect(dialog.locator(".pd-event-bargein")).to_contain_text("Barge-in")
+    expect(dialog.locator(".pd-event-error")).to_contain_text("llm_timeout")
+    settle(page)
+    assert_no_axe_violations(page, f"call detail with a timeline ({theme}, {width})")
+    guard.check()
