@@ -38,6 +38,7 @@ from ..model.records import (
     make_turn,
     pack,
 )
+from ..model.patterlog import masked_number
 from ..model.views import (
     CALL_UPDATED,
     MAX_LINES,  # transcript lines kept per call: a runaway call cannot exhaust memory
@@ -512,6 +513,8 @@ class CallStore:
             value = data.get(field)
             if value and (overwrite or not getattr(call, field)):
                 setattr(call, field, intern(value) if field == "direction" else value)
+                if field != "direction" and masked_number(value):
+                    call.flag("number_masked")  # kept as the runtime wrote it: it cannot be shown or searched whole
         extra = {k: v for k, v in data.items() if k not in _KNOWN_FIELDS}
         if extra:
             call.extra = {**(call.extra or {}), **extra}

@@ -474,6 +474,7 @@ def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, A
         "providers": {k.removesuffix("_provider"): meta(k) or "" for k in PROVIDER_KEYS},
         "models": {k.removesuffix("_model"): meta(k) or "" for k in MODEL_KEYS},
         "turn_count": len(call.turns),
+        "error_code": code if isinstance(code := meta("error_code"), str) else "",
         "flags": list(call.flags),
         "tags": list(call.tags),
         "notes": call.notes,
@@ -500,6 +501,59 @@ def transcript_view(call: Call) -> list[dict[str, Any]]:
     return [line_view(line) for line in ordered(call.transcript)]
 
 
+_BARGEIN_INDEX = LATENCY_KEYS.index("bargein_ms")
+#: Patter's marker of a turn the caller interrupted (TurnMetrics.agent_text).
+INTERRUPTED = "[interrupted]"
+
+
+def _tool_entry(line: Line) -> dict[str, Any]:
+    extra = line[LINE_EXTRA] or {}
+    return {
+        "kind": "tool_call", "at": line[LINE_TIMESTAMP], "name": extra.get("tool_name"),
+        "arguments": extra.get("tool_args"), "result": extra.get("tool_result"), "text": line[LINE_TEXT],
+    }
+
+
+def timeline(call: Call) -> list[dict[str, Any]]:
+    """What happened besides speech, in time order: tool calls, barge-ins, the error code.
+
+    Read from what every path stores (callbacks' tool lines and turns, notify's
+    call_end, imported logs), so it is the same whichever way the call came.
+    Patter sends a tool invocation twice (the call with ``tool_result`` null, then
+    the result): the result completes the call of the same tool still open, else
+    stands alone. A tool line without Patter's fields (``call_end``'s transcript
+    holds role and text only) is an entry with its text and no name.
+    """
+    entries: list[dict[str, Any]] = []
+    open_calls: dict[Any, list[dict[str, Any]]] = {}
+    for line in call.transcript:
+        if line[LINE_ROLE] != "tool":
+            continue
+        entry = _tool_entry(line)
+        name = entry["name"]
+        if entry["result"] is not None and name is not None:
+            waiting = open_calls.get(name)
+            if waiting:
+                first = waiting.pop(0)
+                first["result"] = entry["result"]
+                first["result_at"] = entry["at"]
+                continue
+        entries.append(entry)
+        if entry["result"] is None and name is not None:
+            open_calls.setdefault(name, []).append(entry)
+    for turn in call.turns:
+        latency = turn[LATENCY]
+        bargein = None if latency is None else value_at(latency, _BARGEIN_INDEX)
+        bargein = None if bargein is None or math.isnan(bargein) else bargein
+        if turn[AGENT_TEXT] == INTERRUPTED or bargein is not None:
+            entries.append({"kind": "barge_in", "at": turn[TIMESTAMP], "turn_index": turn[TURN_INDEX], "bargein_ms": bargein})
+    code = call.meta_value("error_code")
+    if isinstance(code, str) and code:
+        entries.append({"kind": "error", "at": call.ended_at, "error_code": code})
+    entries.sort(key=lambda e: (e["at"] is None, e["at"] or 0.0))  # stable: a tool's call stays before its result
+    return entries
+
+
 def detail(call: Call, now: float) -> dict[str, Any]:
     """The full record: transcript, every turn, unknown fields, and ``metrics`` as Patter gives them (:func:`patter_metrics`)."""
     view = summary(call, now, with_metrics=False)
@@ -509,6 +563,7 @@ def detail(call: Call, now: float) -> dict[str, Any]:
     view["turns"] = turns
     view["status_history"] = [{"status": s, "at": at} for s, at in call.status_history]
     view["dropped_lines"] = call.dropped_lines
+    view["timeline"] = timeline(call)
     if call.extra:
         view["extra"] = call.extra
     return view

@@ -156,6 +156,9 @@ class CallSummary(_Record):
     providers: Providers
     models: Models
     turn_count: Count
+    error_code: Annotated[
+        Short, Meta(description="Patter's CallMetrics.error_code when the call ended abnormally; empty otherwise.")
+    ]
     flags: Annotated[
         list[Short],
         Meta(
@@ -163,7 +166,9 @@ class CallSummary(_Record):
                 "Data-quality notes: no_start, late_turn, late_status, clock_skew, transcript_truncated "
                 "(lines were dropped, see dropped_lines), evicted_idle (a live call closed as status timeout "
                 "to make room under PATTER_DASH_MAX_ACTIVE_CALLS), extra_truncated (a transcript line's other "
-                "fields passed 65,536 bytes of JSON: those that did not fit were left out)."
+                "fields passed 65,536 bytes of JSON: those that did not fit were left out), number_masked (the "
+                "caller or callee came masked ***1234 or hashed sha256:... by Patter's PATTER_LOG_REDACT_PHONE, and "
+                "is kept so)."
             )
         ),
     ]
@@ -184,6 +189,35 @@ class PatterMetrics(CallMetrics, kw_only=True):
     duration_seconds: Amount | None
     turns: list[TurnRecord]
     cost: CostBreakdown
+
+
+class ToolCall(_Record, kw_only=True, tag="tool_call", tag_field="kind"):
+    """A tool the agent called: Patter's tool line(s) (the call, then its result) as one entry."""
+
+    at: Annotated[float | None, Meta(description="Epoch seconds the call was made.")]
+    name: Annotated[str | None, Meta(description="Null for a tool line that came without Patter's tool fields (text only).")]
+    arguments: Annotated[Any, Meta(description="tool_args as sent.")]
+    result: Annotated[Any, Meta(description="tool_result as sent; null while none came.")]
+    result_at: Annotated[float | None, Meta(description="When the result came.")] | UnsetType = UNSET
+    text: Annotated[Text, Meta(description="The tool line's transcript text.")]
+
+
+class BargeIn(_Record, kw_only=True, tag="barge_in", tag_field="kind"):
+    """A turn the caller interrupted (agent_text "[interrupted]" or a latency.bargein_ms)."""
+
+    at: Annotated[float | None, Meta(description="The turn's timestamp.")]
+    turn_index: Count | None
+    bargein_ms: Annotated[Ms | None, Meta(description="From detecting the caller to the agent's playback halted.")]
+
+
+class CallError(_Record, kw_only=True, tag="error", tag_field="kind"):
+    """The error code the call ended with (CallMetrics.error_code)."""
+
+    at: Annotated[float | None, Meta(description="When the call ended.")]
+    error_code: Short
+
+
+TimelineEntry = ToolCall | BargeIn | CallError
 
 
 class CallDetail(CallSummary):
@@ -224,6 +258,10 @@ class CallDetail(CallSummary):
                 "(the call is then flagged transcript_truncated)."
             )
         ),
+    ]
+    timeline: Annotated[
+        list[TimelineEntry],
+        Meta(description="Tool calls, barge-ins and the error code in time order, whichever way they came (callbacks, notify, imported logs)."),
     ]
     extra: (
         Annotated[dict[str, Any], Meta(description="Top-level fields Patter sent that are not modelled (e.g. custom_params).")]

@@ -1,4 +1,4 @@
-"""CLI: ``patter-dash serve [...]`` runs the dashboard; ``patter-dash backup FILE`` copies its history."""
+"""CLI: ``patter-dash serve [...]`` runs the dashboard; ``backup FILE`` copies its history; ``import DIR`` reads Patter's call logs into it."""
 
 from __future__ import annotations
 
@@ -28,11 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     copy.add_argument("file", metavar="FILE", help="where the copy goes; must not exist yet")
     copy.add_argument("--db", default=None, metavar="PATH",
                       help="the history to copy (default: $PATTER_DASH_DB, else <data dir>/history.db)")
+    logs = sub.add_parser("import", help="backfill every call under a Patter log root (PATTER_LOG_DIR) into the history")
+    logs.add_argument("dir", metavar="DIR", help="the log root: the folder that holds calls/YYYY/MM/DD/<call id>/")
+    logs.add_argument("--db", default=None, metavar="PATH",
+                      help="the history to write (default: $PATTER_DASH_DB, else <data dir>/history.db)")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "backup":
             return backup(args.db or standalone_db(), args.file)
+        if args.command == "import":
+            from ..config import load_settings
+            from .importer import run_import
+
+            db = args.db or standalone_db()
+            return run_import(args.dir, db, load_settings({}, {"DB": db}))
         from .server import serve
 
         serve(

@@ -4,7 +4,8 @@
  * Owns: the <dialog> that opens when a history row or live card is chosen:
  * the call's facts (times, duration, status, voice mode, providers and
  * models), the cost breakdown per component, average and P95 latency, a
- * stacked STT/LLM/TTS bar per turn, and the transcript as a conversation.
+ * stacked STT/LLM/TTS bar per turn, the timeline (tool calls, each collapsible with its
+ * arguments and result, size-capped; barge-ins; the error code), and the transcript as a conversation.
  * While the call is live, stream events for it trigger a throttled refetch.
  * Keyboard: the dialog's body takes focus on open (so arrow keys scroll the
  * call), Tab stays inside, and on close focus goes back to the row or card
@@ -29,6 +30,21 @@ const COMPONENTS = [
   { key: "tts", label: "TTS" },
   { key: "telephony", label: "Telephony" },
 ];
+
+/* Characters of a tool's arguments or result shown: a tool can return a whole document. */
+const TOOL_TEXT_CAP = 2000;
+
+/** A value as readable text (JSON for objects), cut to TOOL_TEXT_CAP with what was left out said. */
+function capped(value) {
+  let text;
+  if (value === null || value === undefined) text = "";
+  else if (typeof value === "string") text = value;
+  else {
+    try { text = JSON.stringify(value, null, 2); } catch { text = String(value); }
+  }
+  if (text.length <= TOOL_TEXT_CAP) return text;
+  return `${text.slice(0, TOOL_TEXT_CAP)}… (${fmt.num(text.length - TOOL_TEXT_CAP)} more characters)`;
+}
 
 const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
@@ -191,7 +207,7 @@ export class DetailView {
       h("p", { class: "pd-detail-id" }, h("span", { class: "pd-k" }, "Call ID "), h("code", null, String(call.call_id))),
       this.facts(call),
       h("div", { class: "pd-detail-grid" }, this.costs(call), this.providers(call)));
-    fill(this.tail, this.turns(call), this.transcript(call));
+    fill(this.tail, this.turns(call), this.timeline(call), this.transcript(call));
     this.body.scrollTop = scrollTop;
   }
 
@@ -205,10 +221,11 @@ export class DetailView {
       ["Avg latency", fmt.ms(call.latency_avg_ms)],
       ["P95 latency", fmt.ms(call.latency_p95_ms)],
       ["Total cost", fmt.money(cost)],
+      call.error_code ? ["Error code", h("code", { class: "pd-error-code" }, String(call.error_code))] : null,
       ["Cost per minute", cost !== null && num(call.duration_seconds) ? fmt.money(cost / (call.duration_seconds / 60)) : fmt.DASH],
     ];
     return h("dl", { class: "pd-facts" },
-      items.map(([k, v]) => h("div", { class: "pd-fact" }, h("dt", null, k), h("dd", null, v))));
+      items.filter(Boolean).map(([k, v]) => h("div", { class: "pd-fact" }, h("dt", null, k), h("dd", null, v))));
   }
 
   costs(call) {
@@ -309,6 +326,53 @@ export class DetailView {
         h("span", { class: "pd-turn-total pd-num", title: "Response latency" }, fmt.ms(p.total)));
     });
     section.append(h("ol", { class: "pd-turns" }, rows));
+    return section;
+  }
+
+  /** Tool calls (collapsible: arguments and result), barge-ins and the error code, in time order. */
+  timeline(call) {
+    const entries = Array.isArray(call.timeline) ? call.timeline : [];
+    const section = h("section", { class: "pd-detail-section" }, h("h3", null, "Timeline"));
+    if (!entries.length) {
+      section.append(h("p", { class: "pd-muted" }, "No tool calls, barge-ins or errors."));
+      return section;
+    }
+    const when = (at) => (num(at) !== null ? h("time", { class: "pd-event-time", datetime: fmt.iso(at) }, fmt.time(at)) : null);
+    const items = entries.map((e) => {
+      if (e.kind === "tool_call") {
+        const name = e.name ? String(e.name) : "tool";
+        const pending = e.result === null || e.result === undefined;
+        // Focusable: a long value scrolls inside its box, and the keyboard must reach it too.
+        const pre = (text) => h("pre", { tabindex: "0" }, text);
+        const body = e.name
+          ? h("dl", { class: "pd-tool-io" },
+            h("dt", null, "Arguments"), h("dd", null, pre(capped(e.arguments) || "{}")),
+            h("dt", null, "Result"), h("dd", null, pending ? h("span", { class: "pd-muted" }, "No result") : pre(capped(e.result))))
+          : pre(capped(e.text));
+        return h("li", { class: "pd-event pd-event-tool" },
+          h("details", null,
+            h("summary", null,
+              h("span", { class: "pd-event-kind" }, "Tool call"), " ",
+              h("code", null, name), pending && e.name ? h("span", { class: "pd-muted" }, " · no result") : null,
+              " ", when(e.at)),
+            body));
+      }
+      if (e.kind === "barge_in") {
+        const turn = typeof e.turn_index === "number" ? ` in turn #${e.turn_index + 1}` : "";
+        return h("li", { class: "pd-event pd-event-bargein" },
+          h("span", { class: "pd-event-kind" }, "Barge-in"),
+          ` The caller interrupted the agent${turn}`,
+          num(e.bargein_ms) !== null ? ` (playback stopped in ${fmt.ms(e.bargein_ms)})` : "",
+          " ", when(e.at));
+      }
+      if (e.kind === "error") {
+        return h("li", { class: "pd-event pd-event-error" },
+          h("span", { class: "pd-event-kind" }, "Error"), " ",
+          h("code", { class: "pd-error-code" }, String(e.error_code)), " ", when(e.at));
+      }
+      return null;
+    });
+    section.append(h("ol", { class: "pd-timeline" }, items));
     return section;
   }
 

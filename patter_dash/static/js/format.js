@@ -188,6 +188,7 @@ const FLAG_NAMES = {
   transcript_truncated: "Transcript truncated",
   evicted_idle: "Closed when idle",
   stale_timeout: "Closed after no events",
+  number_masked: "Number masked",
 };
 
 export function flag(v) {
