@@ -18,6 +18,7 @@ from itertools import islice
 from operator import attrgetter
 from typing import Any, NamedTuple
 
+from ..model import search
 from ..model.events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
 from ..model.records import (
     AGENT_TEXT,
@@ -179,7 +180,7 @@ class CallFilter:
             return False
         if self.has_notes is not None and bool(call.notes) != self.has_notes:
             return False
-        if self.query and not call.searchable(self.query.lower()):
+        if self.query and not call.searchable(search.terms(self.query)):
             return False
         return True
 

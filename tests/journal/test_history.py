@@ -28,7 +28,7 @@ from patter_dash.core.store import CallFilter
 from patter_dash.journal.sqlite import MIGRATIONS, SQLiteJournal
 from patter_dash.journal.codec import freeze
 from patter_dash.model.events import make_event
-from patter_dash.model.records import Call, search_needle
+from patter_dash.model.records import Call
 from patter_dash.run.app import create_app
 
 NOW = time.time()
@@ -248,19 +248,6 @@ def test_history_beyond_memory_reads_like_all_in_memory(
 
 
 # ------------------------------------------------------------------ search
-
-
-@settings(max_examples=300, deadline=None)
-@given(fields=st.lists(st.text(max_size=12), min_size=4, max_size=7), query=st.text(min_size=1, max_size=4))
-def test_search_on_disk_is_the_in_memory_search(fields: list[str], query: str) -> None:
-    """Case-insensitive substring of id, caller, callee or a line: never across two fields, for any text."""
-    call = Call(fields[0] or "id", 0.0)
-    call.caller, call.callee = fields[1], fields[2]
-    call.transcript = [("user", text, None) for text in fields[3:]]
-    expected = call.searchable(query.lower())
-    assert (search_needle(query) in call.search_text()) == expected
-    db = sqlite3.connect(":memory:")
-    assert bool(db.execute("SELECT instr(?, ?) > 0", (call.search_text(), search_needle(query))).fetchone()[0]) == expected
 
 
 def test_a_first_schema_file_gets_its_search_text_on_upgrade(tmp_path: Path) -> None:
