@@ -39,8 +39,11 @@ class BadQuery(ValueError):
 
 
 def fold(text: str) -> str:
-    """Text as search compares it: case folded (``ß`` is ``ss``), white space runs as one space."""
-    return " ".join(text.casefold().split())
+    """Text as search compares it: case folded (``ß`` is ``ss``), white space runs as one space, no NUL.
+
+    Stored text has no NUL (cleaned at ingest); FTS5 would read one in a query as its end.
+    """
+    return " ".join(text.replace("\x00", "").casefold().split())
 
 
 @lru_cache(maxsize=256)
@@ -134,6 +137,8 @@ def _fold_mapped(text: str) -> tuple[str, list[int]]:
             space = True
             continue
         space = False
+        if ch == "\x00":
+            continue
         for piece in ch.casefold():
             out.append(piece)
             origin.append(i)

@@ -138,6 +138,8 @@ def _filters(rng: random.Random) -> list[str]:
     return [
         "", "status=busy", "direction=outbound", "provider_mode=openai_realtime", "q=refund", "q=%C3%A4rger",
         "q=STRASSE", "q=i%CC%87stanbul", "q=100%25", "q=a_b", "q=CA00", "q=%2B15550000",
+        "q=%22refund+please%22", "q=ref*+answer", "q=no.+answer+1", "q=%22answer+1%22+CA00", "q=ye", "q=r",
+        "q=NEAR%28a+b%29", "q=%22a+b", "q=late+refund",
         f"from={hour_cut}", f"to={hour_cut}", f"from={OLD[0] + rng.uniform(0, DAY)}&to={hour_cut}&status=completed",
         f"from={RECENT[0]}&to={RECENT[0] + rng.uniform(HOUR, 3 * HOUR)}&q=yes&direction=inbound",
     ]
