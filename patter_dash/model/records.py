@@ -355,12 +355,9 @@ class Call:
         """Whether every search term (:func:`~patter_dash.model.search.terms`) is in one of :meth:`search_fields`."""
         return search.matches(self.search_fields(), found)
 
-    def search_fields(self) -> list[str]:
-        """What ``q`` looks in, folded: id, caller, callee, their hashes (redacted numbers), each transcript line."""
-        fold = search.fold
-        return [fold(f) for f in (self.call_id, self.caller, self.callee, *self.number_hashes())] + [
-            fold(line[LINE_TEXT]) for line in self.transcript
-        ]
+    def search_fields(self) -> tuple[str, ...]:
+        """What ``q`` looks in, as they are: id, caller, callee, their hashes (redacted numbers), each transcript line."""
+        return (self.call_id, self.caller, self.callee, *self.number_hashes(), *(line[LINE_TEXT] for line in self.transcript))
 
     def number_hashes(self) -> tuple[str, ...]:
         """The keyed hashes of caller and callee that ``PATTER_DASH_REDACT`` keeps in place of the numbers."""
@@ -372,10 +369,10 @@ class Call:
     def search_text(self) -> str:
         """:meth:`search_fields` as the journal stores and indexes them, one text.
 
-        Folding leaves no newline inside a field, and no term holds one, so
-        a term found in this text is found in one field, as in memory.
+        Fields are a line apart and no term holds a newline, so a term
+        found in this text is found inside one field, as in memory.
         """
-        return search.FIELD_SEPARATOR.join(self.search_fields())
+        return search.FIELD_SEPARATOR.join(search.fold(f) for f in self.search_fields())
 
     # ------------------------------------------------------------------ views
 

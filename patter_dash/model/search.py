@@ -1,18 +1,19 @@
 """Search: the ``q`` query language, and the one folding both search paths compare with.
 
-A query is terms separated by spaces; a call matches when every term is found,
-in any order, inside one of its fields (id, caller, callee, a redacted
-number's hash, one transcript line): ``refund card`` finds a call with "Refund"
-in one line and "card" in another. ``"quoted words"`` is one term, spaces
-included. A ``*`` ending a term is dropped: a term already matches inside a
-word, so ``refund*`` is ``refund`` and ``+1555`` finds every number it starts.
-Every other character (punctuation, ``:``, ``^``, ``-``, ``AND``) is itself,
-literally; an unbalanced quote runs to the end.
+A query is terms separated by white space; a call matches when every term is
+found, in any order, inside one of its fields (id, caller, callee, a redacted
+number's hash, one transcript line): ``refund card`` finds a call with
+"Refund" in one line and "card" in another. ``"quoted words"`` is one term, its
+characters as they are (spaces included). A ``*`` ending a word is dropped: a
+term already matches inside a word, so ``refund*`` is ``refund`` and ``+1555``
+finds every number it starts. Every other character (punctuation, ``:``,
+``^``, ``-``, ``AND``, ``NEAR``) is itself, literally; an unbalanced quote runs
+to the end; a quote never is a character searched for.
 
-Text and terms are folded the same way in Python (:func:`fold`: case folding,
-every run of white space one space) before either search path sees them, so
-the journal's index (a trigram index that folds nothing itself) and memory's
-substring test answer the same question by construction.
+Case is folded (:func:`fold`, Python's ``casefold``: ``STRASSE`` finds
+``Straße``) by this module for both paths: memory's substring test and the
+journal's trigram index, which folds nothing itself, so the two answer the
+same question by construction.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-#: Between fields in the stored search text: :func:`fold` turns every newline into a space, so no
-#: term holds one and no match spans two fields.
+#: Between fields in the stored search text: no term holds one, so no match spans two fields.
 FIELD_SEPARATOR = "\n"
 #: The index splits text into three-character pieces: a shorter term is looked for by a scan.
 INDEXED_LENGTH = 3
@@ -39,11 +39,14 @@ class BadQuery(ValueError):
 
 
 def fold(text: str) -> str:
-    """Text as search compares it: case folded (``ß`` is ``ss``), white space runs as one space, no NUL.
+    """A field as search compares it: case folded (``ß`` is ``ss``); nothing else changes, so offsets stay near."""
+    return text.casefold()
 
-    Stored text has no NUL (cleaned at ingest); FTS5 would read one in a query as its end.
-    """
-    return " ".join(text.replace("\x00", "").casefold().split())
+
+def _fold_term(term: str) -> str:
+    # No newline (the stored text's field separator: no term spans two fields) and no NUL
+    # (FTS5 reads one as the query's end; stored text has none, cleaned at ingest).
+    return term.replace("\x00", "").replace(FIELD_SEPARATOR, " ").casefold()
 
 
 @lru_cache(maxsize=256)
@@ -55,8 +58,8 @@ def terms(query: str) -> tuple[str, ...]:
     """
     found: list[str] = []
     for quoted, word in _QUOTED.findall(query):
-        term = fold(quoted) if quoted or not word else fold(word.replace('"', ""))
-        if word and term.endswith("*"):
+        term = _fold_term(quoted if quoted or not word else word.replace('"', ""))
+        if word:
             term = term.rstrip("*")
         if term and term not in found:
             found.append(term)
@@ -84,9 +87,9 @@ def short_terms(found: tuple[str, ...]) -> list[str]:
     return [t for t in found if len(t) < INDEXED_LENGTH]
 
 
-def matches(fields: list[str], found: tuple[str, ...]) -> bool:
-    """Whether every term is inside one of the (folded) fields."""
-    return all(any(term in f for f in fields) for term in found)
+def matches(fields: tuple[str, ...], found: tuple[str, ...]) -> bool:
+    """Whether every term is inside one of the fields (as they are: each is folded here, only while needed)."""
+    return all(any(term in f.casefold() for f in fields) for term in found)
 
 
 def first_match(lines: Any, found: tuple[str, ...], text_at: int, role_at: int) -> dict[str, Any] | None:
@@ -128,17 +131,7 @@ def _fold_mapped(text: str) -> tuple[str, list[int]]:
     """:func:`fold` of ``text`` and, for each folded character, the index of the character it came from."""
     out: list[str] = []
     origin: list[int] = []
-    space = True  # leading white space is dropped, as str.split drops it
     for i, ch in enumerate(text):
-        if ch.isspace():
-            if not space:
-                out.append(" ")
-                origin.append(i)
-            space = True
-            continue
-        space = False
-        if ch == "\x00":
-            continue
         for piece in ch.casefold():
             out.append(piece)
             origin.append(i)
