@@ -87,9 +87,9 @@ def short_terms(found: tuple[str, ...]) -> list[str]:
     return [t for t in found if len(t) < INDEXED_LENGTH]
 
 
-def matches(fields: tuple[str, ...], found: tuple[str, ...]) -> bool:
-    """Whether every term is inside one of the fields (as they are: each is folded here, only while needed)."""
-    return all(any(term in f.casefold() for f in fields) for term in found)
+def matches(text: str, found: tuple[str, ...]) -> bool:
+    """Whether every term is inside the folded fields (one text, a line apart: no term spans two)."""
+    return all(term in text for term in found)
 
 
 def first_match(lines: Any, found: tuple[str, ...], text_at: int, role_at: int) -> dict[str, Any] | None:
