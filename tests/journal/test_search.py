@@ -52,9 +52,16 @@ def _found(journal: SQLiteJournal, q: str) -> tuple[list[str], int | None]:
 
 
 def _intact(path: str) -> None:
+    """The index holds exactly the stored calls: one entry per ``calls`` row, none left by a replaced or deleted one.
+
+    FTS5's own integrity-check does not see entries whose row is gone from an external-content
+    table; its per-document size table (one row per indexed rowid) does.
+    """
     db = sqlite3.connect(path)
     try:
         db.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")
+        indexed = [r[0] for r in db.execute("SELECT id FROM calls_fts_docsize ORDER BY id")]
+        assert indexed == [r[0] for r in db.execute("SELECT rowid FROM calls ORDER BY rowid")]
     finally:
         db.close()
 
@@ -142,6 +149,30 @@ def test_the_language_words_phrases_prefixes_numbers_and_ids(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------- the index follows every write
+
+
+def test_a_snapshot_written_again_replaces_its_entry(tmp_path: Path) -> None:
+    """A late line or an annotation writes the call again (INSERT OR REPLACE): the old text leaves the index."""
+    j = SQLiteJournal(str(tmp_path / "h.db"))
+    j.check()
+    j.open()
+    try:
+        first = _call("CA-1", 1, lines=("first words",))
+        j.commit(Batch(snapshots=[(first, 1, NUMBERS), (_call("CA-2", 2, lines=("other",)), 2, NUMBERS)]))
+        again = _call("CA-1", 1, lines=("first words", "a late line"))
+        for _ in range(3):
+            j.commit(Batch(snapshots=[(again, 1, NUMBERS)]))
+        assert _found(j, "first words") == (["CA-1"], 1)  # once, not once per write
+        _intact(j.path)
+        assert _found(j, "late line") == (["CA-1"], 1)
+        j.commit(Batch(snapshots=[(_call("CA-1", 1, lines=("all new",)), 1, NUMBERS)]))
+        assert _found(j, "first") == ([], 0) and _found(j, "all new") == (["CA-1"], 1)
+        db = sqlite3.connect(j.path)
+        assert db.execute("SELECT count(*) FROM calls_fts WHERE calls_fts MATCH '\"other\"'").fetchone()[0] == 1
+        db.close()
+    finally:
+        j.close()
+    _intact(j.path)
 
 
 def _app(path: Path, max_calls: int = 3) -> Flask:
