@@ -139,6 +139,11 @@ JOURNAL_FIGURES = (
     "reads.oldest_page", "reads.old_detail", "reads.overview", "reads.costs",
     "pause.ingest_journal", "pause.ingest_memory", "pause.purge",
 )
+# Issue 13's: q over a big stored history (a rare word, a common one, a number's prefix, ...), bytes with and without the index.
+SEARCH_FIGURES = (
+    "search.rare", "search.common", "search.phone", "search.short", "search.phrase", "search.none",
+    "disk.with_index", "disk.without_index",
+)
 
 
 def test_journal_figures_all_emitted_at_toy_size(tmp_path: Path) -> None:
@@ -159,6 +164,22 @@ def test_journal_figures_all_emitted_at_toy_size(tmp_path: Path) -> None:
         assert all(r["errors"] == 0 and r["ingest_errors"] == 0 and r["count"] > 0 for r in res["pause"][name]["runs"])
     purge = res["pause"]["purge"]["runs"][0]
     assert purge["calls_before"] == 500 and purge["calls_after"] == 0 and purge["errors"] == 0
+
+
+def test_search_figures_all_emitted_at_toy_size(tmp_path: Path) -> None:
+    out = tmp_path / "search.json"
+    run([str(BENCH / "search.py"), "--fast", "--out", str(out)], timeout=180)
+    res = json.loads(out.read_text())
+    figures = res["figures"]
+    assert all(figures[k] is not None for k in SEARCH_FIGURES), figures
+    for name in ("rare", "common", "phone", "short", "phrase", "none"):
+        assert figures[f"search.{name}"]["statuses"] == {"200": 10}, (name, figures)
+    # every planted word and number is found: what was put in, and nothing on top for the rare ones
+    planted = res["build"]["planted"]
+    assert figures["search.rare"]["matches"] == planted["rare"] and figures["search.phone"]["matches"] == planted["phone"]
+    assert figures["search.common"]["matches"] >= planted["common"] > 0 and figures["search.none"]["matches"] == 0
+    assert res["reads"]["history_calls"] == 2000
+    assert figures["disk.with_index"] > figures["disk.without_index"] > 0
 
 
 def test_soak_cycles_clients_and_every_event_arrives(tmp_path: Path) -> None:

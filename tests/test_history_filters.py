@@ -216,9 +216,12 @@ def test_a_schema_4_file_gets_its_labels_filled_when_opened(tmp_path: Path) -> N
     app = _app(path, 1)
     _submit([_pipeline(app)], _known_calls())
     app.extensions["patter_dash"].stop()
-    # What a file written by the release before the labels column holds: the column gone, the version 4.
+    # What a file written by the release before the labels column holds: the column and the search index gone,
+    # the version 4.
     with closing(sqlite3.connect(path)) as db:
-        db.execute("ALTER TABLE calls DROP COLUMN labels")
+        for statement in ("DROP TRIGGER calls_fts_insert", "DROP TRIGGER calls_fts_delete", "DROP TABLE calls_fts",
+                          "ALTER TABLE calls DROP COLUMN labels"):
+            db.execute(statement)
         db.execute("PRAGMA user_version=4")
         db.commit()
     app = _app(path, 1)
@@ -226,6 +229,7 @@ def test_a_schema_4_file_gets_its_labels_filled_when_opened(tmp_path: Path) -> N
         client = app.test_client()
         assert _listed(client, "provider=deepgram") == ["F3", "F1"]
         assert _listed(client, "model=gpt-4o-mini") == ["F2", "F1"]
+        assert _listed(client, "q=F3") == ["F3"]  # and its search index built
     finally:
         app.extensions["patter_dash"].stop()
     with closing(sqlite3.connect(path)) as db:

@@ -115,6 +115,8 @@ READS = [
     # (what, request path, documented path, status, model)
     ("history", "/api/v1/calls", "/api/v1/calls", 200, views.CallList),
     ("full history", "/api/v1/calls?full=1", "/api/v1/calls", 200, views.FullCallList),
+    ("history searched (rows with match)", "/api/v1/calls?q=e", "/api/v1/calls", 200, views.CallList),
+    ("a q with nothing to search for", "/api/v1/calls?q=%2A", "/api/v1/calls", 400, views.Error),
     ("active page", "/api/v1/calls/active", "/api/v1/calls/active", 200, views.ActiveCallList),
     ("finished call", f"/api/v1/calls/{CALL_ID}", "/api/v1/calls/{call_id}", 200, views.CallAnswer),
     ("live call", f"/api/v1/calls/{LIVE}", "/api/v1/calls/{call_id}", 200, views.CallAnswer),

@@ -710,6 +710,36 @@ def test_filters_and_search_narrow_history(live_server: Any, open_page: Any) -> 
     guard.check()
 
 
+def test_search_shows_and_marks_where_it_matched(live_server: Any, open_page: Any) -> None:
+    """Under each searched row, the line q was found in, its terms in <mark>; the call opened from it marks them too."""
+    server = live_server()
+    events = finished_call("CA-s-1", "+15554440001", ago=600, words="Can you <b>confirm</b> the DELIVERY window?")
+    events += finished_call("CA-s-2", "+15554440002", ago=300, words="billing question")
+    server.post_events(events)
+    page, guard = open_page()
+    open_dashboard(page, server.url, "history")
+    rows = history_rows(page)
+    expect(rows).to_have_count(2)
+    expect(page.locator("#pd-history-body tr.pd-match-row")).to_have_count(0)  # no q: no match lines
+    page.fill("input[name=q]", 'confirm "delivery win"')
+    expect(rows).to_have_count(1)
+    match = page.locator("#pd-history-body tr.pd-match-row")
+    expect(match).to_have_count(1)
+    expect(match).to_contain_text("Can you <b>confirm</b> the DELIVERY window?")  # the caller's text, as text
+    expect(match.locator("b")).to_have_count(0)
+    expect(match.locator("mark")).to_have_text(["confirm", "DELIVERY win"])
+    rows.first.click()
+    dialog = page.locator("#pd-detail")
+    expect(dialog.locator(".pd-line-hit")).to_have_count(1)
+    expect(dialog.locator(".pd-line-hit mark")).to_have_text(["confirm", "DELIVERY win"])
+    expect(dialog.locator(".pd-line-hit b")).to_have_count(0)
+    page.keyboard.press("Escape")
+    page.fill("input[name=q]", "+1555444000")  # a number's prefix: rows, no line to show
+    expect(rows).to_have_count(2)
+    expect(page.locator("#pd-history-body tr.pd-match-row")).to_have_count(0)
+    guard.check()
+
+
 def test_pagination(live_server: Any, open_page: Any) -> None:
     server = live_server()
     events: list[dict[str, Any]] = []

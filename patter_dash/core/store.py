@@ -18,6 +18,7 @@ from itertools import islice
 from operator import attrgetter
 from typing import Any, NamedTuple
 
+from ..model import search
 from ..model.events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
 from ..model.records import (
     AGENT_TEXT,
@@ -215,7 +216,7 @@ class CallFilter:
                 value = numbers[column]
                 if value is None or (lo is not None and value < lo) or (hi is not None and value > hi):
                     return False
-        if self.query and not call.searchable(self.query.lower()):
+        if self.query and not call.searchable(search.terms(self.query)):
             return False
         return True
 

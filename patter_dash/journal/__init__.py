@@ -66,7 +66,7 @@ class Filter(Protocol):
     direction: str | None
     start: float | None  # started_at >= start
     end: float | None  # started_at < end
-    query: str | None  # case-insensitive substring of id, caller, callee or a transcript line
+    query: str | None  # model/search.py's language: every term inside the id, caller, callee or one transcript line
     provider_mode: str | None
     tag: str | None  # one of the call's tags, exactly
     has_notes: bool | None  # whether the call's notes are non-empty

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..model.records import Call, search_needle
+from ..model import search
+from ..model.records import Call
 from . import Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
 
@@ -102,6 +103,24 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: the providers and models a call names, for the provider and model filters (filled from the state blobs)
     """
     ALTER TABLE calls ADD COLUMN labels TEXT NOT NULL DEFAULT '';
+    """,
+    # 6: ``q`` over the whole history from an index. ``search`` becomes text (folded by model/search.py,
+    # fields one a line) and an FTS5 trigram index over it keyed by the row's rowid, its content read from
+    # ``calls`` (stored once). Trigrams, not words: ``q`` finds any part of a word or number (``+1555``,
+    # ``CA-12``), as memory's substring test does; the index folds nothing itself (``case_sensitive 1``):
+    # both paths compare text folded by the same Python. Triggers keep it in the transaction that writes
+    # ``calls``: an insert adds the row, a delete (forget, purge, and INSERT OR REPLACE's delete of the old
+    # snapshot, with recursive_triggers on) takes it out with the text it was indexed with.
+    """
+    CREATE VIRTUAL TABLE calls_fts USING fts5(
+        search, content='calls', content_rowid='rowid', tokenize='trigram case_sensitive 1'
+    );
+    CREATE TRIGGER calls_fts_insert AFTER INSERT ON calls BEGIN
+        INSERT INTO calls_fts (rowid, search) VALUES (new.rowid, new.search);
+    END;
+    CREATE TRIGGER calls_fts_delete AFTER DELETE ON calls BEGIN
+        INSERT INTO calls_fts (calls_fts, rowid, search) VALUES ('delete', old.rowid, old.search);
+    END
     """,
 )
 #: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
@@ -243,6 +262,9 @@ class SQLiteJournal:
             db.execute("PRAGMA journal_mode=WAL").fetchone()
             db.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'full' else 'NORMAL'}")
             db.execute("PRAGMA foreign_keys=OFF")
+            # INSERT OR REPLACE deletes the old snapshot's row: its search index entry goes with it only when
+            # that delete fires the delete trigger (schema 6).
+            db.execute("PRAGMA recursive_triggers=ON")
             # Commits never copy the WAL into the file themselves (with its fsync, ~10 ms every
             # thousand pages, on some acknowledgement's path): :meth:`checkpoint` does, beside them.
             db.execute("PRAGMA wal_autocheckpoint=0")
@@ -307,7 +329,7 @@ class SQLiteJournal:
         try:
             db.execute("BEGIN IMMEDIATE")
             for reached, script in enumerate(MIGRATIONS[version:], version + 1):
-                for statement in filter(str.strip, script.split(";")):
+                for statement in _statements(script):
                     db.execute(statement)
                 if reached in _FILLS:
                     _FILLS[reached](db)
@@ -704,9 +726,14 @@ def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
             clauses.append(f"{column} <= ?")
             args.append(hi)
     if flt.query:
-        # Bytes against bytes: instr compares them as they are (no LIKE wildcards, no SQLite case folding).
-        clauses.append("instr(search, ?) > 0")
-        args.append(search_needle(flt.query))
+        found = search.terms(flt.query)
+        match = search.fts_query(found)
+        if match is not None:
+            clauses.append("rowid IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?)")
+            args.append(match)
+        for term in search.short_terms(found):  # under a trigram: the stored text, scanned (no case folding by SQLite)
+            clauses.append("instr(search, ?) > 0")
+            args.append(term)
     if skip:
         clauses.append("done NOT IN (SELECT value FROM json_each(?))")
         args.append(json.dumps(skip))
@@ -740,8 +767,43 @@ def _filling(column: str, compute: Callable[[Call], Any]) -> Callable[[sqlite3.C
     return fill
 
 
-_FILLS[2] = _filling("search", Call.search_text)  # schema 1 had no search column
 _FILLS[5] = _filling("labels", _labels_column)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A migration's statements; a trigger's body holds semicolons of its own."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
+
+
+def _fill_search(db: sqlite3.Connection) -> None:
+    """Schema 6: every stored call's search text (:meth:`Call.search_text`) and its index entry, 500 at a time.
+
+    The text is computed from the state, not from schema 2's lowercased
+    column: the folding is new. Schema 2 gives a schema-1 file the column and
+    this fills it, once.
+    """
+    last = 0
+    while True:
+        rows = db.execute(
+            "SELECT rowid, state FROM calls WHERE rowid > ? ORDER BY rowid LIMIT 500", (last,)
+        ).fetchall()
+        if not rows:
+            return
+        texts = [(thaw(state).search_text(), rowid) for rowid, state in rows]
+        db.executemany("UPDATE calls SET search = ? WHERE rowid = ?", texts)
+        db.executemany("INSERT INTO calls_fts (search, rowid) VALUES (?, ?)", texts)
+        last = rows[-1][0]
+
+
+_FILLS[6] = _fill_search
 
 
 class _Reader:

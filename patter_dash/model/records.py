@@ -17,6 +17,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import search
 from .events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS
 from .jsoncodec import dumpb
 
@@ -358,13 +359,13 @@ class Call:
             return self.extra[key]
         return None
 
-    def searchable(self, needle: str) -> bool:
-        """Case-insensitive substring of caller, callee, id, their hashes (redacted numbers) or any transcript line."""
-        if needle in self.call_id.lower() or needle in self.caller.lower() or needle in self.callee.lower():
-            return True
-        if any(needle in h for h in self.number_hashes()):
-            return True
-        return any(needle in line[LINE_TEXT].lower() for line in self.transcript)
+    def searchable(self, found: tuple[str, ...]) -> bool:
+        """Whether every search term (:func:`~patter_dash.model.search.terms`) is in one of :meth:`search_fields`."""
+        return search.matches(self.search_text(), found)
+
+    def search_fields(self) -> tuple[str, ...]:
+        """What ``q`` looks in, as they are: id, caller, callee, their hashes (redacted numbers), each transcript line."""
+        return (self.call_id, self.caller, self.callee, *self.number_hashes(), *(line[LINE_TEXT] for line in self.transcript))
 
     def number_hashes(self) -> tuple[str, ...]:
         """The keyed hashes of caller and callee that ``PATTER_DASH_REDACT`` keeps in place of the numbers."""
@@ -373,26 +374,19 @@ class Call:
             return ()
         return tuple(h for name in ("caller_hash", "callee_hash") if isinstance(h := extra.get(name), str))
 
-    def search_text(self) -> bytes:
-        """What :meth:`searchable` looks in, as the journal stores it: lowercased, UTF-8, fields apart.
+    def search_text(self) -> str:
+        """:meth:`search_fields` as the journal stores and indexes them, one text.
 
-        A byte substring of UTF-8 is a character substring (no character's
-        bytes start inside another's), and the separator 0xFF is never part
-        of UTF-8, so ``search_needle(q) in search_text()`` is exactly
-        ``searchable(q.lower())``: no match can span two fields.
+        Fields are a line apart and no term holds a newline, so a term
+        found in this text is found inside one field, as in memory.
         """
-        fields = (self.call_id, self.caller, self.callee, *self.number_hashes(), *(line[LINE_TEXT] for line in self.transcript))
-        return b"\xff".join(f.lower().encode("utf-8", "surrogatepass") for f in fields)
+        # Folded whole, in one pass (case folding maps each character alone): a field at a time costs twice as much.
+        return search.fold(search.FIELD_SEPARATOR.join(self.search_fields()))
 
     # ------------------------------------------------------------------ views
 
     def cost_dict(self) -> dict[str, float]:
         return {k: round(self.cost_value(k), 6) for k in COST_KEYS[:5]}
-
-
-def search_needle(query: str) -> bytes:
-    """A ``q`` as :meth:`Call.search_text` is searched for (same lowercasing and encoding)."""
-    return query.lower().encode("utf-8", "surrogatepass")
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
@@ -552,6 +546,11 @@ def timeline(call: Call) -> list[dict[str, Any]]:
         entries.append({"kind": "error", "at": call.ended_at, "error_code": code})
     entries.sort(key=lambda e: (e["at"] is None, e["at"] or 0.0))  # stable: a tool's call stays before its result
     return entries
+
+
+def search_match(call: Call, query: str) -> dict[str, Any] | None:
+    """A ``q`` row's first transcript line (reading order, as the detail lists it) that holds a term, or None."""
+    return search.first_match(ordered(call.transcript), search.terms(query), LINE_TEXT, LINE_ROLE)
 
 
 def detail(call: Call, now: float) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from .annotations import MAX_NOTES, MAX_TAGS, Tag
 from .clean import MAX_TEXT_LENGTH
+from .search import MATCH_CHARS
 from .events import (
     EVENT_TYPES,
     Amount,
@@ -313,10 +314,33 @@ class Pagination(_Record):
     total: Annotated[Count, Meta(description="Calls matching the filters (live calls, for /calls/active).")]
 
 
+class SearchMatch(_Record):
+    """The first transcript line (reading order) holding a term of ``q``, as plain text."""
+
+    index: Annotated[Count, Meta(description="The line's place in the detail's transcript.")]
+    role: Short
+    text: Annotated[
+        str, Meta(max_length=MATCH_CHARS + 2, description="The line, cut to about 160 characters around the first hit (… marks a cut).")
+    ]
+    spans: Annotated[
+        list[Annotated[list[Count], Meta(min_length=2, max_length=2)]],
+        Meta(description="[start, end) character ranges of the terms in text, for highlighting."),
+    ]
+
+
+class CallRow(CallSummary):
+    """A history row; with ``q``, where the query was found."""
+
+    match: Annotated[
+        SearchMatch | None,
+        Meta(description="Only with q: the first matching transcript line, or null when only the id, caller or callee matched."),
+    ] = None
+
+
 class CallList(_Record):
     """Completed calls matching the filters, newest first."""
 
-    data: list[CallSummary]
+    data: list[CallRow]
     pagination: Pagination
 
 

@@ -58,6 +58,12 @@ def list_calls() -> Response:
             _summary_json(c, c.seq) if held.get(c.call_id) is c else jsoncodec.dumps(records.summary(c, now))
             for c in _yielding(calls)
         ]
+        if flt.query:
+            # Where q was found, beside the cached row (the row is the same for every query).
+            rows = [
+                f'{row[:-1]},"match":{jsoncodec.dumps(records.search_match(c, flt.query))}}}'
+                for row, c in zip(rows, calls)
+            ]
     pagination = jsoncodec.dumps({"limit": limit, "offset": offset, "count": len(calls), "total": total})
     return Response(f'{{"data":[{",".join(rows)}],"pagination":{pagination}}}', mimetype="application/json")
 

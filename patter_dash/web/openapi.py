@@ -168,7 +168,12 @@ def parameters() -> dict[str, Schema]:
         "to": param("to", "query", when, f"Calls started before this time (not before from). {zone}"),
         "q": param(
             "q", "query", {"type": "string", "maxLength": 256},
-            "Case-insensitive substring of caller, callee, call id or transcript text.",
+            (
+                "Search over every retained call: words (all must be found, any order, case-insensitive, each "
+                'inside the call id, caller, callee or one transcript line), "a quoted phrase", prefix* (a '
+                "term already matches the start or any part of a word or number: +1555, CA-12). Punctuation "
+                "is searched for literally; nothing is an operator. Nothing to search for is a 400."
+            ),
         ),
         "provider_mode": param("provider_mode", "query", {"type": "string", "maxLength": 32}, "e.g. pipeline."),
         "tag": param(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from ..core.store import CallFilter
+from ..model import search
 from ..model.annotations import MAX_TAG_LENGTH
 from ..model.redact import hash_query
 from .context import current_dashboard
@@ -94,11 +95,16 @@ def period(args: Mapping[str, str]) -> tuple[float | None, float | None]:
 
 
 def _query(q: str | None) -> str | None:
-    """``q``; a whole phone number becomes its hash when numbers are redacted (the calls of that caller)."""
+    """``q`` (model/search.py's language); a whole phone number becomes its hash when numbers are redacted (the calls of that caller)."""
     if q is None:
         return None
     redactor = current_dashboard().pipeline.redactor
-    return hash_query(redactor, q) if redactor.active else q
+    q = hash_query(redactor, q) if redactor.active else q
+    try:
+        search.terms(q)  # parsed here so that a query with nothing to look for is a 400, not an empty page
+    except search.BadQuery as exc:
+        raise BadParam("q", str(exc)) from None
+    return q
 
 
 #: Range filters: name → (highest value accepted, its unit). ``min_<name>`` and ``max_<name>``, both included.

@@ -70,10 +70,16 @@ function main() {
       }
     },
   });
+  // Opened over the history, a call's transcript marks the search's terms.
+  const showCall = (id) => {
+    const q = background === "history" && historyParams ? historyParams.q : "";
+    if (q) detail.openSearched(id, q);
+    else detail.open(id);
+  };
   const openDetail = (id) => {
     const hash = callHash(id);
     if (window.location.hash === hash) {
-      detail.open(id);
+      showCall(id);
       return;
     }
     pushedCall = parseHash(window.location.hash).callId === null;
@@ -319,7 +325,7 @@ function main() {
     const r = parseHash(window.location.hash);
     if (r.callId !== null) {
       show(background);
-      if (!detail.dialog.open || detail.openId !== r.callId) detail.open(r.callId);
+      if (!detail.dialog.open || detail.openId !== r.callId) showCall(r.callId);
       return;
     }
     show(r.view);

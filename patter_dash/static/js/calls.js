@@ -8,6 +8,7 @@
 
 import { h } from "./dom.js";
 import * as fmt from "./format.js";
+import { termSpans, marked } from "./search.js";
 
 const TERMINAL = new Set([
   "completed", "complete", "ended", "finished", "failed", "error", "busy", "no-answer",
@@ -100,18 +101,19 @@ export function placeLine(list, el, line) {
 }
 
 /** One transcript line as a list item; `compact` for live cards, bubbles otherwise. */
-export function transcriptLine(line, { compact = false } = {}) {
+export function transcriptLine(line, { compact = false, terms = null } = {}) {
   const who = fmt.speaker(line.role);
   const cls = fmt.speakerClass(line.role);
+  const spans = terms && terms.length ? termSpans(line.text, terms) : [];
   const children = [
     h("span", { class: "pd-who" }, who),
-    h("span", { class: "pd-text" }, line.text),
+    h("span", { class: "pd-text" }, spans.length ? marked(line.text, spans) : line.text),
   ];
   if (!compact && line.timestamp !== null) {
     children.push(h("time", { class: "pd-line-time", datetime: fmt.iso(line.timestamp) }, fmt.time(line.timestamp)));
   }
   const dataset = line.turn != null ? { turn: String(line.turn), role: line.role } : undefined;
-  return h("li", { class: ["pd-line", `pd-line-${cls}`], dataset }, children);
+  return h("li", { class: ["pd-line", `pd-line-${cls}`, spans.length ? "pd-line-hit" : null], dataset }, children);
 }
 
 /** Lines derived from a turn (user then agent), for streams that carry turns only. */

@@ -23,6 +23,7 @@ import { throttle } from "./scheduler.js";
 import { trapFocus } from "./keys.js";
 import { AnnotationForm } from "./annotate.js";
 import { statusBadge, directionTag, modeChip, elapsed, isEnded, normLine, transcriptLine, linesFromTurn } from "./calls.js";
+import { queryTerms } from "./search.js";
 
 const COMPONENTS = [
   { key: "stt", label: "STT" },
@@ -99,8 +100,15 @@ export class DetailView {
     return this.callId;
   }
 
+  /** Show a call; `q`: the history search it was opened from, whose terms its transcript marks. */
+  openSearched(callId, q, opener) {
+    this.terms = queryTerms(q);
+    this.open(callId, opener, true);
+  }
+
   /** Show a call; `opener` is the element focus returns to on close (default: whatever has focus now). */
-  open(callId, opener) {
+  open(callId, opener, searched = false) {
+    if (!searched) this.terms = [];
     if (!this.dialog.open || opener) {
       const el = opener || document.activeElement;
       this.returnTo = { el: el instanceof HTMLElement && el !== document.body ? el : null, id: String(callId) };
@@ -387,7 +395,7 @@ export class DetailView {
           `${fmt.num(dropped)} later ${dropped === 1 ? "line was" : "lines were"} not kept: the call reached its transcript size limit.`)
         : null,
       lines.length
-        ? h("ol", { class: "pd-transcript pd-conversation" }, lines.map((l) => transcriptLine(l)))
+        ? h("ol", { class: "pd-transcript pd-conversation" }, lines.map((l) => transcriptLine(l, { terms: this.terms })))
         : h("p", { class: "pd-muted" }, "Nothing said yet."));
   }
 }

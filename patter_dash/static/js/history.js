@@ -14,6 +14,7 @@ import * as fmt from "./format.js";
 import { urls, withParams, latestOnly, isAbort } from "./api.js";
 import { schedule, debounce, throttle } from "./scheduler.js";
 import { statusBadge, directionTag, modeChip } from "./calls.js";
+import { marked } from "./search.js";
 
 const COLUMNS = [
   { key: "started", label: "Started" },
@@ -356,13 +357,13 @@ export class HistoryView {
     const active = document.activeElement;
     const focusedRow = active instanceof HTMLTableRowElement && active.classList.contains("pd-row") && body.contains(active) ? active : null;
     const focusId = focusedRow ? focusedRow.dataset.callId : null;
-    const focusAt = focusedRow ? Array.from(body.children).indexOf(focusedRow) : -1;
+    const focusAt = focusedRow ? Array.from(body.querySelectorAll("tr.pd-row")).indexOf(focusedRow) : -1;
     if (!this.rows.length) {
       fill(body, h("tr", { class: "pd-empty-row" },
         h("td", { colspan: String(COLUMNS.length) },
           this.hasFilters() ? "No calls match these filters." : "No finished calls yet. Calls appear here when they end.")));
     } else {
-      fill(body, this.rows.map((item) => this.row(item)));
+      fill(body, this.rows.flatMap((item) => [this.row(item), this.matchRow(item)]).filter(Boolean));
     }
     const shown = this.rows.length;
     const from = shown ? this.offset + 1 : 0;
@@ -377,6 +378,16 @@ export class HistoryView {
       const target = again || body.closest(".pd-table-wrap");
       if (target) target.focus({ preventScroll: true });
     }
+  }
+
+  /** Under a searched row, the line where q was found, the terms marked (text nodes and <mark>, never HTML). */
+  matchRow(item) {
+    const m = item.match;
+    if (!m || typeof m.text !== "string" || !m.text) return null;
+    return h("tr", { class: "pd-match-row", dataset: { callId: String(item.call_id) } },
+      h("td", { colspan: String(COLUMNS.length) },
+        h("span", { class: "pd-match-who" }, `${fmt.speaker(m.role)}: `),
+        h("span", { class: "pd-match-text" }, marked(m.text, m.spans))));
   }
 
   row(item) {
