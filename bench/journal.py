@@ -186,20 +186,27 @@ def templates(count: int = 200, seed: int = 1) -> list:
     return calls
 
 
-def build_file(path: str, n: int, *, newest_end: float, spacing: float, tpl: list, prefix: str = "HX") -> dict:
-    """``n`` stored calls through SQLiteJournal.commit; the oldest first. Returns ids and times."""
-    from patter_dash.core.pipeline import _counted
-    from patter_dash.journal import Batch
+def fresh_journal(path: str):
+    """An empty, open SQLiteJournal at ``path`` (a file left by an earlier run is removed with its companions)."""
     from patter_dash.journal.sqlite import SQLiteJournal
-    from patter_dash.model.records import Call
 
-    slots = Call.__slots__
     for suffix in ("", "-wal", "-shm", ".lock"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
     journal = SQLiteJournal(path)
     journal.check()
     journal.open()
+    return journal
+
+
+def build_file(path: str, n: int, *, newest_end: float, spacing: float, tpl: list, prefix: str = "HX") -> dict:
+    """``n`` stored calls through SQLiteJournal.commit; the oldest first. Returns ids and times."""
+    from patter_dash.core.pipeline import _counted
+    from patter_dash.journal import Batch
+    from patter_dash.model.records import Call
+
+    slots = Call.__slots__
+    journal = fresh_journal(path)
     t0 = time.perf_counter()
     first_start = newest_end - 600 - (n - 1) * spacing
     batch: list = []

@@ -45,7 +45,7 @@ for p in (REPO, BENCH):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from journal import Server, _commit, get, pct, templates  # noqa: E402
+from journal import Server, _commit, fresh_journal, get, pct, templates  # noqa: E402
 
 RARE, COMMON, PHONE = "zanzibarite", "account", "+1555012"
 QUERIES = {
@@ -76,19 +76,13 @@ def build(path: str, n: int, seed: int) -> dict:
     """``n`` stored calls with varied transcripts through SQLiteJournal.commit; bytes and build time."""
     from patter_dash.core.pipeline import _counted
     from patter_dash.journal import Batch
-    from patter_dash.journal.sqlite import SQLiteJournal
     from patter_dash.model.records import Call
 
     rng = random.Random(seed)
     words, weights = vocabulary(rng)
     tpl = templates(20, seed)
     slots = Call.__slots__
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    journal = SQLiteJournal(path)
-    journal.check()
-    journal.open()
+    journal = fresh_journal(path)
     t0 = time.perf_counter()
     newest = time.time() - 600
     batch: list = []
@@ -138,19 +132,18 @@ def without_index(path: str, tmp: str) -> dict:
     for name in ("calls_fts_insert", "calls_fts_delete"):
         db.execute(f"DROP TRIGGER IF EXISTS {name}")
     db.execute("DROP TABLE IF EXISTS calls_fts")
-    db.execute("VACUUM")
-    calls = db.execute("SELECT count(*) FROM calls").fetchone()[0]
-    db.close()
-    size = os.path.getsize(copy)
-    os.remove(copy)
-    return {"bytes": size, "bytes_per_call": round(size / calls, 1)}
+    return _vacuumed_size(db, copy)
 
 
 def vacuumed(path: str, tmp: str) -> dict:
     """The file as built, vacuumed too (the same footing as :func:`without_index`)."""
     copy = os.path.join(tmp, "vacuumed.db")
     shutil.copyfile(path, copy)
-    db = sqlite3.connect(copy, isolation_level=None)
+    return _vacuumed_size(sqlite3.connect(copy, isolation_level=None), copy)
+
+
+def _vacuumed_size(db: sqlite3.Connection, copy: str) -> dict:
+    """Bytes (and bytes a call) of the copy ``db`` has open, once vacuumed; the copy is removed."""
     db.execute("VACUUM")
     calls = db.execute("SELECT count(*) FROM calls").fetchone()[0]
     db.close()
