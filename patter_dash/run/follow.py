@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from ..core.cooperative import Wakeup, gevent_active, native_thread, offload, original
-from ..core.pipeline import Pipeline, QueueFull
+from ..core.cooperative import Slices, Wakeup, gevent_active, native_thread, offload, original
+from ..core.pipeline import ApplyFailed, Pipeline, QueueFull
 from ..journal import JournalUnavailable
 from ..model.patterlog import CallLog, read_call
 from .importer import Importer
@@ -62,6 +62,8 @@ POLL_INTERVAL = 0.5
 TICK_INTERVAL = 1.0
 #: Seconds before a round that could not be written (queue full, history down) is tried again.
 RETRY_DELAY = 1.0
+#: Call folders read and applied at once (a catch-up of a busy day goes in steps of this many).
+READ_CHUNK = 500
 #: Days before today that are always followed (calls that started before midnight UTC).
 RECENT_DAYS = 1
 #: What each file of a call folder is, for its fingerprint.
@@ -601,13 +603,54 @@ class Follower:
     # ----------------------------------------------------------------- reading into the history
 
     def _read(self, folders: set[str]) -> bool:
-        """Read folders and apply what is new; whether it was written (else they are marked to read again)."""
-        reads = offload(self._read_many, sorted(folders))
+        """Read folders and apply what is new, :data:`READ_CHUNK` at a time; whether all was written.
+
+        What could not be written (queue full, history down) is marked to be read again.
+        """
+        ordered = sorted(folders)
+        for start in range(0, len(ordered), READ_CHUNK):
+            chunk = ordered[start : start + READ_CHUNK]
+            if not self._read_chunk(chunk):
+                self._changes.extend(ordered[start:])
+                return False
+        return True
+
+    def _read_chunk(self, folders: list[str]) -> bool:
+        reads = offload(self._read_many, folders)
         self.folders_read += sum(1 for _, _, call_log in reads if call_log is not None)
         importer = Importer(self.pipeline, retention_days=self.retention_days)
         rows: dict[str, Any] = {}
         sent_now: dict[str, set[str]] = {}
+        try:
+            counted = self._take(reads, importer, rows, sent_now)
+            importer.flush()
+        except (QueueFull, JournalUnavailable) as exc:
+            self._error(self.root, f"calls read could not be written yet: {exc}")
+            return False
+        except ApplyFailed as exc:  # reading again would not help: the cursor moves on
+            self._error(self.root, f"an event read could not be applied: {exc}")
+            counted = 0
+        done = []
+        for folder, keys in sent_now.items():
+            entry = self._known[folder] = rows[self._row(folder)]
+            if entry[1] == "completed":
+                self._sent.pop(folder, None)
+                done.append(folder)
+            else:
+                self._sent.setdefault(folder, set()).update(keys)
+        notify = self._inotify
+        if notify is not None and done:
+            offload(lambda: [notify.unwatch(folder) for folder in done])  # CallLogger writes nothing more there
+        self.calls_followed += counted
+        self.last_read_at = time.time()
+        self.pipeline.remember(rows)  # after the events are on disk: a crash between reads them again
+        return True
+
+    def _take(self, reads: list[tuple[str, list[Any] | None, CallLog | None]], importer: Importer,
+              rows: dict[str, Any], sent_now: dict[str, set[str]]) -> int:
+        """Queue what each folder read holds that is new; how many calls go in for the first time."""
         counted = 0
+        slices = Slices()  # a catch-up of thousands of calls lets requests run between them
         for folder, fingerprint, call_log in reads:
             if call_log is None or fingerprint is None:
                 if folder in self._known:
@@ -624,25 +667,8 @@ class Follower:
             sent_now[folder] = {e.key for e in fresh if e.key is not None}
             self._report(folder, call_log)
             rows[self._row(folder)] = [fingerprint, call_log.state]
-        try:
-            importer.flush()
-        except (QueueFull, JournalUnavailable) as exc:
-            self._error(self.root, f"calls read could not be written yet: {exc}")
-            self._changes.extend(folders)
-            return False
-        for folder, keys in sent_now.items():
-            state = rows[self._row(folder)][1]
-            self._known[folder] = rows[self._row(folder)]
-            if state == "completed":
-                self._sent.pop(folder, None)
-                if self._inotify is not None:
-                    offload(self._inotify.unwatch, folder)  # CallLogger writes nothing more there
-            else:
-                self._sent.setdefault(folder, set()).update(keys)
-        self.calls_followed += counted
-        self.last_read_at = time.time()
-        self.pipeline.remember(rows)  # after the events are on disk: a crash between reads them again
-        return True
+            slices.pause_if_due()
+        return counted
 
     def _report(self, folder: str, call_log: CallLog) -> None:
         """Say once (per folder and reason) what of it could not be read: in the log and the health block."""
