@@ -14,7 +14,7 @@ history, waits for it to catch up, then per mode (``notify``, ``poll``):
   frame on an open ``GET /api/v1/events`` stream. p50 / p99 / max.
 * **idle CPU**: the worker's CPU time (utime + stime from /proc) over
   ``--idle-seconds`` with nothing written and no request made, as a percentage of
-  one core.
+  one core; mode ``off`` is the same server following nothing (the baseline).
 
     .venv/bin/python bench/follow.py --calls 100000 --out bench/results/follow-100k.json
     .venv/bin/python bench/follow.py --calls 50 --days 2 --latency-calls 3 --idle-seconds 1   # smoke (tests run this)
@@ -122,17 +122,15 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def caught_up(port: int, timeout: float) -> dict:
-    """Wait until the follower's first pass is done (the catch-up) and nothing more is being read."""
+    """Wait until the follower's first pass (the catch-up) is done."""
     deadline = time.monotonic() + timeout
-    last = None
+    logs: dict = {}
     while time.monotonic() < deadline:
         logs = get_json(port, "/api/v1/health")["patter_logs"]
-        state = (logs["status"], logs["folders_read"])
-        if logs["status"] == "following" and state == last:
+        if logs["status"] == "following":
             return logs
-        last = state
-        time.sleep(1.0)
-    raise SystemExit(f"the follower did not catch up in {timeout} s: {last}")
+        time.sleep(0.2)
+    raise SystemExit(f"the follower did not catch up in {timeout} s: {logs}")
 
 
 class Stream:
@@ -179,7 +177,20 @@ def run_mode(mode: str, root: str, work: str, args: argparse.Namespace) -> dict:
         "PATTER_DASH_PATTER_LOG_POLL": "1" if mode == "poll" else "0",
         "PYTHONUNBUFFERED": "1",
     })
+    if mode == "off":
+        del env["PATTER_DASH_PATTER_LOG_DIR"]
     proc = start_server(port, env, os.path.join(work, f"server-{mode}.log"))
+    if mode == "off":  # the baseline: the same server, idle, following nothing
+        try:
+            time.sleep(2.0)
+            pid = get_json(port, "/api/v1/health")["pid"]
+            before = cpu_seconds(pid)
+            time.sleep(args.idle_seconds)
+            idle = cpu_seconds(pid) - before
+        finally:
+            stop_server(proc)
+        return {"mode": "off", "idle_cpu": {"seconds": args.idle_seconds, "cpu_seconds": round(idle, 3),
+                                            "percent_of_a_core": round(100 * idle / args.idle_seconds, 2)}}
     try:
         started = time.perf_counter()
         health = caught_up(port, args.catch_up_timeout)
@@ -225,7 +236,7 @@ def main() -> None:
     parser.add_argument("--latency-calls", type=int, default=20)
     parser.add_argument("--gap", type=float, default=0.2, help="seconds between two timed calls")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
-    parser.add_argument("--modes", default="notify,poll")
+    parser.add_argument("--modes", default="notify,poll,off", help="off: the idle CPU of a server following nothing")
     parser.add_argument("--catch-up-timeout", type=float, default=900.0)
     parser.add_argument("--out", help="write the result (JSON) here")
     args = parser.parse_args()

@@ -224,7 +224,8 @@ def test_follow_latency_and_idle_cpu_at_toy_size(tmp_path: Path) -> None:
     run([str(BENCH / "follow.py"), "--calls", "50", "--days", "2", "--latency-calls", "3", "--gap", "0.05",
          "--idle-seconds", "1", "--out", str(out)], timeout=180)
     res = json.loads(out.read_text())
-    assert sorted(res["modes"]) == ["notify", "poll"]
+    assert sorted(res["modes"]) == ["notify", "off", "poll"]
+    assert res["modes"].pop("off")["idle_cpu"]["cpu_seconds"] >= 0
     for mode, row in res["modes"].items():
         assert row["mode"] == mode and row["errors"] == 0, row
         assert row["catch_up"]["folders_read"] >= 2  # today's and yesterday's calls (the first start has no cursor)

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from getpatter.services import call_log
 from getpatter.services.call_log import CallLogger
 
+from patter_dash.model import views
 from tests.conftest import post, wait_for
 from tests.sse import SSEClient
 from tests.test_history_faults import NO_DAC
@@ -86,6 +88,7 @@ def test_a_call_logged_while_the_server_runs_appears_live(live_server: Any, tmp_
     stream.close()
     health = logs_health(server)
     assert health["calls_followed"] == 1 and health["live"] == 0 and health["errors"] == 0, health
+    msgspec.json.decode(server.get("/api/v1/health").content, type=views.Health)  # as the OpenAPI document says
 
 
 def test_restart_catches_up_on_what_was_logged_while_down_exactly_once(live_server: Any, tmp_path: Path) -> None:

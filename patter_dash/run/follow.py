@@ -452,11 +452,14 @@ class Follower:
         """Look at every day since the last followed and every open folder; read what changed. Whether done."""
         if not self._root_ready():
             return False
+        self.status = "catching_up"
         days = self._catch_up_days()
         changed = self._apply_look(offload(self._look, days, True))
         if changed and not self._read(changed):
             return False
         self._prune()
+        self.status = "following"
+        log.info("patter-dash: caught up with %s (%d call folders read)", self.root, self.folders_read)
         return True
 
     def _tick(self, everything: bool = False) -> None:
@@ -479,9 +482,10 @@ class Follower:
                 log.warning("patter-dash: waiting for %s (no calls/ folder yet: Patter makes it at its first call)", self.root)
             self.status, self.waiting_for = "waiting", f"{self.calls_dir} does not exist yet"
             return False
-        if self.status != "following":
+        if self.status in ("starting", "waiting"):
             log.info("patter-dash: following Patter's call logs in %s (%s)", self.root, self.mode)
-        self.status, self.waiting_for = "following", None
+            self.status = "following"
+        self.waiting_for = None
         return True
 
     # ----------------------------------------------------------------- looking (on a native thread)
