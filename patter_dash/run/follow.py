@@ -262,6 +262,8 @@ class Follower:
         self._known: dict[str, list[Any]] = {}
         #: Event ids applied from each open folder in this process (a live call's later reads send only the new).
         self._sent: dict[str, set[str]] = {}
+        #: The folders of ``_known`` not completed (in progress, or skipped for now): what a look checks.
+        self._open: set[str] = set()
         self._reported: dict[str, str] = {}
         self._changes: deque[str | None] = deque()
         self._day_mtimes: dict[str, int] = {}
@@ -304,7 +306,7 @@ class Follower:
             "waiting_for": self.waiting_for,
             "calls_followed": self.calls_followed,
             "folders_read": self.folders_read,
-            "live": sum(1 for entry in self._known.values() if entry[1] == "in_progress"),
+            "live": sum(1 for folder in list(self._open) if self._known.get(folder, (None, ""))[1] == "in_progress"),
             "days": sorted({self._day_key(folder) for folder in self._days()}),
             "errors": self.errors,
             "last_error": self.last_error,
@@ -343,7 +345,7 @@ class Follower:
             elif name.startswith(self._prefix + "f:") and isinstance(value, list) and len(value) == 2:
                 folder = self._folder(name)
                 if folder is not None:
-                    self._known[folder] = value
+                    self._remember(folder, value)
 
     # ----------------------------------------------------------------- days
 
@@ -360,7 +362,7 @@ class Follower:
         """The day folders followed now: recent days and those of open folders."""
         today = self._today()
         days = {self._day_dir(today - timedelta(days=n)) for n in range(RECENT_DAYS + 1)}
-        days |= {os.path.dirname(folder) for folder, entry in self._known.items() if entry[1] != "completed"}
+        days |= {os.path.dirname(folder) for folder in list(self._open)}
         return days
 
     def _catch_up_days(self) -> set[str]:
@@ -532,7 +534,8 @@ class Follower:
             found.mtimes[day] = mtime
             listed.add(day)
             found.changed.update(f for f in (os.path.join(day, name) for name in names) if f not in self._known)
-        for folder, entry in list(self._known.items()):
+        checked = self._known if everything else {f: self._known[f] for f in list(self._open) if f in self._known}
+        for folder, entry in list(checked.items()):
             if entry[1] == "completed" and not (everything and os.path.dirname(folder) in listed):
                 continue
             new_watch = False
@@ -582,8 +585,16 @@ class Follower:
             for folder in gone:
                 self._forget(folder)
 
+    def _remember(self, folder: str, entry: list[Any]) -> None:
+        self._known[folder] = entry
+        if entry[1] == "completed":
+            self._open.discard(folder)
+        else:
+            self._open.add(folder)
+
     def _forget(self, folder: str) -> None:
         self._known.pop(folder, None)
+        self._open.discard(folder)
         self._sent.pop(folder, None)
         self._reported.pop(folder, None)
         if self._inotify is not None:
@@ -636,7 +647,8 @@ class Follower:
             counted = 0
         done = []
         for folder, keys in sent_now.items():
-            entry = self._known[folder] = rows[self._row(folder)]
+            entry = rows[self._row(folder)]
+            self._remember(folder, entry)
             if entry[1] == "completed":
                 self._sent.pop(folder, None)
                 done.append(folder)
