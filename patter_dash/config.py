@@ -158,6 +158,11 @@ class Settings:
     REDACT: str = setting("off", _choice("off", "numbers", "pii", "metadata"))
     #: The key of the caller / callee hashes; None: a random one, made once and kept in the database.
     REDACT_KEY: str | None = setting(None, _secret)
+    #: A Patter log root (``PATTER_LOG_DIR``: it holds ``calls/YYYY/MM/DD/<id>/``) the standalone server follows
+    #: while it runs (patter_dash/run/follow.py); None: none.
+    PATTER_LOG_DIR: str | None = setting(None, _path)
+    #: Follow it by polling recent day folders instead of filesystem notifications (inotify).
+    PATTER_LOG_POLL: bool = setting(False, _bool)
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})

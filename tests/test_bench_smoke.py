@@ -3,7 +3,7 @@
 A tidy-up once removed a store method that ``bench/preload_app.py`` called, and the benchmark
 adapter stayed broken until the next benchmark run. Here each script runs as the reported
 benchmark runs it (the harness's ``run_bench.py``, ``bench/w5.py``, ``bench/extras.py``, ``bench/ingest.py``,
-``bench/soak.py``, ``bench/active_bounds.py``, ``bench/experiments/*``), against real gunicorn +
+``bench/soak.py``, ``bench/active_bounds.py``, ``bench/follow.py``, ``bench/experiments/*``), against real gunicorn +
 gevent servers, with the harness copy in ``tests/fixtures/bench-peer`` (the shared one may be
 absent on a fresh clone). The figures are not checked, only that every workload ran and the
 server answered it without errors; the benchmark itself reports the figures.
@@ -238,3 +238,17 @@ def test_experiment_gcprobe_at_toy_size() -> None:
 def test_experiment_schema_check_at_toy_size() -> None:
     text = run([str(BENCH / "experiments" / "schema_check.py"), "--number", "200"])
     assert [line.split()[0] for line in text.splitlines()] == ["call_start", "transcript", "turn", "call_end"]
+
+
+def test_follow_latency_and_idle_cpu_at_toy_size(tmp_path: Path) -> None:
+    out = tmp_path / "follow.json"
+    run([str(BENCH / "follow.py"), "--calls", "50", "--days", "2", "--latency-calls", "3", "--gap", "0.05",
+         "--idle-seconds", "1", "--out", str(out)], timeout=180)
+    res = json.loads(out.read_text())
+    assert sorted(res["modes"]) == ["notify", "off", "poll"]
+    assert res["modes"].pop("off")["idle_cpu"]["cpu_seconds"] >= 0
+    for mode, row in res["modes"].items():
+        assert row["mode"] == mode and row["errors"] == 0, row
+        assert row["catch_up"]["folders_read"] >= 2  # today's and yesterday's calls (the first start has no cursor)
+        assert row["latency_ms"]["n"] == 3 and row["latency_ms"]["max"] > 0
+        assert row["idle_cpu"]["cpu_seconds"] >= 0

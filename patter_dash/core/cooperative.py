@@ -45,6 +45,66 @@ def on_foreign_native_thread() -> bool:
     return current() is not main()
 
 
+class Wakeup:
+    """Wake a waiting greenlet or thread from any thread or greenlet.
+
+    Under gevent a native OS thread cannot wake a greenlet through gevent's
+    primitives, so ``send()`` goes through a libev async watcher, which is
+    safe from any thread; made on the serving thread, it wakes that loop.
+    """
+
+    def __init__(self) -> None:
+        self._watcher: Any = None
+        if gevent_active():
+            import gevent.event
+            from gevent import get_hub
+
+            self._event: Any = gevent.event.Event()
+            self._watcher = get_hub().loop.async_()
+            self._watcher.start(self._event.set)
+        else:
+            self._event = threading.Event()
+
+    def send(self) -> None:
+        if self._watcher is not None:
+            self._watcher.send()
+        else:
+            self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        self._event.wait(timeout)
+        self._event.clear()
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+
+
+def native_thread(fn: Callable[..., Any], name: str) -> None:
+    """Run ``fn()`` on a new OS thread of its own, also under gevent (where ``threading`` makes greenlets).
+
+    For a loop that blocks in C (a read of an inotify descriptor) and must
+    never hold the serving loop: it may use only what is safe off that loop
+    (plain data under the GIL, :meth:`Wakeup.send`, original ``select``).
+    """
+    if gevent_active():
+        from gevent.monkey import get_original
+
+        get_original("_thread", "start_new_thread")(fn, ())
+    else:
+        threading.Thread(target=fn, name=name, daemon=True).start()
+
+
+def original(module: str, name: str) -> Any:
+    """The unpatched ``module.name`` (``select.select``) for use on a :func:`native_thread`."""
+    if gevent_active():
+        from gevent.monkey import get_original
+
+        return get_original(module, name)
+    return getattr(__import__(module), name)
+
+
 def let_others_run() -> None:
     """Pause a long job so other requests run, I/O included.
 

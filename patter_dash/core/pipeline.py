@@ -38,7 +38,7 @@ from ..model.events import Event, make_event
 from ..model.redact import Redactor
 from ..model.views import CALL_DELETED, CALL_UPDATED
 from .aggregates import HOUR, contribution, latency_bin
-from .cooperative import Slices, gevent_active, in_background, let_others_run, offload, on_foreign_native_thread
+from .cooperative import Slices, Wakeup, gevent_active, in_background, let_others_run, offload, on_foreign_native_thread
 from .history import History
 from .hub import Hub
 from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore, Watcher
@@ -92,32 +92,6 @@ def paced(calls: list[records.Call]) -> Iterator[list[records.Call]]:
             batch, text = [], 0
     if batch:
         yield batch
-
-
-class _Wakeup:
-    """Wake the event thread from any thread or greenlet."""
-
-    def __init__(self) -> None:
-        self._watcher: Any = None
-        if gevent_active():
-            import gevent.event
-            from gevent import get_hub
-
-            self._event: Any = gevent.event.Event()
-            self._watcher = get_hub().loop.async_()
-            self._watcher.start(self._event.set)
-        else:
-            self._event = threading.Event()
-
-    def send(self) -> None:
-        if self._watcher is not None:
-            self._watcher.send()
-        else:
-            self._event.set()
-
-    def wait(self, timeout: float) -> None:
-        self._event.wait(timeout)
-        self._event.clear()
 
 
 @dataclass(slots=True)
@@ -235,6 +209,8 @@ class Pipeline:
         #: Finished calls and event ids applied but not yet written (the next transaction takes them).
         self._unwritten: dict[str, records.Call] = {}
         self._unwritten_seen: list[tuple[str, int]] = []
+        #: Small facts for the journal's info table (:meth:`remember`) not written yet; None deletes the row.
+        self._info: dict[str, Any] = {}
         self._last_purge = 0.0
         self._flush_due: float | None = None
         self._checkpointing = False
@@ -243,7 +219,7 @@ class Pipeline:
         self.hub = Hub(**self._hub_options)
         #: Reads of finished calls, in memory and (with a journal) on disk.
         self.history = History(self)
-        self._wakeup: _Wakeup | None = None
+        self._wakeup: Wakeup | None = None
         #: Called once in each process where the event thread starts (e.g. the demo runtime).
         self.on_start: list[Callable[[], None]] = []
         #: Told of each applied event that changed its call, on the event thread after it is published
@@ -277,7 +253,7 @@ class Pipeline:
             self._seq = self.hub.head = int(time.time() * 1_000_000)
             if self.journal is not None:
                 self._restore(self.journal)
-            self._wakeup = _Wakeup()
+            self._wakeup = Wakeup()
             self._thread = threading.Thread(target=self._run, name="patter-dash-events", daemon=True)
             self._thread.start()
             # Under gevent the event "thread" is a greenlet of this OS thread: see submit().
@@ -446,6 +422,18 @@ class Pipeline:
         if any(a.seq == 0 for a in acks):
             raise ApplyFailed("an event could not be applied")
         return acks
+
+    def remember(self, rows: dict[str, Any]) -> None:
+        """Keep small facts (a follower's cursor) in the journal's info table; a None value deletes the row.
+
+        Never blocks: they ride with the next transaction (within :data:`FLUSH_DELAY` when idle),
+        so a fact written after a :meth:`submit` returned is never on disk before those events.
+        Without a journal they are dropped. Safe from any thread.
+        """
+        if self.journal is None or not rows:
+            return
+        self._info.update(rows)
+        self._wake()
 
     def note_rejected(self) -> None:
         """Count an ingest body or message refused as invalid before any of it was queued (once, whatever it held)."""
@@ -622,7 +610,7 @@ class Pipeline:
         Finished calls too: left waiting for the next event, a call that ended
         idle stays on disk as events only, and a clean stop leaves it unfolded.
         """
-        return bool(self._unwritten or self._unwritten_seen or self.store.has_dirty())
+        return bool(self._unwritten or self._unwritten_seen or self._info or self.store.has_dirty())
 
     def _validate(self, item: Pending) -> bool:
         """Make the item's event (a fed one is checked here); a refused one is answered now."""
@@ -658,7 +646,7 @@ class Pipeline:
                 if key is not None:
                     keys.add(key)
         snapshots = [(call, call.done, _counted(call)) for call in self._unwritten.values()]
-        return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq)
+        return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq, info=dict(self._info))
 
     def _commit(self, journal: Journal, batch: Batch, accepted: list[Pending]) -> None:
         """Write ``batch`` off the loop; fetch the finished calls its events name that are only on disk."""
@@ -687,6 +675,9 @@ class Pipeline:
             store.adopt_cold(call)
         self._unwritten.clear()
         self._unwritten_seen = []
+        for name, value in batch.info.items():
+            if self._info.get(name, self) is value:  # not changed again while this was written
+                del self._info[name]
         stats = self.journal_stats
         stats["commits"] += 1
         stats["events"] += len(batch.events)

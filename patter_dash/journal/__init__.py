@@ -38,9 +38,11 @@ class Batch:
     #: (event id, seq) pairs applied since the last batch.
     seen: list[tuple[str, int]] = field(default_factory=list)
     last_seq: int = 0
+    #: Rows of the info table to set (a None value deletes the row): small facts such as a follower's cursor.
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.snapshots or self.seen)
+        return bool(self.events or self.snapshots or self.seen or self.info)
 
 
 class Restored(NamedTuple):
@@ -102,6 +104,7 @@ class Journal(Protocol):
     def load_done(self, marks: list[int]) -> dict[int, Call]: ...
     def backup(self, target: str) -> None: ...
     def secret(self, name: str) -> bytes: ...
+    def info(self, prefix: str) -> dict[str, Any]: ...  # the info rows whose name starts with prefix
 
 
 def open_journal(path: str | None, *, sync: str = "normal") -> Journal | None:

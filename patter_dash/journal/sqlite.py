@@ -482,6 +482,24 @@ class SQLiteJournal:
             )
         if batch.last_seq:
             db.execute("INSERT OR REPLACE INTO info (name, value) VALUES ('last_seq', ?)", (batch.last_seq,))
+        if batch.info:
+            gone = [(name,) for name, value in batch.info.items() if value is None]
+            db.executemany("DELETE FROM info WHERE name = ?", gone)
+            db.executemany("INSERT OR REPLACE INTO info (name, value) VALUES (?, ?)",
+                           [(name, json.dumps(value)) for name, value in batch.info.items() if value is not None])
+
+    def info(self, prefix: str) -> dict[str, Any]:
+        """The info rows set through :attr:`Batch.info` whose name starts with ``prefix`` (values as given)."""
+        with self._reader() as db:
+            # A range, not LIKE: the prefix is a path and may hold % or _.
+            rows = db.execute("SELECT name, value FROM info WHERE name >= ? AND name < ?", (prefix, prefix + "\U0010ffff")).fetchall()
+        out: dict[str, Any] = {}
+        for name, value in rows:
+            try:
+                out[name] = json.loads(value)
+            except (TypeError, ValueError):
+                continue  # a row this release did not write
+        return out
 
     def secret(self, name: str) -> bytes:
         """A random 32-byte secret kept in the file under ``name``, made the first time it is asked for.

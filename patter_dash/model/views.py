@@ -529,6 +529,31 @@ class HistoryState(_Record):
     restore_seconds: Annotated[Amount, Meta(description="How long the last start took to read history back.")] | UnsetType = UNSET
 
 
+class LogError(_Record):
+    path: Annotated[str, Meta(description="The file or folder.")]
+    reason: str
+    at: Annotated[float, Meta(description="When, epoch seconds.")]
+
+
+class PatterLogsState(_Record):
+    """Following Patter's call logs (PATTER_DASH_PATTER_LOG_DIR; the standalone server only)."""
+
+    root: Annotated[str, Meta(description="The log root followed (it holds calls/YYYY/MM/DD/<call id>/).")]
+    mode: Annotated[Literal["notify", "poll"], Meta(description="notify: inotify; poll: stats of the recent day folders every 0.5 s.")]
+    poll_reason: Annotated[str | None, Meta(description="Why it polls (the setting, or inotify unavailable).")]
+    status: Annotated[Literal["starting", "catching_up", "following", "waiting", "stopped"],
+                      Meta(description="catching_up: reading what changed while the server was down; waiting: the "
+                                       "root has no calls/ folder yet (see waiting_for).")]
+    waiting_for: str | None
+    calls_followed: Annotated[Count, Meta(description="Calls read into the history since start.")]
+    folders_read: Annotated[Count, Meta(description="Call folders read since start (at start, only those changed since the last run).")]
+    live: Annotated[Count, Meta(description="Calls in progress followed now.")]
+    days: Annotated[list[str], Meta(description="The UTC day folders followed (YYYY-MM-DD).")]
+    errors: Annotated[Count, Meta(description="Files or folders that could not be read or used.")]
+    last_error: LogError | None
+    last_read_at: Annotated[float | None, Meta(description="When a folder was last read, epoch seconds.")]
+
+
 class Health(_Record):
     """Event thread, queue, store, subscriber and history state."""
 
@@ -542,6 +567,7 @@ class Health(_Record):
     auth: AuthState
     export: ExportCounters
     history: HistoryState
+    patter_logs: PatterLogsState | UnsetType = UNSET
 
 
 # ------------------------------------------------------------ deletion

@@ -63,6 +63,13 @@ def create_app(config: dict[str, Any] | None = None, *, standalone: bool = False
             auth.security_headers(response, dash.settings)
         return response
 
+    if dash.settings.PATTER_LOG_DIR:
+        from .follow import Follower
+
+        follower = Follower(dash.pipeline, dash.settings.PATTER_LOG_DIR, poll=dash.settings.PATTER_LOG_POLL,
+                            retention_days=dash.settings.RETENTION_DAYS)
+        dash.follower = follower
+        dash.pipeline.on_start.append(follower.start)
     if dash.settings.DEMO:
         from .demo import DemoRuntime
 

@@ -88,7 +88,11 @@ class Importer:
         self._batch: list[Event] = []
 
     def add(self, folder: str) -> CallLog:
-        log = read_call(folder)
+        return self.take(read_call(folder))
+
+    def take(self, log: CallLog) -> CallLog:
+        """Queue what a folder read (:func:`read_call`) holds that the history lacks; ``add`` reads and takes."""
+        folder = log.folder
         summary = self.summary
         summary.folders += 1
         if log.state == "skipped":

@@ -48,6 +48,8 @@ class PatterDashboard:
         self.streams = StreamStats()
         self.metrics: Metrics | None = None
         self.alerts: Alerts | None = None
+        #: What follows Patter's call logs into this dashboard (patter_dash/run/follow.py), when the server was told to.
+        self.follower: Any = None
         if app is not None:
             self.init_app(app)
 
@@ -113,6 +115,8 @@ class PatterDashboard:
         self.pipeline.ensure_started()
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         if self.alerts is not None:
             self.alerts.stop()
         self.pipeline.hub.shutdown()
@@ -127,5 +131,8 @@ class PatterDashboard:
         # only because of the exemption (an explicit token is set and the setting is on).
         exempt = self.access.mode == "token" and self.settings.LOOPBACK_INGEST
         auth = {**self.access.view(), "loopback_ingest": exempt}
-        return {**self.pipeline.health(), "auth": auth, "export": self.streams.view()}
+        view = {**self.pipeline.health(), "auth": auth, "export": self.streams.view()}
+        if self.follower is not None:
+            view["patter_logs"] = self.follower.view()
+        return view
 
