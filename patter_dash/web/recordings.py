@@ -108,7 +108,8 @@ def _ranged(located: Located) -> Response | tuple[Response, int]:
                 return response, 416
             length, status = end - start + 1, 206
     body = guarded(_chunks(located, start, length), describe(), shutdown_socket(socket.SHUT_RDWR))
-    response = Response(body, status=status, mimetype="audio/wav", direct_passthrough=True)
+    # Not direct_passthrough: Werkzeug then hands the server the bare body, and the close callback below never runs.
+    response = Response(body, status=status, mimetype="audio/wav")
     response.headers["Content-Length"] = str(length)
     response.headers["Accept-Ranges"] = "bytes"
     response.headers["ETag"] = etag
