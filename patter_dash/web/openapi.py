@@ -550,14 +550,21 @@ def _patch_operation(operation: str = "annotateCall", id_param: str = "call_id",
 
 def _recording_paths() -> dict[str, Schema]:
     """The recording routes (web/recordings.py), in both forms: the id in the path, and ``/call...?id=``."""
-    missing = error(
-        'No such call ({"error": "Call not found"}), or no recording can be served: {"error": "recording not available", '
-        '"recorded": true} when the call names one (recording_path, or a file found but refused: missing, unreadable, '
-        "outside PATTER_DASH_RECORDINGS_DIRS, not 16-bit PCM); recorded false when it has none. Why is in the server's log."
-    )
+    not_available = {
+        "type": "object", "additionalProperties": False, "required": ["error", "recorded"],
+        "properties": {"error": {"type": "string", "const": "recording not available"}, "recorded": {"type": "boolean"}},
+    }
+
+    def missing(none: str) -> Schema:
+        return json_body(
+            {"anyOf": [ref("Error"), not_available]},
+            'No such call ({"error": "Call not found"}), or no recording can be served: {"error": "recording not available", '
+            '"recorded": true} when the call names one (recording_path, or a file found but refused: missing, unreadable, '
+            f"outside PATTER_DASH_RECORDINGS_DIRS, not 16-bit PCM){none} Why is in the server's log.",
+        )
     peaks = {
         "type": "object",
-        "properties": {"data": {"type": "object", "properties": {
+        "properties": {"recorded": {"type": "boolean"}, "data": {"type": ["object", "null"], "properties": {
             "call_id": {"type": "string"},
             "duration": {"type": "number", "description": "Seconds of audio."},
             "sample_rate": {"type": "integer"},
@@ -581,7 +588,7 @@ def _recording_paths() -> dict[str, Schema]:
                 "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
             },
             (id_param,),
-            errors={**(BAD_PARAM if by_query else {}), "404": missing,
+            errors={**(BAD_PARAM if by_query else {}), "404": missing("; recorded false when it has none."),
                     "416": error("The Range is malformed or starts past the end; Content-Range: bytes */<size>.")},
             description=(
                 f"The call's recording{form}: Patter's stereo WAV (left the caller, right the agent) or one uploaded "
@@ -594,9 +601,10 @@ def _recording_paths() -> dict[str, Schema]:
                                          "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}
         get_peaks = _get(
             f"getRecordingPeaks{suffix}", "recordings",
-            json_body(peaks, "Each channel's minimum and maximum (-1 to 1) in up to 1,000 slices, for a waveform."),
+            json_body(peaks, "Each channel's minimum and maximum (-1 to 1) in up to 1,000 slices, for a waveform; "
+                      "data null and recorded false when the call has no recording."),
             (id_param,),
-            errors={**(BAD_PARAM if by_query else {}), "404": missing},
+            errors={**(BAD_PARAM if by_query else {}), "404": missing(".")},
             description=f"The recording's waveform{form}, computed once per file and cached.",
         )
         put = {
@@ -611,7 +619,8 @@ def _recording_paths() -> dict[str, Schema]:
                 "(never ?token=). A browser's Origin must be this server or in PATTER_DASH_CORS_ORIGINS."
             ),
             "parameters": [param_ref(id_param)],
-            "requestBody": {"required": True, "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
+            # Any Content-Type is read as the file (the client sends audio/wav); octet-stream is what generic tools send.
+            "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
             "responses": {
                 "201": json_body({"type": "object"}, "Stored: call_id, bytes, channels, sample_rate, duration."),
                 "200": json_body({"type": "object"}, "Stored, replacing an earlier upload."),

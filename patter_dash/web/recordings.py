@@ -19,13 +19,13 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
-from ..core.cooperative import offload
+from ..core import cooperative
 from ..core.recordings import HEADER_BYTES, BadWav, Located, NotAvailable, Recordings, compute_peaks, read_header
 from ..model.records import Call
 from . import auth, params
@@ -34,6 +34,7 @@ from .context import current_dashboard
 from .deadline import read_within
 
 bp = Blueprint("recordings", __name__)
+T = TypeVar("T")
 log = logging.getLogger("patter_dash")
 
 #: Bytes read from disk per chunk sent: one native-thread hop per 256 kB.
@@ -41,6 +42,24 @@ CHUNK = 262_144
 #: The slowest upload accepted, past PATTER_DASH_BODY_TIMEOUT: a 40 MB recording may take 10 minutes.
 UPLOAD_MIN_RATE = 65_536
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def offload(fn: Callable[..., T], *args: Any) -> T:
+    """:func:`~patter_dash.core.cooperative.offload`, the error raised here, not in the native thread.
+
+    gevent's pool prints every exception its task raises as a traceback on stderr, even when the
+    caller catches it; a missing recording or a refused upload is an answer, not a crash.
+    """
+    def run() -> tuple[bool, Any]:
+        try:
+            return True, fn(*args)
+        except Exception as exc:  # handed to the caller below
+            return False, exc
+
+    ok, value = cooperative.offload(run)
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def _call(call_id: str) -> Call | None:
@@ -51,11 +70,14 @@ def _not_found(message: str, **extra: Any) -> tuple[Response, int]:
     return jsonify(error=message, **extra), 404
 
 
-def _open(call: Call) -> Located | tuple[Response, int]:
+def _open(call: Call, *, quiet_if_none: bool = False) -> Located | Response | tuple[Response, int]:
     recordings: Recordings = current_dashboard().recordings
     try:
         return offload(recordings.open, call.call_id, call.started_at, call.meta_value("recording_path"))
     except NotAvailable as exc:
+        if quiet_if_none and not exc.named:
+            # The detail asks every call for its waveform: "none" is an answer, not an error (no 404 in the console).
+            return jsonify(data=None, recorded=False)
         if exc.named:
             log.warning("patter-dash: the recording of call %r is not available: %s", call.call_id, exc.reason)
         # "recorded": the call names a recording (or one was found but refused): the UI says "not available".
@@ -140,7 +162,7 @@ def peaks(call_id: str) -> Response | tuple[Response, int]:
     call = _call(call_id)
     if call is None:
         return _not_found("Call not found")
-    located = _open(call)
+    located = _open(call, quiet_if_none=True)
     if not isinstance(located, Located):
         return located
     recordings: Recordings = current_dashboard().recordings
@@ -159,7 +181,7 @@ def peaks(call_id: str) -> Response | tuple[Response, int]:
                 _computing.pop(key, None)
     finally:
         located.close()
-    return jsonify(data={"call_id": call.call_id, **view})
+    return jsonify(data={"call_id": call.call_id, **view}, recorded=True)
 
 
 @bp.put("/calls/<anypath:call_id>/recording")
@@ -229,6 +251,17 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _other_method(call_id: str = "") -> None:
+    raise MethodNotAllowed(valid_methods=["GET", "HEAD", "OPTIONS", "PUT"] if request.path.endswith("/recording") else ["GET", "HEAD", "OPTIONS"])
+
+
+# Without these, PATCH or DELETE /calls/x/recording would reach the call routes as the call "x/recording"
+# (an id may hold slashes). Named *_fallback: they are not methods these paths answer.
+bp.add_url_rule("/calls/<anypath:call_id>/recording", "recording_method_fallback", _other_method, methods=["POST", "PATCH", "DELETE"])
+bp.add_url_rule("/calls/<anypath:call_id>/recording/peaks", "peaks_method_fallback", _other_method,
+                methods=["POST", "PUT", "PATCH", "DELETE"])
 
 
 def _query_id() -> str:

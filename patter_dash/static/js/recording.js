@@ -87,7 +87,10 @@ export class RecordingPlayer {
       const answer = await getJSON(peaksUrl(id));
       if (id !== this.callId) return;
       this.peaks = answer && answer.data ? answer.data : null;
-      if (!this.peaks) return this.unavailable();
+      if (!this.peaks) {
+        this.el.hidden = true; // no recording: nothing to say
+        return;
+      }
       this.el.hidden = false;
       this.body.hidden = false;
       setText(this.status, "");
