@@ -114,6 +114,15 @@ def _list(value: Any) -> tuple[str, ...]:
     return tuple(item.strip().lower() for item in items if item.strip())
 
 
+def _paths(value: Any) -> tuple[str, ...]:
+    """Directories separated by ``os.pathsep`` (``:`` on POSIX), or a list of them."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(os.pathsep)
+    out = tuple(str(item).strip() for item in items if str(item).strip())
+    if any("\x00" in item for item in out):
+        raise ValueError("expected directory paths separated by " + repr(os.pathsep))
+    return out
+
+
 def setting(default: Any, parse: Callable[[Any], Any]) -> Any:
     """A settings field: its default, and the parser its raw value (config or environment) goes through."""
     return field(default=default, metadata={"parse": parse})
@@ -163,6 +172,10 @@ class Settings:
     PATTER_LOG_DIR: str | None = setting(None, _path)
     #: Follow it by polling recent day folders instead of filesystem notifications (inotify).
     PATTER_LOG_POLL: bool = setting(False, _bool)
+    #: The only directories recordings are ever served from (web/recordings.py); uploads go beside the history file.
+    RECORDINGS_DIRS: tuple[str, ...] = setting((), _paths)
+    #: Bytes an uploaded recording may have (PUT .../recording): 256 MiB is about 70 minutes of Patter's stereo WAV.
+    RECORDING_MAX_BYTES: int = setting(268_435_456, _positive_int)
 
     def replace(self, **changes: Any) -> Settings:
         return Settings(**{**self.__dict__, **changes})

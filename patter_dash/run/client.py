@@ -25,10 +25,12 @@ import http.client
 import itertools
 import json
 import logging
+import os
 import random
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any, Literal
@@ -44,6 +46,15 @@ DROP_WARNING_EVERY = 10.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 SPLIT_STATUSES = frozenset({400, 413, 422})
 MESSAGE_TOO_BIG = 1009  # WebSocket close code
+
+
+class RecordingUploadError(Exception):
+    """The dashboard refused a recording (``status``: its HTTP status) or could not be reached (``status`` None)."""
+
+    def __init__(self, status: int | None, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}" if status is not None else detail)
+        self.status = status
+        self.detail = detail
 
 
 class _Retry(Exception):
@@ -81,6 +92,7 @@ class DashboardClient:
             if base.endswith(suffix):
                 base = base[: -len(suffix)]
         self.transport = transport
+        self.base_url = base.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
         self.http_url = base.replace("ws://", "http://", 1).replace("wss://", "https://", 1) + INGEST_PATH
         self.ws_url = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + INGEST_PATH + "/ws"
         self._target = self.ws_url if transport == "ws" else self.http_url
@@ -135,13 +147,76 @@ class DashboardClient:
             log.warning("patter-dash: buffer full (%d events) or client closed, %d events dropped so far",
                         self.buffer_size, self.dropped)
 
-    def patter_callbacks(self) -> dict[str, Any]:
-        """The ``on_call_start``/``on_transcript``/``on_metrics``/``on_call_end`` callbacks for Patter."""
+    def patter_callbacks(self, *, upload_recordings: bool = False) -> dict[str, Any]:
+        """The ``on_call_start``/``on_transcript``/``on_metrics``/``on_call_end`` callbacks for Patter.
+
+        ``upload_recordings``: when a call ends with a ``recording_path`` (Patter's
+        ``local_recording=True``), send the file to the dashboard too, from a thread
+        of its own (the call's event loop never waits for it; a failure is logged).
+        """
         from patter_dash.model.patter import (
             patter_callbacks,  # lazy: keeps this module importable on its own
         )
 
-        return patter_callbacks(self.feed)
+        callbacks = patter_callbacks(self.feed)
+        if upload_recordings:
+            end = callbacks["on_call_end"]
+
+            async def on_call_end(data: Any) -> None:
+                await end(data)
+                plain = to_plain(data)
+                path = plain.get("recording_path") if isinstance(plain, dict) else None
+                call_id = plain.get("call_id") if isinstance(plain, dict) else None
+                if isinstance(path, str) and path and isinstance(call_id, str) and call_id:
+                    threading.Thread(target=self._upload_quietly, args=(call_id, path), daemon=True,
+                                     name="patter-dash-recording").start()
+
+            callbacks["on_call_end"] = on_call_end
+        return callbacks
+
+    def upload_recording(self, call_id: str, path: str, *, timeout: float = 120.0, wait_for_call: float = 10.0) -> dict[str, Any]:
+        """Send a finished call's recording (a WAV file) to the dashboard: ``PUT .../call/recording?id=``.
+
+        The events buffered so far are delivered first, so the dashboard knows the
+        call; a 404 or a retryable status is tried again for ``wait_for_call``
+        seconds. Returns the server's description of what it stored; raises
+        :class:`RecordingUploadError` when it refuses (400 not a PCM16 WAV, 413 too
+        large, 401 no token...) or cannot be reached. Blocks: call it off the
+        voice loop (``patter_callbacks(upload_recordings=True)`` does).
+        """
+        self.flush(wait_for_call)
+        url = f"{self.base_url}{API_PREFIX}/call/recording?{urllib.parse.urlencode({'id': call_id})}"
+        size = os.path.getsize(path)
+        headers = {**self._headers, "Content-Type": "audio/wav", "Content-Length": str(size)}
+        deadline = time.monotonic() + wait_for_call
+        pause = BACKOFF_START
+        while True:
+            try:
+                with open(path, "rb") as body:
+                    request = urllib.request.Request(url, data=body, headers=headers, method="PUT")
+                    with urllib.request.urlopen(request, timeout=timeout) as response:
+                        answer = json.loads(response.read())
+                return answer.get("data", answer) if isinstance(answer, dict) else {}
+            except urllib.error.HTTPError as exc:
+                detail = exc.read(500).decode("utf-8", "replace")
+                status: int | None = exc.code
+                if exc.code not in (404, *RETRY_STATUSES) or time.monotonic() >= deadline:
+                    raise RecordingUploadError(exc.code, detail) from None
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, FileNotFoundError) or time.monotonic() >= deadline:
+                    raise RecordingUploadError(None, str(getattr(exc, "reason", None) or exc)) from None
+                status = None
+            log.debug("patter-dash: recording upload for %r answered %s; retrying", call_id, status)
+            time.sleep(pause)
+            pause = min(pause * 2, BACKOFF_CAP)
+
+    def _upload_quietly(self, call_id: str, path: str) -> None:
+        try:
+            self.upload_recording(call_id, path)
+        except RecordingUploadError as exc:
+            log.error("patter-dash: the recording of call %r was not uploaded: %s", call_id, exc)
+        except Exception:  # a bug here must not surface in the voice runtime
+            log.exception("patter-dash: recording upload failed")
 
     @property
     def pending(self) -> int:

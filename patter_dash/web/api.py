@@ -20,6 +20,7 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..core import providers
+from ..core.cooperative import offload
 from ..core.pipeline import Pipeline, paced
 from ..model import jsoncodec, records
 from ..model.annotations import parse_patch
@@ -192,9 +193,12 @@ def _detail_json(call: Call, seq: int) -> str:
 @auth.write
 def delete_call(call_id: str) -> Response | tuple[Response, int]:
     """Delete one call, live or finished, from memory, disk and analytics."""
-    deleted = current_dashboard().pipeline.delete([call_id])
+    dash = current_dashboard()
+    deleted = dash.pipeline.delete([call_id])
     if not deleted:
         return jsonify(error="Call not found"), 404
+    for gone in deleted:
+        offload(dash.recordings.remove_upload, gone)  # what was said goes with the call
     return jsonify(count=len(deleted), call_ids=deleted)
 
 

@@ -30,7 +30,7 @@ from ..config import Settings
 from ..core.hub import HubFull
 from ..core.pipeline import ApplyFailed, QueueFull
 from ..model.clean import ValidationError
-from . import alerts, api, auth, export, ingest, metrics, openapi, patter_routes, streaming
+from . import alerts, api, auth, export, ingest, metrics, openapi, patter_routes, recordings, streaming
 from .context import API_PREFIX, current_dashboard
 from .params import BadParam
 
@@ -49,6 +49,7 @@ def build_blueprint(settings: Settings) -> Blueprint:
     # Recorded before any rule below (and before the nested blueprints' rules) is added.
     parent.record_once(lambda state: state.app.url_map.converters.setdefault("anypath", AnyPathConverter))
     parent.register_blueprint(api.bp, url_prefix=API_PREFIX)
+    parent.register_blueprint(recordings.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(alerts.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(streaming.bp, url_prefix=API_PREFIX)
     parent.register_blueprint(export.bp, url_prefix=f"{API_PREFIX}/export")
@@ -130,7 +131,7 @@ def _allowed_methods(path: str) -> set[str]:
     """The methods a real route (not a fallback) answers at ``path``."""
     adapter = current_app.url_map.bind_to_environ(request.environ)
     allowed = set()
-    for method in ("GET", "POST", "PATCH", "DELETE"):
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         try:
             endpoint, _ = adapter.match(path, method=method)
         except HTTPException:

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from flask import Response, after_this_request, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 from ..core.cooperative import gevent_active
 from .bodies import shutdown_socket
+
+T = TypeVar("T")
 
 
 class _Expired(Exception):
@@ -37,13 +41,18 @@ def read_body(timeout: float) -> bytes:
 
     Other errors of the read (413 from ``max_content_length``) pass through.
     """
+    return read_within(timeout, lambda: request.get_data(cache=False))
+
+
+def read_within(timeout: float, read: Callable[[], T]) -> T:
+    """``read()`` (which reads the request body its own way), or 408 past ``timeout`` seconds."""
     expired = False
     if gevent_active():
         import gevent
 
         try:
             with gevent.Timeout(timeout, _Expired):
-                return request.get_data(cache=False)
+                return read()
         except _Expired:
             expired = True
     elif (stop_reading := shutdown_socket(socket.SHUT_RD)) is not None:
@@ -59,7 +68,7 @@ def read_body(timeout: float) -> bytes:
         watchdog.daemon = True
         watchdog.start()
         try:
-            data = request.get_data(cache=False)
+            data = read()
         except ClientDisconnected:
             if not fired.is_set():
                 raise  # the client really left
@@ -69,7 +78,7 @@ def read_body(timeout: float) -> bytes:
         if not expired:
             return data
     else:
-        return request.get_data(cache=False)
+        return read()
     _close_after_answer()
     raise RequestTimeout(f"the request body did not arrive within PATTER_DASH_BODY_TIMEOUT ({timeout:g} s)")
 

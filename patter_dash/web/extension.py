@@ -11,6 +11,7 @@ configured prefix, and is the in-process feed API for the voice runtime::
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from flask import Flask
 
 from ..config import Settings, check_names, load_settings
 from ..core.pipeline import Pipeline
+from ..core.recordings import UPLOAD_DIR, Recordings
 from ..core.store import CallStore
 from ..journal import open_journal
 from ..model.patter import patter_callbacks
@@ -50,6 +52,7 @@ class PatterDashboard:
         self.alerts: Alerts | None = None
         #: What follows Patter's call logs into this dashboard (patter_dash/run/follow.py), when the server was told to.
         self.follower: Any = None
+        self.recordings = Recordings((), None)
         if app is not None:
             self.init_app(app)
 
@@ -76,6 +79,7 @@ class PatterDashboard:
             redact=s.REDACT,
             redact_key=s.REDACT_KEY.encode() if s.REDACT_KEY else None,
         )
+        self.recordings = Recordings(recording_roots(s), upload_dir(s))
         self.metrics = Metrics(self.pipeline)  # this app's own registry: two dashboards in a process never clash
         self.alerts = Alerts(self.pipeline, alerts) if alerts is not None else None
         app.extensions[EXTENSION_KEY] = self
@@ -136,3 +140,18 @@ class PatterDashboard:
             view["patter_logs"] = self.follower.view()
         return view
 
+
+def recording_roots(settings: Settings) -> tuple[str, ...]:
+    """``PATTER_DASH_RECORDINGS_DIRS``, else the Patter log root the dashboard follows (if that is set)."""
+    if settings.RECORDINGS_DIRS:
+        return settings.RECORDINGS_DIRS
+    return (settings.PATTER_LOG_DIR,) if settings.PATTER_LOG_DIR else ()
+
+
+def upload_dir(settings: Settings) -> str | None:
+    """Where uploaded recordings are kept: beside the history file, else in the data directory; None in memory only."""
+    if settings.DB and settings.DB != ":memory:":
+        return os.path.join(os.path.dirname(os.path.abspath(settings.DB)), UPLOAD_DIR)
+    if settings.DATA_DIR:
+        return os.path.join(settings.DATA_DIR, UPLOAD_DIR)
+    return None

@@ -451,6 +451,7 @@ def paths(settings: Settings) -> dict[str, Schema]:
         "/api/dashboard/ingest": {"post": _patter_ingest_operation(settings)},
         "/metrics": {"get": _metrics_operation(settings)},
         **_patter_paths(),
+        **_recording_paths(),
     }
     if settings.UI:
         routes["/dashboard"] = {
@@ -544,6 +545,102 @@ def _patch_operation(operation: str = "annotateCall", id_param: str = "call_id",
                 "headers": retry,
             },
         },
+    }
+
+
+def _recording_paths() -> dict[str, Schema]:
+    """The recording routes (web/recordings.py), in both forms: the id in the path, and ``/call...?id=``."""
+    not_available = {
+        "type": "object", "additionalProperties": False, "required": ["error", "recorded"],
+        "properties": {"error": {"type": "string", "const": "recording not available"}, "recorded": {"type": "boolean"}},
+    }
+
+    def missing(none: str) -> Schema:
+        return json_body(
+            {"anyOf": [ref("Error"), not_available]},
+            'No such call ({"error": "Call not found"}), or no recording can be served: {"error": "recording not available", '
+            '"recorded": true} when the call names one (recording_path, or a file found but refused: missing, unreadable, '
+            f"outside PATTER_DASH_RECORDINGS_DIRS, not 16-bit PCM){none} Why is in the server's log.",
+        )
+    peaks = {
+        "type": "object",
+        "properties": {"recorded": {"type": "boolean"}, "data": {"type": ["object", "null"], "properties": {
+            "call_id": {"type": "string"},
+            "duration": {"type": "number", "description": "Seconds of audio."},
+            "sample_rate": {"type": "integer"},
+            "buckets": {"type": "integer", "description": "Slices per channel (at most 1,000)."},
+            "bucket_seconds": {"type": "number"},
+            "channels": {"type": "array", "items": {"type": "object", "properties": {
+                "name": {"type": "string", "enum": ["caller", "agent", "mixed"]},
+                "min": {"type": "array", "items": {"type": "number", "minimum": -1, "maximum": 0}},
+                "max": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}},
+            }}},
+        }}},
+    }
+
+    def operations(suffix: str, id_param: str, by_query: bool) -> dict[str, Schema]:
+        form = " (the id in the query string: any id, see GET /call)" if by_query else ""
+        get = _get(
+            f"getRecording{suffix}", "recordings",
+            {
+                "description": "The whole WAV (200), or the one byte range asked for (206, Content-Range).",
+                "headers": {"Accept-Ranges": {"schema": {"type": "string"}, "description": "bytes"}},
+                "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            (id_param,),
+            errors={**(BAD_PARAM if by_query else {}), "404": missing("; recorded false when it has none."),
+                    "416": error("The Range is malformed or starts past the end; Content-Range: bytes */<size>.")},
+            description=(
+                f"The call's recording{form}: Patter's stereo WAV (left the caller, right the agent) or one uploaded "
+                "with PUT. Range: one range answers 206; several answer the whole file (200). Served only from under "
+                "PATTER_DASH_RECORDINGS_DIRS (default: the Patter log root followed) or the uploads directory, "
+                "whatever path the call names."
+            ),
+        )
+        get["get"]["responses"]["206"] = {"description": "The byte range asked for.",
+                                         "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}
+        get_peaks = _get(
+            f"getRecordingPeaks{suffix}", "recordings",
+            json_body(peaks, "Each channel's minimum and maximum (-1 to 1) in up to 1,000 slices, for a waveform; "
+                      "data null and recorded false when the call has no recording."),
+            (id_param,),
+            errors={**(BAD_PARAM if by_query else {}), "404": missing(".")},
+            description=f"The recording's waveform{form}, computed once per file and cached.",
+        )
+        put = {
+            "summary": f"uploadRecording{suffix}",
+            "tags": ["recordings"],
+            "operationId": f"uploadRecording{suffix}",
+            "description": (
+                f"Keep a WAV as the call's recording{form} (DashboardClient.upload_recording sends it from the agent's "
+                "host). The body is the file: RIFF/WAVE, 16-bit PCM, 1 or 2 channels, at most "
+                "PATTER_DASH_RECORDING_MAX_BYTES. Stored beside the history file; replaces an earlier upload; "
+                "deleted with the call. Authenticate with the Bearer header or the dashboard's session cookie "
+                "(never ?token=). A browser's Origin must be this server or in PATTER_DASH_CORS_ORIGINS."
+            ),
+            "parameters": [param_ref(id_param)],
+            # Any Content-Type is read as the file (the client sends audio/wav); octet-stream is what generic tools send.
+            "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {
+                "201": json_body({"type": "object"}, "Stored: call_id, bytes, channels, sample_rate, duration."),
+                "200": json_body({"type": "object"}, "Stored, replacing an earlier upload."),
+                "400": error("Not a WAV this dashboard plays (the message says why)" + (", or id is missing." if by_query else ".")),
+                "403": error("The request's Origin is another site (or a Host not allowed, with no token set)."),
+                "404": error('No such call: {"error": "Call not found"}.'),
+                "408": error("The body did not arrive in time; the connection is closed."),
+                "409": error("History is kept in memory only: there is nowhere to keep recordings."),
+                "413": error("Larger than PATTER_DASH_RECORDING_MAX_BYTES."),
+            },
+        }
+        return {"get": get["get"], "put": put}, get_peaks
+
+    path_ops, path_peaks = operations("", "call_id", False)
+    query_ops, query_peaks = operations("ById", "id", True)
+    return {
+        f"{V1}/calls/{{call_id}}/recording": path_ops,
+        f"{V1}/calls/{{call_id}}/recording/peaks": path_peaks,
+        f"{V1}/call/recording": query_ops,
+        f"{V1}/call/recording/peaks": query_peaks,
     }
 
 

@@ -15,6 +15,8 @@ export const urls = Object.freeze({
   calls: ds.apiCalls,
   active: ds.apiActive,
   callTemplate: ds.apiCall, // contains the placeholder "__ID__"
+  recordingTemplate: ds.apiRecording, // the same
+  peaksTemplate: ds.apiRecordingPeaks, // the same
   overview: ds.apiOverview,
   costs: ds.apiCosts,
   providers: ds.apiProviders,
@@ -47,10 +49,20 @@ export function callUrl(callId) {
   return urls.callTemplate.replace(ID_PLACEHOLDER, encodeURIComponent(String(callId)));
 }
 
+/** A call's recording (audio/wav, with Range) and its waveform peaks (JSON), by the same query form. */
+export function recordingUrl(callId) {
+  return urls.recordingTemplate.replace(ID_PLACEHOLDER, encodeURIComponent(String(callId)));
+}
+
+export function peaksUrl(callId) {
+  return urls.peaksTemplate.replace(ID_PLACEHOLDER, encodeURIComponent(String(callId)));
+}
+
 export class HttpError extends Error {
-  constructor(status, message) {
+  constructor(status, message, body = null) {
     super(message || `HTTP ${status}`);
     this.status = status;
+    this.body = body; // the JSON answer, when there was one (a 404 says whether the call has a recording)
   }
 }
 
@@ -107,7 +119,7 @@ async function requestJSON(method, url, { signal, timeoutMs, data }) {
       if (message && first && typeof first.field === "string" && typeof first.error === "string") {
         message = `${message}: ${first.field} ${first.error}`; // which field, and what it must be
       }
-      throw new HttpError(resp.status, message);
+      throw new HttpError(resp.status, message, body);
     }
     return body;
   } finally {

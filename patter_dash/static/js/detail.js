@@ -14,6 +14,8 @@
  * call is deleted here the drawer closes and focus goes to the row or card
  * next to where the call was. Deleted elsewhere (another window, retention),
  * the drawer stays and says so in its own live region.
+ * A call's recording (recording.js) plays above the annotations; the transcript line
+ * being spoken is highlighted, and a line clicked seeks there.
  */
 
 import { h, fill, setText } from "./dom.js";
@@ -22,6 +24,7 @@ import { callUrl, latestOnly, isAbort } from "./api.js";
 import { throttle } from "./scheduler.js";
 import { trapFocus } from "./keys.js";
 import { AnnotationForm } from "./annotate.js";
+import { RecordingPlayer } from "./recording.js";
 import { statusBadge, directionTag, modeChip, elapsed, isEnded, normLine, transcriptLine, linesFromTurn } from "./calls.js";
 import { queryTerms } from "./search.js";
 
@@ -70,6 +73,7 @@ export class DetailView {
     this.deleteButton = dialog.querySelector(".pd-detail-delete");
     this.head = h("div", { class: "pd-detail-part" });
     this.annotations = new AnnotationForm();
+    this.player = new RecordingPlayer();
     this.tail = h("div", { class: "pd-detail-part" });
 
     dialog.querySelector(".pd-detail-close").addEventListener("click", () => this.close());
@@ -89,6 +93,7 @@ export class DetailView {
       const id = this.callId;
       this.callId = null;
       this.call = null;
+      this.player.stop();
       this.restoreFocus(id);
       if (this.opts.onClose) this.opts.onClose(id);
     });
@@ -113,6 +118,7 @@ export class DetailView {
       const el = opener || document.activeElement;
       this.returnTo = { el: el instanceof HTMLElement && el !== document.body ? el : null, id: String(callId) };
     }
+    if (this.callId !== String(callId)) this.player.reset();
     this.callId = String(callId);
     this.call = null;
     this.afterDelete = undefined;
@@ -167,6 +173,7 @@ export class DetailView {
       return;
     }
     this.call = null;
+    this.player.reset();
     this.deleteButton.disabled = true;
     this.timerEl = null;
     setText(this.title, "Call deleted");
@@ -205,8 +212,9 @@ export class DetailView {
     const live = !isEnded(call);
     setText(this.title, `${call.caller || "Unknown"} → ${call.callee || "Unknown"}`);
     this.timerEl = h("span", null, live ? fmt.clock(elapsed(call)) : fmt.duration(call.duration_seconds));
-    if (!this.body.contains(this.annotations.el)) fill(this.body, this.head, this.annotations.el, this.tail);
+    if (!this.body.contains(this.annotations.el)) fill(this.body, this.head, this.player.el, this.annotations.el, this.tail);
     this.annotations.show(call);
+    this.player.show(call);
     fill(this.head,
       h("div", { class: "pd-detail-tags" },
         statusBadge(call.status), directionTag(call.direction), modeChip(call.provider_mode),
@@ -216,6 +224,7 @@ export class DetailView {
       this.facts(call),
       h("div", { class: "pd-detail-grid" }, this.costs(call), this.providers(call)));
     fill(this.tail, this.turns(call), this.timeline(call), this.transcript(call));
+    this.player.attach(this.tail.querySelector(".pd-transcript"));
     this.body.scrollTop = scrollTop;
   }
 
@@ -395,7 +404,11 @@ export class DetailView {
           `${fmt.num(dropped)} later ${dropped === 1 ? "line was" : "lines were"} not kept: the call reached its transcript size limit.`)
         : null,
       lines.length
-        ? h("ol", { class: "pd-transcript pd-conversation" }, lines.map((l) => transcriptLine(l, { terms: this.terms })))
+        ? h("ol", { class: "pd-transcript pd-conversation" }, lines.map((l) => {
+          const el = transcriptLine(l, { terms: this.terms });
+          if (l.timestamp !== null) el.dataset.at = String(l.timestamp); // where the recording plays it
+          return el;
+        }))
         : h("p", { class: "pd-muted" }, "Nothing said yet."));
   }
 }

@@ -1,0 +1,288 @@
+"""Recordings over HTTP: a call's WAV (with Range), its waveform peaks, and uploads from another host.
+
+``GET /api/v1/calls/{id}/recording`` (and ``/call/recording?id=``) serves
+``audio/wav`` with byte ranges: one range gives 206, several give the whole file
+(200), one past the end or malformed gives 416. The file is read in chunks on
+a native thread and released when the client leaves. ``.../recording/peaks``
+gives each channel's min/max in :data:`~patter_dash.core.recordings.PEAK_BUCKETS`
+slices, computed once per file off the gevent loop. ``PUT`` stores a WAV
+(token-protected like every write, at most ``PATTER_DASH_RECORDING_MAX_BYTES``,
+checked to be RIFF/WAVE PCM16 with one or two channels) under the history
+file's directory. Which files may be served, and how a path is checked, is
+:mod:`patter_dash.core.recordings`; no path ever comes from the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+
+from ..core import cooperative
+from ..core.recordings import HEADER_BYTES, BadWav, Located, NotAvailable, Recordings, compute_peaks, read_header
+from ..model.records import Call
+from . import auth, params
+from .bodies import describe, guarded, shutdown_socket
+from .context import current_dashboard
+from .deadline import read_within
+
+bp = Blueprint("recordings", __name__)
+T = TypeVar("T")
+log = logging.getLogger("patter_dash")
+
+#: Bytes read from disk per chunk sent: one native-thread hop per 256 kB.
+CHUNK = 262_144
+#: The slowest upload accepted, past PATTER_DASH_BODY_TIMEOUT: a 40 MB recording may take 10 minutes.
+UPLOAD_MIN_RATE = 65_536
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def offload(fn: Callable[..., T], *args: Any) -> T:
+    """:func:`~patter_dash.core.cooperative.offload`, the error raised here, not in the native thread.
+
+    gevent's pool prints every exception its task raises as a traceback on stderr, even when the
+    caller catches it; a missing recording or a refused upload is an answer, not a crash.
+    """
+    def run() -> tuple[bool, Any]:
+        try:
+            return True, fn(*args)
+        except Exception as exc:  # handed to the caller below
+            return False, exc
+
+    ok, value = cooperative.offload(run)
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def _call(call_id: str) -> Call | None:
+    return current_dashboard().pipeline.history.get(call_id)
+
+
+def _not_found(message: str, **extra: Any) -> tuple[Response, int]:
+    return jsonify(error=message, **extra), 404
+
+
+def _open(call: Call, *, quiet_if_none: bool = False) -> Located | Response | tuple[Response, int]:
+    recordings: Recordings = current_dashboard().recordings
+    try:
+        return offload(recordings.open, call.call_id, call.started_at, call.meta_value("recording_path"))
+    except NotAvailable as exc:
+        if quiet_if_none and not exc.named:
+            # The detail asks every call for its waveform: "none" is an answer, not an error (no 404 in the console).
+            return jsonify(data=None, recorded=False)
+        if exc.named:
+            log.warning("patter-dash: the recording of call %r is not available: %s", call.call_id, exc.reason)
+        # "recorded": the call names a recording (or one was found but refused): the UI says "not available".
+        # Why is logged, not answered: a path named by ingested text must not probe which files exist.
+        return _not_found("recording not available", recorded=exc.named)
+
+
+@bp.get("/calls/<anypath:call_id>/recording")
+def recording(call_id: str) -> Response | tuple[Response, int]:
+    call = _call(call_id)
+    if call is None:
+        return _not_found("Call not found")
+    located = _open(call)
+    if not isinstance(located, Located):
+        return located
+    try:
+        return _ranged(located)
+    except BaseException:
+        located.close()
+        raise
+
+
+def _ranged(located: Located) -> Response | tuple[Response, int]:
+    size = located.size
+    etag = f'"{located.identity[2]:x}-{located.identity[3]:x}-{size:x}"'
+    start, length, status = 0, size, 200
+    header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if header is not None and (if_range is None or if_range.strip() == etag):
+        spec = header.strip().replace(" ", "")
+        if "," in spec and spec.startswith("bytes="):
+            pass  # several ranges: the whole file (RFC 9110 allows it; no player asks for more than one)
+        else:
+            match = _RANGE.fullmatch(spec)
+            first, last = (match.group(1), match.group(2)) if match else ("", "")
+            if match and first:
+                start = int(first)
+                end = min(int(last), size - 1) if last else size - 1
+                ok = start < size and (not last or int(last) >= start)
+            elif match and last:  # a suffix: the last N bytes
+                start = max(0, size - int(last))
+                end = size - 1
+                ok = int(last) > 0 and size > 0
+            else:
+                ok = False
+            if not ok:
+                located.close()
+                response = jsonify(error=f"range not satisfiable: the recording has {size} bytes")
+                response.headers["Content-Range"] = f"bytes */{size}"
+                return response, 416
+            length, status = end - start + 1, 206
+    body = guarded(_chunks(located, start, length), describe(), shutdown_socket(socket.SHUT_RDWR))
+    # Not direct_passthrough: Werkzeug then hands the server the bare body, and the close callback below never runs.
+    response = Response(body, status=status, mimetype="audio/wav")
+    response.headers["Content-Length"] = str(length)
+    response.headers["Accept-Ranges"] = "bytes"
+    response.headers["ETag"] = etag
+    if status == 206:
+        response.headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
+    response.call_on_close(located.close)  # also when the body is never read (HEAD, a client gone first)
+    return response
+
+
+def _chunks(located: Located, start: int, length: int) -> Iterator[bytes]:
+    position, left = start, length
+    while left > 0:
+        chunk = offload(os.pread, located.fd, min(CHUNK, left), position)
+        if not chunk:
+            # Shorter than announced (the file was cut meanwhile): guarded() cuts the connection.
+            raise OSError(f"the recording ended {left} bytes early")
+        position += len(chunk)
+        left -= len(chunk)
+        yield chunk
+
+
+#: Peaks being computed, by file: a second request waits for the first instead of reading the file again.
+_computing: dict[tuple[Any, ...], threading.Lock] = {}
+
+
+@bp.get("/calls/<anypath:call_id>/recording/peaks")
+def peaks(call_id: str) -> Response | tuple[Response, int]:
+    call = _call(call_id)
+    if call is None:
+        return _not_found("Call not found")
+    located = _open(call, quiet_if_none=True)
+    if not isinstance(located, Located):
+        return located
+    recordings: Recordings = current_dashboard().recordings
+    try:
+        view = recordings.cached_peaks(located)
+        if view is None:
+            key = (id(recordings), *located.identity, located.size)
+            lock = _computing.setdefault(key, threading.Lock())  # a greenlet's lock under gevent: waiting yields
+            try:
+                with lock:
+                    view = recordings.cached_peaks(located)
+                    if view is None:
+                        view = offload(compute_peaks, located.fd, located.info)
+                        recordings.keep_peaks(located, view)
+            finally:
+                _computing.pop(key, None)
+    finally:
+        located.close()
+    return jsonify(data={"call_id": call.call_id, **view}, recorded=True)
+
+
+@bp.put("/calls/<anypath:call_id>/recording")
+@auth.write
+def upload(call_id: str) -> Response | tuple[Response, int]:
+    """Keep a WAV as this call's recording (a dashboard on another host than the agent's)."""
+    dash = current_dashboard()
+    recordings: Recordings = dash.recordings
+    if recordings.upload_dir is None:
+        return jsonify(error="this dashboard keeps history in memory only: set PATTER_DASH_DB (or PATTER_DASH_DATA_DIR) to keep uploaded recordings"), 409
+    limit = dash.settings.RECORDING_MAX_BYTES
+    too_large = RequestEntityTooLarge(f"a recording may have at most {limit} bytes (PATTER_DASH_RECORDING_MAX_BYTES)")
+    if (request.content_length or 0) > limit:
+        raise too_large
+    call = _call(call_id)
+    if call is None:
+        return _not_found("Call not found")
+    request.max_content_length = limit + 1  # a chunked body is cut there: one byte more means too large
+    expected = request.content_length or limit
+    fd, temporary = offload(recordings.new_upload)
+    kept = False
+    try:
+        try:
+            size = read_within(dash.settings.BODY_TIMEOUT + expected / UPLOAD_MIN_RATE, lambda: _receive(fd, limit))
+        except RequestEntityTooLarge:
+            raise too_large from None
+        if size > limit:
+            raise too_large
+        try:
+            info = read_header(offload(os.pread, fd, HEADER_BYTES, 0), size)
+        except BadWav as exc:
+            return jsonify(error=f"not a recording this dashboard plays: {exc}"), 400
+        if info.frames == 0:
+            return jsonify(error="not a recording this dashboard plays: it holds no audio"), 400
+        offload(os.fsync, fd)
+        target = recordings.upload_path(call.call_id)
+        replaced = os.path.exists(target)
+        offload(os.replace, temporary, target)
+        kept = True
+    finally:
+        os.close(fd)
+        if not kept:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+    data = {"call_id": call.call_id, "bytes": size, "channels": info.channels,
+            "sample_rate": info.sample_rate, "duration": round(info.duration, 3)}
+    return jsonify(data=data), 200 if replaced else 201
+
+
+def _receive(fd: int, limit: int) -> int:
+    """Copy the body into ``fd`` a chunk at a time (reads yield to other greenlets; writes run off the loop)."""
+    stream = request.stream
+    total = 0
+    while True:
+        chunk = stream.read(65_536)
+        if not chunk:
+            return total
+        total += len(chunk)
+        if total > limit:
+            return total
+        offload(_write_all, fd, chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _other_method(call_id: str = "") -> None:
+    raise MethodNotAllowed(valid_methods=["GET", "HEAD", "OPTIONS", "PUT"] if request.path.endswith("/recording") else ["GET", "HEAD", "OPTIONS"])
+
+
+# Without these, PATCH or DELETE /calls/x/recording would reach the call routes as the call "x/recording"
+# (an id may hold slashes). Named *_fallback: they are not methods these paths answer.
+bp.add_url_rule("/calls/<anypath:call_id>/recording", "recording_method_fallback", _other_method, methods=["POST", "PATCH", "DELETE"])
+bp.add_url_rule("/calls/<anypath:call_id>/recording/peaks", "peaks_method_fallback", _other_method,
+                methods=["POST", "PUT", "PATCH", "DELETE"])
+
+
+def _query_id() -> str:
+    call_id = request.args.get("id")
+    if not call_id:
+        raise params.BadParam("id", "is required: the call's id, percent-encoded")
+    return call_id
+
+
+# The query forms, for ids a path cannot carry (see api.call_by_id); the dashboard uses these.
+@bp.get("/call/recording")
+def recording_by_id() -> Response | tuple[Response, int]:
+    return recording(_query_id())
+
+
+@bp.get("/call/recording/peaks")
+def peaks_by_id() -> Response | tuple[Response, int]:
+    return peaks(_query_id())
+
+
+@bp.put("/call/recording")
+@auth.write
+def upload_by_id() -> Response | tuple[Response, int]:
+    return upload(_query_id())
