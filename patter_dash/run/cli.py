@@ -70,8 +70,13 @@ def standalone_db() -> str:
 
 def backup(source: str, target: str) -> int:
     """An online copy of ``source`` into the new file ``target``; the server may run and ingest meanwhile."""
+    from ..journal import is_postgres_url, open_journal
     from ..journal.sqlite import SQLiteJournal
 
+    if is_postgres_url(source):
+        journal = open_journal(source)
+        assert journal is not None
+        journal.backup(target)  # refused, naming pg_dump
     if source == ":memory:":
         raise ConfigError("history is kept in memory only (PATTER_DASH_DB=:memory:): there is no file to back up")
     if not os.path.isfile(source):
