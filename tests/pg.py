@@ -24,6 +24,10 @@ from pathlib import Path
 import psycopg
 
 
+#: The role that logs in with a password (:meth:`PostgresServer.password_role`).
+PASSWORD_USER = "patter_pw"
+
+
 def _bin_dir() -> Path | None:
     """``/usr/lib/postgresql/<newest version>/bin``, or None when the package is not installed."""
     root = Path("/usr/lib/postgresql")
@@ -56,6 +60,10 @@ class PostgresServer:
     def init(self) -> PostgresServer:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync")
+        # Trust for all but one role, which must give its password: a wrong one is a test case.
+        (self.data / "pg_hba.conf").write_text(
+            f"local all all trust\nhost all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"
+        )
         return self
 
     def start(self) -> PostgresServer:
@@ -90,6 +98,13 @@ class PostgresServer:
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.url(), autocommit=True, connect_timeout=10)
+
+    def password_role(self, password: str) -> None:
+        """Create (or reset) :data:`PASSWORD_USER` with ``password``, allowed to create tables in ``public``."""
+        with self.admin() as db:
+            exists = db.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_USER,)).fetchone()
+            verb = "ALTER" if exists else "CREATE"
+            db.execute(f"{verb} ROLE {PASSWORD_USER} LOGIN PASSWORD '{password}'")
 
     def database(self) -> str:
         """A new, empty database; its URL."""

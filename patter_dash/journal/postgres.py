@@ -157,7 +157,7 @@ class PostgresJournal:
             )
             self._pool.open(wait=False)
         try:
-            self._writer()
+            self._writer(starting=True)
         except JournalUnavailable:
             pass  # commit reports it, and tries again each time
 
@@ -258,8 +258,13 @@ class PostgresJournal:
         except psycopg.Error as exc:
             raise JournalError(f"cannot set up the database at {self.path} ({SETTING}): {_first_line(exc)}") from None
 
-    def _writer(self) -> psycopg.Connection:
-        """The writer connection, opened (and the writer lock taken) again after it was lost."""
+    def _writer(self, *, starting: bool = False) -> psycopg.Connection:
+        """The writer connection, opened (and the writer lock taken) again after it was lost.
+
+        ``starting``: another server holding the database refuses this one
+        (:class:`JournalError`, as SQLite's lock file does); later, taken over
+        while this one was cut off, it is one more reason writing fails now.
+        """
         db = self._writer_db
         if db is not None and not db.closed and not db.broken:
             return db
@@ -276,6 +281,8 @@ class PostgresJournal:
             db.autocommit = False
         except JournalError as exc:
             db.close()
+            if starting:
+                raise
             raise JournalUnavailable(str(exc)) from None
         except psycopg.Error as exc:
             db.close()
@@ -299,7 +306,9 @@ class PostgresJournal:
                 (WRITER_LOCK,),
             ).fetchone()
             holder = row[0] if row else ""
-            sibling = holder.startswith(_sibling_prefix()) and os.getppid() != 1
+            # Another worker of this master on this host (not this process: a second journal here is another server).
+            sibling = (holder.startswith(_sibling_prefix()) and os.getppid() != 1
+                       and holder.rsplit(" pid=", 1)[-1] != str(os.getpid()))
             if not sibling or time.monotonic() > deadline:
                 raise JournalError(
                     f"the database at {self.path} is in use by another patter-dash server ({holder or 'another process'}). "
