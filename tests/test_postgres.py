@@ -73,6 +73,7 @@ def test_postgres_stopped_mid_ingest_refuses_with_503_then_recovers_with_every_a
     server = live_server(PATTER_DASH_DB=url)
     acked: list[dict[str, Any]] = []
     refusals: list[requests.Response] = []
+    unexpected: list[str] = []
     stop = threading.Event()
 
     def runtime() -> None:
@@ -84,7 +85,9 @@ def test_postgres_stopped_mid_ingest_refuses_with_503_then_recovers_with_every_a
                     if response.status_code == 202:
                         acked.append(event)
                         break
-                    assert response.status_code == 503, response.text
+                    if response.status_code != 503:
+                        unexpected.append(f"{response.status_code} {response.text}")
+                        return
                     refusals.append(response)
                     time.sleep(0.05)
                 if stop.is_set():
@@ -106,6 +109,10 @@ def test_postgres_stopped_mid_ingest_refuses_with_503_then_recovers_with_every_a
         stalled = len(acked)
         time.sleep(1.0)
         assert len(acked) == stalled  # nothing acknowledged that is not committed
+        assert server.get("/api/v1/calls/ING-0000").status_code == 200  # memory is served
+        unknown = server.get("/api/v1/calls/NOT-IN-MEMORY", timeout=20)  # only the database could say
+        assert unknown.status_code == 503 and unknown.headers["Retry-After"] == "1", unknown.text
+        assert "PATTER_DASH_DB" in unknown.json()["error"]
 
         pg_server.start()
         wait_for(lambda: health(server)["status"] == "ok", timeout=20, interval=0.1)
@@ -113,6 +120,7 @@ def test_postgres_stopped_mid_ingest_refuses_with_503_then_recovers_with_every_a
     finally:
         stop.set()
         poster.join(20)
+    assert unexpected == []
     assert_acknowledged(server, acked)
 
     server.kill()  # and all of it is in PostgreSQL, not only in that process's memory
