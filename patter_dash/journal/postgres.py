@@ -149,17 +149,24 @@ class PostgresJournal:
 
     def open(self) -> None:
         """The writer connection (holding the writer lock) and the readers' pool."""
+        self._readers()
+        try:
+            self._writer(starting=True)
+        except JournalUnavailable:
+            pass  # commit reports it, and tries again each time
+
+    def _readers(self) -> ConnectionPool:
+        """The readers' pool, made on first use; it connects in the background and again after a connection is lost."""
         if self._pool is None:
+            # Not waited for: a server down at this moment makes reads unavailable, not the start fail.
+            # check_connection: a connection the server dropped (restart, failover) is replaced, not handed out.
             self._pool = ConnectionPool(
                 self._conninfo, min_size=1, max_size=4, open=False, timeout=READ_TIMEOUT, name="patter-dash-readers",
                 configure=_read_only, check=ConnectionPool.check_connection, reconnect_timeout=0,
                 kwargs={"application_name": _process_name()},
             )
             self._pool.open(wait=False)
-        try:
-            self._writer(starting=True)
-        except JournalUnavailable:
-            pass  # commit reports it, and tries again each time
+        return self._pool
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -421,11 +428,8 @@ class PostgresJournal:
     @contextmanager
     def _reader(self) -> Iterator[psycopg.Connection]:
         """A pooled read-only connection, in one REPEATABLE READ transaction; failures are :class:`JournalUnavailable`."""
-        if self._pool is None:
-            self.open()
-        assert self._pool is not None
         try:
-            with self._pool.connection() as db:
+            with self._readers().connection() as db:
                 yield db
         except PoolTimeout as exc:
             raise JournalUnavailable(
