@@ -26,12 +26,13 @@ run: $(VENV)/.run-deps
 demo: $(VENV)/.run-deps
 	PATTER_DASH_DEMO=1 $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-## Debian's Chromium (browser tests), nginx (reverse-proxy test), wrk (benchmark smoke tests) and espeak-ng + sox
-## (the recording tests make real speech), when missing.
+## Debian's Chromium (browser tests), nginx (reverse-proxy test), wrk (benchmark smoke tests), espeak-ng + sox
+## (the recording tests make real speech) and PostgreSQL (the journal's second engine; tests/pg.py runs a
+## throwaway cluster), when missing.
 system-deps:
 	@command -v chromium >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null && \
-	  command -v espeak-ng >/dev/null && command -v sox >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nginx-light wrk espeak-ng sox >/dev/null)
+	  command -v espeak-ng >/dev/null && command -v sox >/dev/null && ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nginx-light wrk espeak-ng sox postgresql >/dev/null)
 
 ## Every test (browser tests included), as CI runs it.
 test: $(VENV)/.test-deps system-deps

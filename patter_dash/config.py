@@ -85,7 +85,7 @@ def _database(value: Any) -> str | None:
     if not text:
         return None
     if "\x00" in text:
-        raise ValueError("expected a file path, or :memory: to keep history in memory only")
+        raise ValueError("expected a file path, a postgresql:// URL, or :memory: to keep history in memory only")
     return text
 
 

@@ -149,6 +149,32 @@ def live_server(tmp_path: Path) -> Iterator[Any]:
 BLOCKED = "appears to be blocked"
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (tests/pg.py), started by the first test that asks for it."""
+    from tests.pg import PostgresServer
+
+    server = PostgresServer().init().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_database(pg_server: Any) -> Iterator[Any]:
+    """Factory: ``pg_database()`` → the URL of a new, empty database, dropped after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(pg_server.database())
+        return made[-1]
+
+    yield make
+    if not (pg_server.data / "postmaster.pid").exists():  # a test stopped it: bring it back for the next
+        pg_server.start()
+    for url in made:
+        pg_server.drop(url)
+
+
 @pytest.fixture
 def app():
     from patter_dash.run.app import create_app

@@ -3,7 +3,7 @@
 The pipeline hands the journal one :class:`Batch` per drained queue and acks
 the events in it only once :meth:`commit` has returned; a starting process
 reads back a :class:`Restored`. Engines: :mod:`.sqlite` (the embedded
-default). Every call blocks; the pipeline runs them off the gevent loop.
+default) and :mod:`.postgres` (``PATTER_DASH_DB=postgresql://...``). Every call blocks; the pipeline runs them off the gevent loop.
 """
 
 from __future__ import annotations
@@ -107,10 +107,24 @@ class Journal(Protocol):
     def info(self, prefix: str) -> dict[str, Any]: ...  # the info rows whose name starts with prefix
 
 
+def is_postgres_url(value: str | None) -> bool:
+    """Whether ``PATTER_DASH_DB`` names a PostgreSQL database rather than an SQLite file."""
+    return bool(value) and str(value).startswith(("postgresql://", "postgres://"))
+
+
 def open_journal(path: str | None, *, sync: str = "normal") -> Journal | None:
-    """The journal for ``PATTER_DASH_DB`` (None or ``:memory:``: none, memory only)."""
+    """The journal for ``PATTER_DASH_DB`` (None or ``:memory:``: none, memory only; ``postgresql://``: PostgreSQL)."""
     if not path or path == ":memory:":
         return None
+    if is_postgres_url(path):
+        try:
+            from .postgres import PostgresJournal
+        except ImportError as exc:
+            raise JournalError(
+                f"PATTER_DASH_DB names a PostgreSQL database, but its driver is missing ({exc}): "
+                "pip install 'patter-dash[postgres]'"
+            ) from None
+        return PostgresJournal(path, sync=sync)
     from .sqlite import SQLiteJournal
 
     return SQLiteJournal(path, sync=sync)

@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-ui", dest="ui", action="store_false", help="serve ingest and the API only")
     run.add_argument("--url-prefix", default=None, help="mount everything under this path, e.g. /ops/voice")
     where = run.add_mutually_exclusive_group()
-    where.add_argument("--db", default=None, metavar="PATH",
-                       help="keep history in this SQLite file (default: $PATTER_DASH_DB, else <data dir>/history.db)")
+    where.add_argument("--db", default=None, metavar="PATH|URL",
+                       help="keep history in this SQLite file or postgresql:// database (default: $PATTER_DASH_DB, else <data dir>/history.db)")
     where.add_argument("--memory", action="store_true", help="keep history in memory only: lost at every restart")
     copy = sub.add_parser("backup", help="copy the history into FILE while the server runs (SQLite's backup API)")
     copy.add_argument("file", metavar="FILE", help="where the copy goes; must not exist yet")
@@ -70,8 +70,13 @@ def standalone_db() -> str:
 
 def backup(source: str, target: str) -> int:
     """An online copy of ``source`` into the new file ``target``; the server may run and ingest meanwhile."""
+    from ..journal import is_postgres_url, open_journal
     from ..journal.sqlite import SQLiteJournal
 
+    if is_postgres_url(source):
+        journal = open_journal(source)
+        assert journal is not None
+        journal.backup(target)  # refused, naming pg_dump
     if source == ":memory:":
         raise ConfigError("history is kept in memory only (PATTER_DASH_DB=:memory:): there is no file to back up")
     if not os.path.isfile(source):

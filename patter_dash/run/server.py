@@ -132,7 +132,7 @@ def serve(
     ``dashboard=False`` serves ingest and the API without the UI; extra keyword
     arguments are ``PATTER_DASH_*`` settings by short name (``max_calls=...``).
     History persists to ``<data dir>/history.db`` unless ``db=`` names another
-    file, or ``db=":memory:"`` keeps it in memory only.
+    file or a ``postgresql://`` database, or ``db=":memory:"`` keeps it in memory only.
     """
     from gunicorn.app.base import BaseApplication
 

@@ -29,6 +29,7 @@ from werkzeug.routing import PathConverter
 from ..config import Settings
 from ..core.hub import HubFull
 from ..core.pipeline import ApplyFailed, QueueFull
+from ..journal import JournalUnavailable
 from ..model.clean import ValidationError
 from . import alerts, api, auth, export, ingest, metrics, openapi, patter_routes, recordings, streaming
 from .context import API_PREFIX, current_dashboard
@@ -90,6 +91,7 @@ def build_blueprint(settings: Settings) -> Blueprint:
     parent.register_error_handler(QueueFull, _queue_full)
     parent.register_error_handler(ApplyFailed, lambda e: _json_error(500, f"internal error: {e}"))
     parent.register_error_handler(HubFull, lambda e: _json_error(503, str(e)))
+    parent.register_error_handler(JournalUnavailable, _history_unavailable)
     parent.register_error_handler(HTTPException, _http_error)
     for code in default_exceptions:
         # Flask tries a host app's handler for a status code before a blueprint's class handler.
@@ -108,6 +110,13 @@ def _validation_error(exc: ValidationError) -> tuple[Response, int]:
 
 def _queue_full(exc: QueueFull) -> tuple[Response, int]:
     response, status = _json_error(503, f"{exc}; retry shortly")
+    response.headers["Retry-After"] = "1"
+    return response, status
+
+
+def _history_unavailable(exc: JournalUnavailable) -> tuple[Response, int]:
+    """A read of stored history failed for now (PostgreSQL restarting, say): the client may retry, nothing is wrong with it."""
+    response, status = _json_error(503, f"stored history cannot be read now: {exc}; retry shortly")
     response.headers["Retry-After"] = "1"
     return response, status
 

@@ -1,7 +1,7 @@
 """History beyond memory, in-process: a dashboard holding 100 calls in memory answers like one holding them all.
 
 Two apps are fed the same random event stream with the same clocks: one keeps
-``PATTER_DASH_MAX_CALLS`` calls in memory over an SQLite file, the other keeps
+``PATTER_DASH_MAX_CALLS`` calls in memory over a journal (SQLite, PostgreSQL), the other keeps
 every call in memory and no file. Every page of every filter, every detail,
 every export and the analytics of the first equal the second's, and the
 analytics equal a plain sum over the calls; deletions and a retention purge
@@ -31,6 +31,8 @@ from patter_dash.model.events import make_event
 from patter_dash.model.records import Call
 from patter_dash.run.app import create_app
 
+from .conftest import query
+
 NOW = time.time()
 #: Events arrive one a second up to now; calls start in two periods with a gap between (the
 #: retention cutoff falls in it, so which calls a purge takes does not depend on when it runs).
@@ -44,9 +46,9 @@ MODES = ["pipeline", "openai_realtime", None]
 Stream = list[tuple[str, dict[str, Any], str | None]]
 
 
-def _app(path: Path | None, max_calls: int) -> Flask:
+def _app(db: str | None, max_calls: int) -> Flask:
     return create_app(
-        {"TESTING": True}, db=str(path) if path else ":memory:", max_calls=max_calls, call_timeout=0, retention_days=0,
+        {"TESTING": True}, db=db or ":memory:", max_calls=max_calls, call_timeout=0, retention_days=0,
     )
 
 
@@ -214,11 +216,12 @@ def _compare(app: Flask, reference: Flask, rng: random.Random, limit: int) -> in
        limit=st.sampled_from([9, 100, 1000]), cuts=st.lists(st.floats(0, 1), min_size=1, max_size=4))
 @example(seed=12, calls=1000, max_calls=100, limit=100, cuts=[0.3, 0.6, 0.9])
 def test_history_beyond_memory_reads_like_all_in_memory(
-    tmp_path_factory: Any, seed: int, calls: int, max_calls: int, limit: int, cuts: list[float]
+    new_db: Any, seed: int, calls: int, max_calls: int, limit: int, cuts: list[float]
 ) -> None:
     rng = random.Random(seed)
     events = _stream(rng, calls)
-    app = _app(tmp_path_factory.mktemp("history") / "history.db", max_calls)
+    db = new_db()
+    app = _app(db, max_calls)
     reference = _app(None, 10**6)
     pipelines = [_pipeline(app), _pipeline(reference)]
     try:
@@ -239,8 +242,7 @@ def test_history_beyond_memory_reads_like_all_in_memory(
         assert len(_pipeline(app).store.completed) <= max_calls
         journal = _pipeline(app).journal
         assert journal is not None
-        with sqlite3.connect(journal.path) as db:
-            on_disk = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+        on_disk = query(db, "SELECT count(*) FROM calls")[0][0]
         assert on_disk + len(_pipeline(app).unwritten()) + len(_pipeline(app).store.dirty()) >= stored
         if calls == 1000:
             assert stored > 500  # most of 1,000 calls end and survive the deletions and the purge

@@ -1,11 +1,9 @@
-"""The journal in-process: what one pipeline wrote, the next one reads back exactly."""
+"""The journal in-process: what one pipeline wrote, the next one reads back exactly (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -17,9 +15,11 @@ from patter_dash.journal import open_journal
 from patter_dash.model import records
 from patter_dash.model.events import make_event
 
+from .conftest import query
 
-def _pipeline(path: Path, max_calls: int = 1_000) -> Pipeline:
-    journal = open_journal(str(path))
+
+def _pipeline(db: str, max_calls: int = 1_000) -> Pipeline:
+    journal = open_journal(db)
     assert journal is not None
     journal.check()
     pipeline = Pipeline(max_calls=max_calls, journal=journal)
@@ -27,14 +27,11 @@ def _pipeline(path: Path, max_calls: int = 1_000) -> Pipeline:
     return pipeline
 
 
-def _views(pipeline: Pipeline) -> dict[str, Any]:
+def _views(pipeline: Pipeline, db: str) -> dict[str, Any]:
     """Every call (memory first, the rest from the file), totals and the cost series."""
     now = 2_000_000_000.0
     store = pipeline.store
-    journal = pipeline.journal
-    assert journal is not None
-    with sqlite3.connect(journal.path) as db:
-        stored = {row[0] for row in db.execute("SELECT call_id FROM calls")}
+    stored = {row[0] for row in query(db, "SELECT call_id FROM calls")}
     # History as readers get it: memory's copy where memory has one (the writer may not have written it yet).
     calls = {c.call_id: c for c in pipeline.history.page(CallFilter(), 10**6, 0)[0]}
     assert set(calls) >= stored
@@ -90,56 +87,55 @@ def _feed(pipeline: Pipeline, events: list[tuple[str, dict[str, Any], str | None
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32), calls=st.integers(1, 40), split=st.floats(0, 1), max_calls=st.sampled_from([5, 1_000]))
-def test_restart_restores_every_call_total_and_id(tmp_path_factory: Any, seed: int, calls: int, split: float, max_calls: int) -> None:
-    path = tmp_path_factory.mktemp("journal") / "history.db"
+def test_restart_restores_every_call_total_and_id(new_db: Any, seed: int, calls: int, split: float, max_calls: int) -> None:
+    path = new_db()
     rng = random.Random(seed)
     events = _stream(rng, calls)
     cut = int(len(events) * split)
     first = _pipeline(path, max_calls)
     _feed(first, events[:cut])
-    before = _views(first)
+    before = _views(first, path)
     first.stop()
 
     second = _pipeline(path, max_calls)
     try:
-        assert _views(second) == before
+        assert _views(second, path) == before
         # Ids seen before the restart are still recognised: nothing is applied twice.
         for kind, data, key in events[:cut]:
             if key is not None:
                 assert second.submit([make_event(kind, dict(data), key, now=ARRIVAL)])[0].duplicate
         _feed(second, events[cut:], cut)
-        after = _views(second)
+        after = _views(second, path)
     finally:
         second.stop()
 
     # The same stream fed to one pipeline that never stopped.
-    reference = _pipeline(tmp_path_factory.mktemp("journal") / "history.db", max_calls)
+    other = new_db()
+    reference = _pipeline(other, max_calls)
     try:
         _feed(reference, events)
-        assert _views(reference) == after
+        assert _views(reference, other) == after
     finally:
         reference.stop()
 
 
-def test_an_id_known_only_from_a_replayed_event_outlives_the_next_restart(tmp_path: Any) -> None:
+def test_an_id_known_only_from_a_replayed_event_outlives_the_next_restart(new_db: Any) -> None:
     """A crash can leave an accepted event on disk before its id's row (the ids ride with the next
     transaction). The next process knows the id from replaying the event; when the call is then
     written whole, the event's row goes, so the id must have been written by then, or the restart
     after forgets it and the runtime's retry is applied twice."""
-    path = tmp_path / "history.db"
+    path = new_db()
     start = make_event("call_start", {"call_id": "CA-replayed", "caller": "+15550001111"}, "start-key", now=ARRIVAL)
     first = _pipeline(path)
     first.submit([start])
     first.stop()
-    with sqlite3.connect(path) as db:  # the crash image: the event is there, its id's row is not
-        db.execute("DELETE FROM seen")
+    query(path, "DELETE FROM seen")  # the crash image: the event is there, its id's row is not
 
     second = _pipeline(path)
     assert second.submit([make_event("call_start", {"call_id": "CA-replayed"}, "start-key", now=ARRIVAL)])[0].duplicate
     second.submit([make_event("call_end", {"call_id": "CA-replayed", "metrics": {"duration_seconds": 5}}, None, now=ARRIVAL + 5)])
     second.stop()
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 0  # folded into the call's row
+    assert query(path, "SELECT count(*) FROM events")[0][0] == 0  # folded into the call's row
 
     third = _pipeline(path)
     try:

@@ -1,0 +1,643 @@
+"""PostgreSQL journal: ``PATTER_DASH_DB=postgresql://...`` (one dashboard process in this release).
+
+The same tables and meaning as :mod:`.sqlite` (``events``, ``calls``, ``seen``,
+``info``), in the schema the URL's connection lands in (``search_path``; add
+``?options=-csearch_path%3Dname`` for another than ``public``), with a
+migrations list of its own versioned in ``patter_dash_schema``. ``q`` is the
+same substring test over the same folded text (:meth:`Call.search_text`): a
+``pg_trgm`` GIN index answers ``LIKE`` for terms of three characters or more
+(wildcards escaped: every character is itself), ``strpos`` scans for the
+shorter ones, as SQLite's FTS5 trigram index and ``instr`` do.
+
+One writer connection (commits, deletions, the secret) and a small
+:class:`psycopg_pool.ConnectionPool` of read-only connections, each read one
+``REPEATABLE READ`` transaction (a page and its count see one history). Every
+method blocks; the pipeline runs them on native threads, off the gevent loop.
+A connection lost (server stopped, restarted, failed over) is
+:class:`JournalUnavailable` (ingest answers 503, health says degraded) and is
+opened again on the next call; a URL that cannot be used at all (wrong host,
+password, database, a server too old, a database of another application or of
+a newer release) is :class:`JournalError`, naming ``PATTER_DASH_DB``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..model import search
+from ..model.records import Call
+from . import Batch, Filter, JournalError, JournalUnavailable, Restored
+from .codec import freeze, pack_event, thaw, unpack_event
+from .sqlite import SEEN_KEPT, TAG_SEPARATOR, _labels_column, _tags_column
+
+SETTING = "PATTER_DASH_DB"
+#: Schema versions in order; each entry migrates from the one before (index + 1 = version).
+MIGRATIONS: tuple[str, ...] = (
+    # 1: everything SQLite's six versions built, at once. ``search`` is the folded text, fields one a line;
+    # ``gin_trgm_ops`` indexes its trigrams (case as stored: Python folded it) for ``LIKE '%term%'``.
+    """
+    CREATE TABLE events (
+        id BIGSERIAL PRIMARY KEY,
+        call_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        key TEXT,
+        received_at DOUBLE PRECISION NOT NULL,
+        data BYTEA NOT NULL
+    );
+    CREATE INDEX events_by_call ON events (call_id);
+    CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        done BIGINT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        status TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        caller TEXT NOT NULL,
+        callee TEXT NOT NULL,
+        provider_mode TEXT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        cost_stt BIGINT NOT NULL,
+        cost_tts BIGINT NOT NULL,
+        cost_llm BIGINT NOT NULL,
+        cost_telephony BIGINT NOT NULL,
+        cost_total BIGINT NOT NULL,
+        latency_ms DOUBLE PRECISION,
+        hour BIGINT NOT NULL,
+        latency_us BIGINT,
+        latency_bin INTEGER,
+        state BYTEA NOT NULL,
+        search TEXT NOT NULL,
+        tags TEXT NOT NULL DEFAULT '',
+        has_notes BOOLEAN NOT NULL DEFAULT FALSE,
+        labels TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX calls_by_done ON calls (done);
+    CREATE INDEX calls_by_start ON calls (started_at);
+    CREATE INDEX calls_by_filter ON calls (done, status, direction, provider_mode, started_at);
+    CREATE INDEX calls_search ON calls USING gin (search gin_trgm_ops);
+    CREATE TABLE seen (key TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+    CREATE INDEX seen_by_seq ON seen (seq);
+    CREATE TABLE info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+#: The oldest server this release runs on (trusted extensions: a database owner may create pg_trgm).
+MIN_SERVER = 130000
+#: Advisory lock keys (per database): migrating, and the one process that writes.
+MIGRATE_LOCK = 0x50445348_0001
+WRITER_LOCK = 0x50445348_0002
+#: How long a new process waits for a sibling still holding the writer lock (gunicorn replacing a worker).
+SIBLING_WAIT = 30.0
+CONNECT_TIMEOUT = 5
+#: How long a read waits for a pooled connection before answering "unavailable".
+READ_TIMEOUT = 5.0
+#: ``pg_database_size`` walks the database's files: asked at most this often, after a commit.
+SIZE_EVERY = 10.0
+_NUMBER_COLUMNS = "duration_ms, cost_stt, cost_tts, cost_llm, cost_telephony, cost_total, latency_ms"
+#: PostgreSQL sums bigints as numeric (Decimal in Python): cast back, as SQLite hands back ints.
+_COST_SUMS = ("sum(duration_ms)::bigint, sum(cost_stt)::bigint, sum(cost_tts)::bigint, sum(cost_llm)::bigint, "
+              "sum(cost_telephony)::bigint, sum(cost_total)::bigint")
+_CALL_COLUMNS = (
+    f"call_id, done, started_at, status, direction, caller, callee, provider_mode, {_NUMBER_COLUMNS}, "
+    "hour, latency_us, latency_bin, state, search, tags, has_notes, labels"
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].strip()
+
+
+class PostgresJournal:
+    """The journal in a PostgreSQL database (``PATTER_DASH_DB=postgresql://user:password@host:port/database``)."""
+
+    engine = "postgres"
+
+    def __init__(self, url: str, *, sync: str = "normal") -> None:
+        try:
+            params = pg_conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise JournalError(f"{SETTING} is not a usable PostgreSQL URL: {_first_line(exc)}") from None
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT)
+        self._conninfo = pg_conninfo.make_conninfo(**params)
+        #: What logs, health and messages show: the URL without its password.
+        self.path = _display(params)
+        self.sync = sync  # the server's synchronous_commit decides; kept for the interface
+        self._writer_db: psycopg.Connection | None = None
+        self._pool: ConnectionPool | None = None
+        self._seen_written = 0
+        self._size = 0
+        self._size_at = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def check(self) -> None:
+        """Connect, refuse what is not ours or too new, migrate forward (once, under an advisory lock), disconnect."""
+        db = self._connect()
+        try:
+            self._migrate(db)
+        finally:
+            db.close()
+
+    def open(self) -> None:
+        """The writer connection (holding the writer lock) and the readers' pool."""
+        self._readers()
+        try:
+            self._writer(starting=True)
+        except JournalUnavailable:
+            pass  # commit reports it, and tries again each time
+
+    def _readers(self) -> ConnectionPool:
+        """The readers' pool, made on first use; it connects in the background and again after a connection is lost."""
+        if self._pool is None:
+            # Not waited for: a server down at this moment makes reads unavailable, not the start fail.
+            # check_connection: a connection the server dropped (restart, failover) is replaced, not handed out.
+            self._pool = ConnectionPool(
+                self._conninfo, min_size=1, max_size=4, open=False, timeout=READ_TIMEOUT, name="patter-dash-readers",
+                configure=_read_only, check=ConnectionPool.check_connection, reconnect_timeout=0,
+                kwargs={"application_name": _process_name()},
+            )
+            self._pool.open(wait=False)
+        return self._pool
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=5.0)
+        db, self._writer_db = self._writer_db, None
+        if db is not None:
+            db.close()
+
+    def checkpoint(self) -> None:
+        """Nothing to do: the server writes its own pages back."""
+
+    def _connect(self) -> psycopg.Connection:
+        """A connection; a URL that cannot be used is :class:`JournalError` naming the setting."""
+        try:
+            db = psycopg.connect(self._conninfo, application_name=_process_name(), autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise JournalError(
+                f"cannot connect to PostgreSQL at {self.path} ({SETTING}): {_first_line(exc)}. "
+                "Check the host, port, user, password and database in the URL, and that the server is running."
+            ) from None
+        try:
+            self._inspect_server(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _inspect_server(self, db: psycopg.Connection) -> None:
+        if db.info.server_version < MIN_SERVER:
+            raise JournalError(
+                f"PostgreSQL at {self.path} ({SETTING}) is version {db.info.server_version // 10000}; "
+                f"patter-dash needs {MIN_SERVER // 10000} or newer"
+            )
+        encoding = db.execute("SHOW server_encoding").fetchone()[0]  # type: ignore[index]
+        if encoding.upper() not in ("UTF8", "UTF-8"):
+            raise JournalError(
+                f"the database at {self.path} ({SETTING}) stores text as {encoding}; patter-dash keeps any language's "
+                "text and needs a UTF8 database (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+            )
+
+    def _inspect(self, db: psycopg.Connection) -> int:
+        """The database's schema version (0: empty); refuse one of a newer release or of another application."""
+        schema = db.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        if schema is None:
+            raise JournalError(f"the URL in {SETTING} ({self.path}) leaves no schema to create tables in (search_path)")
+        if db.execute("SELECT to_regclass('patter_dash_schema')").fetchone()[0] is None:  # type: ignore[index]
+            others = db.execute(
+                "SELECT count(*) FROM pg_class WHERE relkind IN ('r', 'p', 'v') "
+                "AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+            ).fetchone()[0]  # type: ignore[index]
+            if others:
+                raise JournalError(
+                    f"the schema {schema} of the database at {self.path} ({SETTING}) holds tables of another application; "
+                    "patter-dash will not write into it and left it untouched. Point PATTER_DASH_DB at a database of "
+                    "its own, or give it a schema of its own (?options=-csearch_path%3Dpatter_dash)."
+                )
+            return 0
+        version = int(db.execute("SELECT max(version) FROM patter_dash_schema").fetchone()[0] or 0)  # type: ignore[index]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"the database at {self.path} ({SETTING}) was written by a newer patter-dash (schema {version}; this "
+                f"release reads up to {SCHEMA_VERSION}). It was left untouched: upgrade patter-dash, or point "
+                "PATTER_DASH_DB at another database."
+            )
+        return version
+
+    def _migrate(self, db: psycopg.Connection) -> None:
+        """Bring the schema forward; several processes starting together migrate once (the lock, then a fresh look)."""
+        db.autocommit = True
+        try:
+            if self._inspect(db) == SCHEMA_VERSION:
+                return
+            db.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK,))
+            try:
+                with db.transaction():
+                    version = self._inspect(db)
+                    if version == SCHEMA_VERSION:
+                        return
+                    if version == 0:
+                        try:
+                            with db.transaction():
+                                db.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                        except psycopg.Error as exc:
+                            raise JournalError(
+                                f"the database at {self.path} ({SETTING}) needs the pg_trgm extension (search) and this "
+                                f"user cannot create it ({_first_line(exc)}): as a superuser, run CREATE EXTENSION pg_trgm "
+                                "in that database (Debian: in the postgresql-contrib package)."
+                            ) from None
+                        db.execute("CREATE TABLE patter_dash_schema (version INTEGER NOT NULL, migrated_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+                    for reached, script in enumerate(MIGRATIONS[version:], version + 1):
+                        db.execute(script)  # several statements: the simple query protocol takes them at once
+                        db.execute("INSERT INTO patter_dash_schema (version) VALUES (%s)", (reached,))
+            finally:
+                db.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
+        except psycopg.Error as exc:
+            raise JournalError(f"cannot set up the database at {self.path} ({SETTING}): {_first_line(exc)}") from None
+
+    def _writer(self, *, starting: bool = False) -> psycopg.Connection:
+        """The writer connection, opened (and the writer lock taken) again after it was lost.
+
+        ``starting``: another server holding the database refuses this one
+        (:class:`JournalError`, as SQLite's lock file does); later, taken over
+        while this one was cut off, it is one more reason writing fails now.
+        """
+        db = self._writer_db
+        if db is not None and not db.closed and not db.broken:
+            return db
+        self._writer_db = None
+        if db is not None:
+            db.close()
+        try:
+            db = self._connect()
+        except JournalError as exc:
+            raise JournalUnavailable(str(exc)) from None
+        try:
+            self._migrate(db)
+            self._take_writer_lock(db)
+            db.autocommit = False
+        except JournalError as exc:
+            db.close()
+            if starting:
+                raise
+            raise JournalUnavailable(str(exc)) from None
+        except psycopg.Error as exc:
+            db.close()
+            raise self._unavailable(exc) from None
+        self._writer_db = db
+        return db
+
+    def _take_writer_lock(self, db: psycopg.Connection) -> None:
+        """One process writes a database: another server on it is refused, a restarting sibling waited for.
+
+        A session lock: it goes with the connection, so a killed process or a
+        lost connection frees it (and this process takes it again on reconnect).
+        """
+        deadline = time.monotonic() + SIBLING_WAIT
+        while not db.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()[0]:  # type: ignore[index]
+            row = db.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+                "AND (l.classid::bigint << 32 | l.objid::bigint) = %s",
+                (WRITER_LOCK,),
+            ).fetchone()
+            holder = row[0] if row else ""
+            # Another worker of this master on this host (not this process: a second journal here is another server).
+            sibling = (holder.startswith(_sibling_prefix()) and os.getppid() != 1
+                       and holder.rsplit(" pid=", 1)[-1] != str(os.getpid()))
+            if not sibling or time.monotonic() > deadline:
+                raise JournalError(
+                    f"the database at {self.path} is in use by another patter-dash server ({holder or 'another process'}). "
+                    f"One server writes one database in this release: stop the other, or give this one its own {SETTING}."
+                )
+            time.sleep(0.1)
+
+    def _unavailable(self, exc: BaseException) -> JournalUnavailable:
+        return JournalUnavailable(f"cannot reach PostgreSQL at {self.path} ({SETTING}): {_first_line(exc)}")
+
+    # --------------------------------------------------------------- writing
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        """One write transaction, rolled back whole on any failure; a failure is :class:`JournalUnavailable`."""
+        db = self._writer()
+        try:
+            with db.transaction():
+                yield db
+        except psycopg.Error as exc:
+            if db.broken or db.closed:
+                self._writer_db = None
+                db.close()
+            raise self._unavailable(exc) from None
+        self._note_size(db)
+
+    def commit(self, batch: Batch) -> None:
+        with self._transaction() as db:
+            self._write(db, batch)
+
+    def _write(self, db: psycopg.Connection, batch: Batch) -> None:
+        with db.cursor() as cur:
+            if batch.snapshots:
+                rows = [
+                    (
+                        call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
+                        call.meta_value("provider_mode") or "", *counted, freeze(call), call.search_text(),
+                        _tags_column(call.tags), bool(call.notes), _labels_column(call),
+                    )
+                    for call, done, counted in batch.snapshots
+                ]
+                names = _CALL_COLUMNS.split(", ")
+                cur.executemany(
+                    f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join(['%s'] * len(names))}) "
+                    f"ON CONFLICT (call_id) DO UPDATE SET {', '.join(f'{n} = EXCLUDED.{n}' for n in names[1:])}",
+                    rows,
+                )
+                # The snapshot holds what these events did; they were all applied before it was taken.
+                cur.execute("DELETE FROM events WHERE call_id = ANY(%s)", ([call.call_id for call, _, _ in batch.snapshots],))
+            if batch.seen:
+                cur.executemany(
+                    "INSERT INTO seen (key, seq) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET seq = EXCLUDED.seq",
+                    batch.seen,
+                )
+                self._seen_written += len(batch.seen)
+                if self._seen_written > SEEN_KEPT // 10:
+                    self._seen_written = 0
+                    cur.execute(
+                        "DELETE FROM seen WHERE seq < (SELECT seq FROM seen ORDER BY seq DESC LIMIT 1 OFFSET %s)", (SEEN_KEPT,)
+                    )
+            if batch.events:
+                cur.executemany(
+                    "INSERT INTO events (call_id, type, key, received_at, data) VALUES (%s, %s, %s, %s, %s)",
+                    [(e.call_id, e.type, e.key, e.received_at, pack_event(e)) for e in batch.events],
+                )
+            if batch.last_seq:
+                cur.execute(
+                    "INSERT INTO info (name, value) VALUES ('last_seq', %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    (str(batch.last_seq),),
+                )
+
+    def _note_size(self, db: psycopg.Connection) -> None:
+        """Refresh :meth:`bytes_on_disk`'s figure now and then, on the writer's thread (health reads it on the loop)."""
+        now = time.monotonic()
+        if now - self._size_at < SIZE_EVERY:
+            return
+        self._size_at = now
+        try:
+            db.autocommit = True
+            try:
+                self._size = int(db.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+            finally:
+                db.autocommit = False
+        except psycopg.Error:
+            pass  # a figure for health only: the next commit reports a lost connection
+
+    def secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the database under ``name``, made the first time (the first process wins)."""
+        row_name = f"secret:{name}"
+        with self._transaction() as db:
+            db.execute("INSERT INTO info (name, value) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
+                       (row_name, os.urandom(32).hex()))
+            return bytes.fromhex(db.execute("SELECT value FROM info WHERE name = %s", (row_name,)).fetchone()[0])  # type: ignore[index]
+
+    def forget(self, call_ids: list[str]) -> list[tuple[Any, ...]]:
+        """Delete calls and their events; the (call_id, started_at, status, numbers...) rows that existed."""
+        call_ids = _storable(call_ids)
+        if not call_ids:
+            return []
+        with self._transaction() as db:
+            found = db.execute(
+                f"DELETE FROM calls WHERE call_id = ANY(%s) RETURNING call_id, started_at, status, {_NUMBER_COLUMNS}",
+                (call_ids,),
+            ).fetchall()
+            db.execute("DELETE FROM events WHERE call_id = ANY(%s)", (call_ids,))
+        return [tuple(row) for row in found]
+
+    # --------------------------------------------------------------- reading
+
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg.Connection]:
+        """A pooled read-only connection, in one REPEATABLE READ transaction; failures are :class:`JournalUnavailable`."""
+        try:
+            with self._readers().connection() as db:
+                yield db
+        except PoolTimeout as exc:
+            raise JournalUnavailable(
+                f"cannot reach PostgreSQL at {self.path} ({SETTING}): no connection within {READ_TIMEOUT:g} s ({_first_line(exc)})"
+            ) from None
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from None
+
+    def restore(self, keep: int) -> Restored:
+        """What a starting process needs: totals of every call, the newest ``keep`` whole, events to replay."""
+        with self._reader() as db:
+            hours = [tuple(r) for r in db.execute(f"SELECT hour, status, count(*), {_COST_SUMS} FROM calls GROUP BY hour, status")]
+            latencies = [tuple(r) for r in db.execute(
+                "SELECT hour, latency_bin, count(*), sum(latency_us)::bigint FROM calls WHERE latency_us IS NOT NULL "
+                "GROUP BY hour, latency_bin"
+            )]
+            newest = db.execute("SELECT state FROM calls ORDER BY done DESC LIMIT %s", (keep,)).fetchall()
+            calls = [thaw(row[0]) for row in reversed(newest)]
+            events = [
+                unpack_event(*row)
+                for row in db.execute("SELECT type, call_id, key, received_at, data FROM events ORDER BY id")
+            ]
+            seen = [tuple(r) for r in db.execute("SELECT key, seq FROM seen ORDER BY seq DESC LIMIT %s", (SEEN_KEPT,))]
+            seen.reverse()
+            row = db.execute("SELECT value FROM info WHERE name = 'last_seq'").fetchone()
+            done = db.execute("SELECT max(done) FROM calls").fetchone()[0] or 0  # type: ignore[index]
+            self._size = int(db.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+        return Restored(hours, latencies, calls, events, seen, int(row[0]) if row else 0, int(done))  # type: ignore[arg-type]
+
+    def started_before(self, cutoff: float, limit: int) -> list[str]:
+        """Ids of up to ``limit`` stored calls that started before ``cutoff`` (the retention purge)."""
+        with self._reader() as db:
+            return [row[0] for row in db.execute(
+                "SELECT call_id FROM calls WHERE started_at < %s ORDER BY started_at LIMIT %s", (cutoff, limit)
+            )]
+
+    def numbers_between(self, lo: float, hi: float) -> list[tuple[Any, ...]]:
+        """(call_id, started_at, status, numbers) of the stored calls started in [lo, hi), for a range's edge hours."""
+        with self._reader() as db:
+            found = db.execute(
+                f"SELECT call_id, started_at, status, {_NUMBER_COLUMNS} FROM calls WHERE started_at >= %s AND started_at < %s",
+                (lo, hi),
+            ).fetchall()
+        return [
+            (call_id, started_at, status, (duration, list(costs[:5]), costs[5]))
+            for call_id, started_at, status, duration, *costs in found
+        ]
+
+    def page(
+        self, flt: Filter, below: int, skip: Iterable[int], limit: int, offset: int = 0, *,
+        count: bool = False, max_bytes: int | None = None,
+    ) -> tuple[list[Call], int | None]:
+        """Stored calls matching ``flt`` with ``done < below`` (not those in ``skip``), newest first (see SQLite's)."""
+        where, args = _where(flt, below, list(skip))
+        with self._reader() as db:  # one transaction: the count and the page see the same history
+            total = db.execute(f"SELECT count(*) FROM calls WHERE {where}", args).fetchone()[0] if count else None  # type: ignore[index]
+            ids = [row[0] for row in db.execute(
+                f"SELECT call_id FROM calls WHERE {where} ORDER BY done DESC LIMIT %s OFFSET %s", (*args, limit, offset)
+            )]
+            calls: list[Call] = []
+            read = 0
+            for start in range(0, len(ids), 20):  # a few at a time: a page stops at max_bytes without reading further
+                chunk = ids[start : start + 20]
+                states = dict(db.execute("SELECT call_id, state FROM calls WHERE call_id = ANY(%s)", (chunk,)).fetchall())
+                for call_id in chunk:
+                    state = states.get(call_id)
+                    if state is None:
+                        continue
+                    calls.append(thaw(state))
+                    read += len(state)
+                    if max_bytes is not None and read >= max_bytes:
+                        return calls, total
+        return calls, total
+
+    def by_start(
+        self, flt: Filter, below: int, skip: Iterable[int], limit: int, after: tuple[float, int] | None = None
+    ) -> list[tuple[float, int]]:
+        """(started_at, done) of the stored calls :meth:`page` would list, newest start first (ties: newest done)."""
+        where, args = _where(flt, below, list(skip))
+        if after is not None:
+            where += " AND (started_at < %s OR (started_at = %s AND done < %s))"
+            args += [after[0], after[0], after[1]]
+        with self._reader() as db:
+            return [tuple(row) for row in db.execute(  # type: ignore[misc]
+                f"SELECT started_at, done FROM calls WHERE {where} ORDER BY started_at DESC, done DESC LIMIT %s", (*args, limit)
+            )]
+
+    def load_done(self, marks: list[int]) -> dict[int, Call]:
+        """The stored calls with these completion numbers, by number (those deleted meanwhile are missing)."""
+        with self._reader() as db:
+            return {done: thaw(state) for done, state in db.execute(
+                "SELECT done, state FROM calls WHERE done = ANY(%s)", (list(marks),)
+            )}
+
+    def load(self, call_id: str) -> Call | None:
+        if "\x00" in call_id:  # no stored id holds one, and PostgreSQL's text cannot
+            return None
+        with self._reader() as db:
+            row = db.execute("SELECT state FROM calls WHERE call_id = %s", (call_id,)).fetchone()
+        return thaw(row[0]) if row else None
+
+    def load_many(self, call_ids: Iterable[str]) -> list[Call]:
+        ids = _storable(call_ids)
+        if not ids:
+            return []
+        with self._reader() as db:
+            return [thaw(row[0]) for row in db.execute("SELECT state FROM calls WHERE call_id = ANY(%s)", (ids,))]
+
+    def bytes_on_disk(self) -> int:
+        """The database's size as last measured (health reads it on the gevent loop: no query here)."""
+        return self._size
+
+    def backup(self, target: str) -> None:
+        """Refused: PostgreSQL has its own online backup, which also knows its roles and settings."""
+        raise JournalError(
+            f"patter-dash backup copies an SQLite history; this one is in PostgreSQL ({self.path}). "
+            f"Use PostgreSQL's own online backup: pg_dump --format=custom --file={target} '{self.path}' "
+            "(it asks for the password, or reads PGPASSWORD / ~/.pgpass)"
+        )
+
+
+def _process_name() -> str:
+    """``application_name``: who holds a connection (the writer lock's holder is named by it)."""
+    return f"{_sibling_prefix()}pid={os.getpid()}"[:63]
+
+
+def _sibling_prefix() -> str:
+    """What the processes of one gunicorn master on one host share in :func:`_process_name`."""
+    return f"patter-dash host={socket.gethostname()[:24]} ppid={os.getppid()} "
+
+
+def _read_only(db: psycopg.Connection) -> None:
+    """A pooled reader: each use one consistent, read-only snapshot."""
+    db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    db.read_only = True
+
+
+def _display(params: dict[str, Any]) -> str:
+    """The URL as it may be shown (logs, health, errors): never the password."""
+    user = params.get("user")
+    host = params.get("host") or "localhost"
+    if "," not in host and ":" in host:
+        host = f"[{host}]"
+    port = params.get("port")
+    database = params.get("dbname") or ""
+    if host.startswith("/"):  # a Unix socket's directory
+        return f"postgresql://{user + '@' if user else ''}/{database}?host={host}"
+    return f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}/{database}"
+
+
+def _storable(call_ids: Iterable[str]) -> list[str]:
+    """The ids that can be stored at all (no NUL: PostgreSQL's text cannot hold one, and ingest cleans them out)."""
+    return [i for i in call_ids if "\x00" not in i]
+
+
+def _like(term: str) -> str:
+    """``LIKE``'s pattern for a substring: every character itself (``\\``, ``%`` and ``_`` escaped)."""
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
+    """SQL for :meth:`PostgresJournal.page`'s filters: SQLite's ``_where``, clause for clause."""
+    clauses, args = ["done < %s"], [below]
+    texts = (flt.status, flt.direction, flt.provider_mode, flt.tag, flt.provider, flt.model)
+    if any(value and "\x00" in value for value in texts):
+        # No stored text holds a NUL (cleaned at ingest; PostgreSQL's text cannot): SQLite finds nothing too.
+        clauses.append("FALSE")
+        texts = ()
+    for column, value in (("status", flt.status), ("direction", flt.direction), ("provider_mode", flt.provider_mode)):
+        if value and texts:
+            clauses.append(f"{column} = %s")
+            args.append(value)
+    if flt.start is not None:
+        clauses.append("started_at >= %s")
+        args.append(flt.start)
+    if flt.end is not None:
+        clauses.append("started_at < %s")
+        args.append(flt.end)
+    if flt.tag and texts:
+        clauses.append("strpos(tags, %s) > 0")
+        args.append(_tags_column((flt.tag,)))
+    if flt.has_notes is not None:
+        clauses.append("has_notes = %s")
+        args.append(bool(flt.has_notes))
+    for kind, value in (("p", flt.provider), ("m", flt.model)):
+        if value and texts:
+            clauses.append("strpos(labels, %s) > 0")
+            args.append(f"{TAG_SEPARATOR}{kind}:{value}{TAG_SEPARATOR}")
+    for column, lo, hi in flt.bounds():
+        # A call without the number (no latency reported) is left out, as in memory: NULL fails both tests.
+        clauses.append(f"{column} IS NOT NULL")
+        if lo is not None:
+            clauses.append(f"{column} >= %s")
+            args.append(lo)
+        if hi is not None:
+            clauses.append(f"{column} <= %s")
+            args.append(hi)
+    if flt.query:
+        found = search.terms(flt.query)
+        short = search.short_terms(found)
+        for term in found:
+            if term in short:  # under a trigram: the index has nothing to narrow by, a scan (as SQLite's instr)
+                clauses.append("strpos(search, %s) > 0")
+                args.append(term)
+            else:  # the trigram index narrows, LIKE's recheck decides: exactly the substring test
+                clauses.append("search LIKE %s")
+                args.append(_like(term))
+    if skip:
+        clauses.append("done <> ALL(%s)")
+        args.append(skip)
+    return " AND ".join(clauses), args

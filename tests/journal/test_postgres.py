@@ -1,0 +1,135 @@
+"""What only the PostgreSQL journal has: its URL, its server, its schema shared with other processes.
+
+Every refusal names ``PATTER_DASH_DB`` and never shows the password; the
+schema is made once when several processes start together; a second server on
+one database is refused, as a second one on one SQLite file is.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from patter_dash.journal import Batch, JournalError, JournalUnavailable, open_journal
+from patter_dash.journal.postgres import SCHEMA_VERSION
+from patter_dash.model.events import make_event
+from patter_dash.run.cli import main as cli
+
+from .conftest import query
+
+
+def _refused(url: str) -> str:
+    journal = open_journal(url)
+    assert journal is not None
+    with pytest.raises(JournalError) as caught:
+        journal.check()
+    message = str(caught.value)
+    assert "PATTER_DASH_DB" in message, message
+    return message
+
+
+def test_a_wrong_url_password_database_or_port_refuses_to_start_naming_the_setting(pg_server: Any, pg_database: Any) -> None:
+    url = pg_database()
+    pg_server.password_role("right-password-1")
+    base = f"postgresql://patter_pw:{{}}@127.0.0.1:{pg_server.port}/{url.rsplit('/', 1)[1]}"
+    message = _refused(base.format("wrong-password-2"))
+    assert "password authentication failed" in message and "wrong-password-2" not in message
+    assert "postgresql://patter_pw@127.0.0.1" in message  # where, without the secret
+    assert "does not exist" in _refused(pg_server.url("no_such_database"))
+    assert "refused" in _refused(f"postgresql://postgres@127.0.0.1:{_closed_port()}/x").lower()
+    with pytest.raises(JournalError, match="PATTER_DASH_DB is not a usable PostgreSQL URL"):
+        open_journal("postgresql://host:notaport:/x y")
+    # The right password: the role may create its tables in its own database.
+    with pg_server.admin() as admin:
+        admin.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" OWNER TO patter_pw')
+    good = open_journal(base.format("right-password-1"))
+    assert good is not None
+    good.check()
+    assert good.path.startswith("postgresql://patter_pw@") and "right-password-1" not in good.path
+
+
+def _closed_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()  # bound and released: nothing listens there
+
+
+def test_a_newer_schema_or_another_applications_tables_are_left_untouched(pg_database: Any) -> None:
+    newer = pg_database()
+    open_journal(newer).check()  # type: ignore[union-attr]
+    query(newer, f"INSERT INTO patter_dash_schema (version) VALUES ({SCHEMA_VERSION + 1})")
+    assert "newer patter-dash" in _refused(newer)
+    foreign = pg_database()
+    query(foreign, "CREATE TABLE invoices (id int)")
+    assert "another application" in _refused(foreign)
+    assert query(foreign, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(1,)]  # nothing added
+
+
+def test_processes_starting_together_migrate_once(pg_database: Any) -> None:
+    url = pg_database()
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def check() -> None:
+        try:
+            start.wait()
+            open_journal(url).check()  # type: ignore[union-attr]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=check) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert query(url, "SELECT version FROM patter_dash_schema ORDER BY version") == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_one_server_writes_one_database(pg_database: Any) -> None:
+    url = pg_database()
+    first, second = open_journal(url), open_journal(url)
+    assert first is not None and second is not None
+    first.check()
+    first.open()
+    try:
+        with pytest.raises(JournalError, match="in use by another patter-dash server"):
+            second.open()
+    finally:
+        second.close()
+        first.close()
+    second.open()  # the first one gone: its lock went with its connection
+    second.close()
+
+
+def test_a_lost_connection_is_unavailable_then_written_again(pg_server: Any, pg_database: Any) -> None:
+    """The server stopped under an open journal: writes and reads are JournalUnavailable, then resume by themselves."""
+    url = pg_database()
+    journal = open_journal(url)
+    assert journal is not None
+    journal.check()
+    journal.open()
+    try:
+        event = make_event("call_start", {"call_id": "CA-1"}, "k1", now=1_700_000_000.0)
+        journal.commit(Batch([event], last_seq=1))
+        pg_server.stop("immediate")
+        with pytest.raises(JournalUnavailable, match="PATTER_DASH_DB"):
+            journal.commit(Batch([make_event("call_start", {"call_id": "CA-2"}, "k2", now=1_700_000_001.0)], last_seq=2))
+        with pytest.raises(JournalUnavailable, match="PATTER_DASH_DB"):
+            journal.load("CA-1")
+        pg_server.start()
+        journal.commit(Batch([make_event("call_start", {"call_id": "CA-3"}, "k3", now=1_700_000_002.0)], last_seq=3))
+        assert journal.load("CA-x") is None
+        restored = journal.restore(10)
+        assert [e.call_id for e in restored.events] == ["CA-1", "CA-3"] and restored.last_seq == 3
+    finally:
+        journal.close()
+
+
+def test_backup_points_at_pg_dump(pg_database: Any, tmp_path: Any, capsys: Any) -> None:
+    url = pg_database()
+    assert cli(["backup", "--db", url, str(tmp_path / "copy.db")]) == 2
+    err = capsys.readouterr().err
+    assert "pg_dump" in err and not (tmp_path / "copy.db").exists()
