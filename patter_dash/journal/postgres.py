@@ -22,6 +22,7 @@ a newer release) is :class:`JournalError`, naming ``PATTER_DASH_DB``.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -386,6 +387,25 @@ class PostgresJournal:
                     "INSERT INTO info (name, value) VALUES ('last_seq', %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
                     (str(batch.last_seq),),
                 )
+            if batch.info:
+                cur.execute("DELETE FROM info WHERE name = ANY(%s)", ([n for n, v in batch.info.items() if v is None],))
+                cur.executemany(
+                    "INSERT INTO info (name, value) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                    [(n, json.dumps(v)) for n, v in batch.info.items() if v is not None],
+                )
+
+    def info(self, prefix: str) -> dict[str, Any]:
+        """The info rows set through :attr:`Batch.info` whose name starts with ``prefix`` (values as given)."""
+        with self._reader() as db:
+            # starts_with, not LIKE: the prefix is a path and may hold % or _.
+            rows = db.execute("SELECT name, value FROM info WHERE starts_with(name, %s)", (prefix,)).fetchall()
+        out: dict[str, Any] = {}
+        for name, value in rows:
+            try:
+                out[name] = json.loads(value)
+            except (TypeError, ValueError):
+                continue  # a row this release did not write (last_seq, secrets)
+        return out
 
     def _note_size(self, db: psycopg.Connection) -> None:
         """Refresh :meth:`bytes_on_disk`'s figure now and then, on the writer's thread (health reads it on the loop)."""
