@@ -144,13 +144,27 @@ class Slices:
 
 
 def offload(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on a native thread under gevent (this greenlet waits, others run); here otherwise."""
+    """``fn(*args)`` on a native thread under gevent (this greenlet waits, others run); here otherwise.
+
+    Its error is raised here, in the caller, and only here: gevent's pool
+    prints every exception a task raises as a traceback on stderr even when
+    the caller catches it, and a full disk or a missing file is an answer
+    (a 503, a 404), not a crash to log.
+    """
     if gevent_active() and not on_foreign_native_thread():
         from gevent import get_hub
 
-        return get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
-    return fn(*args)
+        def run() -> tuple[bool, Any]:
+            try:
+                return True, fn(*args)
+            except Exception as exc:  # handed to the caller below
+                return False, exc
 
+        ok, value = get_hub().threadpool.apply(run)
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+    return fn(*args)
 
 
 def in_background(fn: Callable[..., Any], *args: Any) -> None:

@@ -170,6 +170,8 @@ class Recordings:
         self.upload_dir = os.path.abspath(upload_dir) if upload_dir else None
         self._peaks: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
         self._peaks_lock = threading.Lock()
+        #: Peaks being computed, by file: a second request waits for the first instead of reading the file again.
+        self.computing: dict[tuple[Any, ...], threading.Lock] = {}
 
     def _real_roots(self, with_uploads: bool) -> list[str]:
         roots = [*self.roots, *([self.upload_dir] if with_uploads and self.upload_dir else [])]

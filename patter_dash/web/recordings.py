@@ -19,13 +19,13 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
-from ..core import cooperative
+from ..core.cooperative import offload
 from ..core.recordings import HEADER_BYTES, BadWav, Located, NotAvailable, Recordings, compute_peaks, read_header
 from ..model.records import Call
 from . import auth, params
@@ -34,7 +34,6 @@ from .context import current_dashboard
 from .deadline import read_within
 
 bp = Blueprint("recordings", __name__)
-T = TypeVar("T")
 log = logging.getLogger("patter_dash")
 
 #: Bytes read from disk per chunk sent: one native-thread hop per 256 kB.
@@ -42,24 +41,6 @@ CHUNK = 262_144
 #: The slowest upload accepted, past PATTER_DASH_BODY_TIMEOUT: a 40 MB recording may take 10 minutes.
 UPLOAD_MIN_RATE = 65_536
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-def offload(fn: Callable[..., T], *args: Any) -> T:
-    """:func:`~patter_dash.core.cooperative.offload`, the error raised here, not in the native thread.
-
-    gevent's pool prints every exception its task raises as a traceback on stderr, even when the
-    caller catches it; a missing recording or a refused upload is an answer, not a crash.
-    """
-    def run() -> tuple[bool, Any]:
-        try:
-            return True, fn(*args)
-        except Exception as exc:  # handed to the caller below
-            return False, exc
-
-    ok, value = cooperative.offload(run)
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
 
 
 def _call(call_id: str) -> Call | None:
@@ -153,10 +134,6 @@ def _chunks(located: Located, start: int, length: int) -> Iterator[bytes]:
         yield chunk
 
 
-#: Peaks being computed, by file: a second request waits for the first instead of reading the file again.
-_computing: dict[tuple[Any, ...], threading.Lock] = {}
-
-
 @bp.get("/calls/<anypath:call_id>/recording/peaks")
 def peaks(call_id: str) -> Response | tuple[Response, int]:
     call = _call(call_id)
@@ -169,8 +146,8 @@ def peaks(call_id: str) -> Response | tuple[Response, int]:
     try:
         view = recordings.cached_peaks(located)
         if view is None:
-            key = (id(recordings), *located.identity, located.size)
-            lock = _computing.setdefault(key, threading.Lock())  # a greenlet's lock under gevent: waiting yields
+            key = (*located.identity, located.size)
+            lock = recordings.computing.setdefault(key, threading.Lock())  # a greenlet's lock under gevent: waiting yields
             try:
                 with lock:
                     view = recordings.cached_peaks(located)
@@ -178,7 +155,7 @@ def peaks(call_id: str) -> Response | tuple[Response, int]:
                         view = offload(compute_peaks, located.fd, located.info)
                         recordings.keep_peaks(located, view)
             finally:
-                _computing.pop(key, None)
+                recordings.computing.pop(key, None)
     finally:
         located.close()
     return jsonify(data={"call_id": call.call_id, **view}, recorded=True)
