@@ -190,6 +190,12 @@ def test_retries_503_without_losing_or_duplicating(servers, clients, store_faile
     assert (server.store.duplicates > 0) == store_failed
 
 
+def assert_never_waits(took: list[float]) -> None:
+    """feed() only queues: nine in ten under 1 ms, none near a network wait (a loaded machine may preempt one)."""
+    took = sorted(took)
+    assert took[len(took) * 9 // 10] < 0.001 and took[-1] < 0.05, took[-5:]
+
+
 def test_dashboard_down_then_up_loses_nothing_and_feed_stays_fast(servers, clients) -> None:
     port = free_port()
     client = clients(f"http://127.0.0.1:{port}", batch_size=20)
@@ -202,7 +208,7 @@ def test_dashboard_down_then_up_loses_nothing_and_feed_stays_fast(servers, clien
             took.append(time.perf_counter() - t0)
     finally:
         gc.enable()
-    assert max(took) < 0.001
+    assert_never_waits(took)
     assert wait_until(lambda: client.retries >= 2, timeout=3)
     assert client.pending == 100 and client.sent == 0
     server = servers(port)
@@ -241,7 +247,7 @@ def test_full_buffer_drops_new_events_and_warns_once(servers, clients, caplog) -
     finally:
         gc.enable()
     assert results == [True] * 50 + [False] * 30
-    assert max(took) < 0.001
+    assert_never_waits(took)
     assert client.dropped == 30 and client.pending == 50
     assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1
     server = servers(port)
