@@ -20,7 +20,7 @@ import requests
 
 from patter_dash.client import DashboardClient
 from patter_dash.run.client import RecordingUploadError
-from tests.conftest import post
+from tests.conftest import post, wait_for
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("espeak-ng") and shutil.which("sox")),
@@ -331,10 +331,13 @@ def test_upload(live_server: Any, tmp_path: Path, recording: Path) -> None:
         tokenless.upload_recording("CA/remote 1", str(recording), wait_for_call=0.5)
     assert refused.value.status == 401
 
-    # Deleting the call deletes what was said in it.
+    # Deleting the call deletes what was said in it, however it is deleted: by id, then by date (retention's way).
     assert len(list(uploads.iterdir())) == 2
     assert requests.delete(f"{server.url}/api/v1/calls/up-1", headers=auth, timeout=10).status_code == 200
-    assert len(list(uploads.iterdir())) == 1
+    wait_for(lambda: len(list(uploads.iterdir())) == 1)  # removed beside the deletion, off the serving loop
+    purged = requests.delete(f"{server.url}/api/v1/calls", params={"before": time.time() + 60}, headers=auth, timeout=10)
+    assert purged.status_code == 200 and purged.json()["count"] == 1
+    wait_for(lambda: list(uploads.iterdir()) == [])
     assert "Traceback" not in server.logs()
 
 

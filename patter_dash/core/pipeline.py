@@ -182,6 +182,9 @@ class Pipeline:
         #: Told when a call completes or ends (:data:`~patter_dash.core.store.Watcher`); shared with every
         #: store this pipeline makes. The Prometheus metrics (:mod:`patter_dash.ops.metrics`) add theirs.
         self.watchers: list[Watcher] = []
+        #: Told the ids of every deletion (by id, by date, the retention purge) once it is on disk and announced,
+        #: on the writer: a listener hands slow work (removing files) to a native thread.
+        self.on_deleted: list[Callable[[list[str]], None]] = []
         self._store_options = dict(
             max_completed=max_calls, max_call_text=max_call_text, max_active=max_active_calls, keep_history=journal is not None,
             watchers=self.watchers,
@@ -758,6 +761,8 @@ class Pipeline:
             self._seq += 1
             self.hub.publish(self._seq, CALL_DELETED, deleted[0] if len(deleted) == 1 else "",
                              {"seq": self._seq, "type": CALL_DELETED, "call_ids": deleted}, deleted)
+            for listener in self.on_deleted:
+                listener(deleted)
         return deleted
 
     def _annotate(self, call_id: str, changes: dict[str, Any], journal: Journal | None) -> Any:

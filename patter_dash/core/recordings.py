@@ -279,15 +279,18 @@ class Recordings:
         os.makedirs(self.upload_dir, mode=0o700, exist_ok=True)
         return tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=self.upload_dir)
 
-    def remove_upload(self, call_id: str) -> bool:
-        """Delete a call's uploaded recording (the call was deleted); whether there was one."""
+    def remove_uploads(self, call_ids: list[str]) -> int:
+        """Delete these calls' uploaded recordings (the calls were deleted); how many there were."""
         if not self.upload_dir:
-            return False
-        try:
-            os.unlink(self.upload_path(call_id))
-        except OSError:
-            return False
-        return True
+            return 0
+        removed = 0
+        for call_id in call_ids:
+            try:
+                os.unlink(self.upload_path(call_id))
+            except OSError:
+                continue  # none was uploaded (or it is already gone)
+            removed += 1
+        return removed
 
 
 def compute_peaks(fd: int, info: WavInfo, buckets: int = PEAK_BUCKETS) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..core import providers
-from ..core.cooperative import offload
 from ..core.pipeline import Pipeline, paced
 from ..model import jsoncodec, records
 from ..model.annotations import parse_patch
@@ -197,8 +196,6 @@ def delete_call(call_id: str) -> Response | tuple[Response, int]:
     deleted = dash.pipeline.delete([call_id])
     if not deleted:
         return jsonify(error="Call not found"), 404
-    for gone in deleted:
-        offload(dash.recordings.remove_upload, gone)  # what was said goes with the call
     return jsonify(count=len(deleted), call_ids=deleted)
 
 

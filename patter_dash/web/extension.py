@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask
 
 from ..config import Settings, check_names, load_settings
+from ..core.cooperative import in_background
 from ..core.pipeline import Pipeline
 from ..core.recordings import UPLOAD_DIR, Recordings
 from ..core.store import CallStore
@@ -80,6 +81,8 @@ class PatterDashboard:
             redact_key=s.REDACT_KEY.encode() if s.REDACT_KEY else None,
         )
         self.recordings = Recordings(recording_roots(s), upload_dir(s))
+        # What was said goes with the call, however it was deleted (by id, by date, retention).
+        self.pipeline.on_deleted.append(lambda ids: in_background(self.recordings.remove_uploads, ids))
         self.metrics = Metrics(self.pipeline)  # this app's own registry: two dashboards in a process never clash
         self.alerts = Alerts(self.pipeline, alerts) if alerts is not None else None
         app.extensions[EXTENSION_KEY] = self
