@@ -87,6 +87,9 @@ class Applied(NamedTuple):
 
 #: How far back a line is compared when telling a re-delivery from a repeat.
 RECENT_LINES = 50
+#: Seconds after a turn's end within which the agent's line of that turn may still be stamped (Patter stamps the
+#: turn when it completes; the agent's transcript callback can follow by a few milliseconds).
+TURN_LINE_GRACE = 1.0
 
 
 def _spoke(line: Line, role: str, text: str, index: int | None) -> bool:
@@ -540,6 +543,8 @@ class CallStore:
         sent_at = data.get("timestamp")
         if sent_at is not None and self._holds_line(call, data["role"], data["text"], sent_at):
             return False  # the same line, stamped the same: delivered twice
+        if sent_at is not None and "turnIndex" not in data and self._spoken_in_turn(call, data["role"], data["text"], sent_at):
+            return False  # a turn (a followed log, or Patter's metrics) already put these words in
         extra, size, cut = line_extra(data, _LINE_EVENT_FIELDS)
         if cut:
             call.flag("extra_truncated")
@@ -553,6 +558,26 @@ class CallStore:
             line[LINE_ROLE] == role and line[LINE_TEXT] == text and line[LINE_TIMESTAMP] == sent_at
             for line in call.transcript[-RECENT_LINES:]
         )
+
+    @staticmethod
+    def _spoken_in_turn(call: Call, role: str, text: str, sent_at: float) -> bool:
+        """Whether a line stamped with a turn already says this, and this line was spoken before that turn ended.
+
+        Lines of a followed log (and those mirrored from a turn) carry the
+        turn's index; the runtime's callbacks deliver the same words later,
+        stamped with their own time, which is before the turn's end. The
+        same words said again in a later turn come after it: those are kept.
+        """
+        for line in call.transcript[-RECENT_LINES:]:
+            if line[LINE_ROLE] != role or line[LINE_TEXT] != text:
+                continue
+            index = line_turn(line)
+            if index is None:
+                continue
+            ended = next((t[TIMESTAMP] for t in reversed(call.turns) if t[TURN_INDEX] == index), None)
+            if isinstance(ended, (int, float)) and sent_at <= ended + TURN_LINE_GRACE:
+                return True
+        return False
 
     def _add_line(
         self, call: Call, role: str, text: str, timestamp: float, extra: dict[str, Any] | None = None, extra_size: int = 0

@@ -61,6 +61,27 @@ def test_real_payloads_build_one_complete_call():
     assert call.latency_ms() == 501.1 and call.latency_ms("latency_p95") == 512.6
 
 
+def test_a_line_a_followed_log_already_gave_is_not_added_again_by_the_callbacks():
+    """The log first (its lines carry the turn's index), the runtime's callbacks after: each utterance once.
+
+    The same words said again in a later turn stay: they come after the turn that already holds them.
+    """
+    store = CallStore()
+    t0 = time.time() - 60
+    apply(store, "call_start", {"call_id": "CA-order", "started_at": t0})
+    apply(store, "transcript", {"call_id": "CA-order", "role": "user", "text": "Yes.", "timestamp": t0 + 2, "turnIndex": 0})
+    apply(store, "turn", {"call_id": "CA-order", "turn": {"turn_index": 0, "user_text": "Yes.", "agent_text": "Great.", "timestamp": t0 + 4}})
+    # The callbacks' copies, stamped when they were said (the agent's a moment after the turn closed).
+    apply(store, "transcript", {"call_id": "CA-order", "role": "user", "text": "Yes.", "timestamp": t0 + 1.5})
+    apply(store, "transcript", {"call_id": "CA-order", "role": "assistant", "text": "Great.", "timestamp": t0 + 4.01})
+    # The next turn: the caller says it again.
+    apply(store, "transcript", {"call_id": "CA-order", "role": "user", "text": "Yes.", "timestamp": t0 + 9})
+    apply(store, "turn", {"call_id": "CA-order", "turn": {"turn_index": 1, "user_text": "Yes.", "agent_text": "Sure.", "timestamp": t0 + 11}})
+    call = store.get("CA-order")
+    assert [(line[0], line[1]) for line in call.transcript] == [
+        ("user", "Yes."), ("assistant", "Great."), ("user", "Yes."), ("assistant", "Sure.")]
+
+
 @pytest.mark.checklist(30)
 def test_end_without_start_derives_start_from_duration():
     store = CallStore()
