@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from getpatter.models import CostBreakdown, LatencyBreakdown, TurnMetrics
 from getpatter.services.call_log import CallLogger
 
+from patter_dash.model.patterlog import read_call
 from tests.conftest import ROOT, post
 from tests.test_history_faults import NO_DAC
 from tests.test_ui_browser import browser, open_page  # noqa: F401  (fixtures)
@@ -354,3 +356,43 @@ def test_detail_shows_a_tool_call_collapsible_and_escaped(live_server: Any, open
     settle(page)
     assert_no_axe_violations(page, f"call detail with a timeline ({theme}, {width})")
     guard.check()
+
+
+def test_metadata_replaced_while_being_read_is_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """CallLogger replaces metadata.json atomically: a reader racing it sees the call live or ended, never broken."""
+    monkeypatch.setenv("PATTER_LOG_RETENTION_DAYS", "0")
+    logger = CallLogger(tmp_path / "logs")
+    logger.log_call_start("CA-race", caller="+15550001111", callee="+15559990000", direction="inbound")
+    logger.log_turn("CA-race", turn(0, "", "Hello, Acme support."))
+    folder = logger.call_dir("CA-race")
+    metadata = folder / "metadata.json"
+    live = metadata.read_bytes()
+    end_call(logger, "CA-race", duration=4.0, turns=1)
+    ended = metadata.read_bytes()
+    assert live != ended
+
+    stop = threading.Event()
+
+    def replace_forever() -> None:
+        # CallLogger's own way (a temporary file, then os.replace), as fast as it goes.
+        n = 0
+        while not stop.is_set():
+            n += 1
+            temporary = folder / f".metadata.{n}.tmp"
+            temporary.write_bytes(live if n % 2 else ended)
+            os.replace(temporary, metadata)
+
+    writer = threading.Thread(target=replace_forever)
+    writer.start()
+    seen: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            log = read_call(str(folder))
+            assert log.state in ("in_progress", "completed"), (log.state, log.reason, log.problems)
+            assert log.call_id == "CA-race" and not log.problems
+            seen[log.state] = seen.get(log.state, 0) + 1
+    finally:
+        stop.set()
+        writer.join()
+    assert set(seen) == {"in_progress", "completed"}, seen  # both versions were read, whole
