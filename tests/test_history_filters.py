@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from patter_dash.journal.sqlite import SCHEMA_VERSION
+from patter_dash.model import quality
 from tests.test_analytics_providers import LLM, STT, TELEPHONY, TTS, _app, _details, _get, _pipeline, _stream, _submit
 
 NANO = 10**9
@@ -220,7 +221,7 @@ def test_a_schema_4_file_gets_its_labels_filled_when_opened(tmp_path: Path) -> N
     # the version 4.
     with closing(sqlite3.connect(path)) as db:
         for statement in ("DROP TRIGGER calls_fts_insert", "DROP TRIGGER calls_fts_delete", "DROP TABLE calls_fts",
-                          "ALTER TABLE calls DROP COLUMN labels"):
+                          "ALTER TABLE calls DROP COLUMN labels", *(f"ALTER TABLE calls DROP COLUMN {c}" for c in quality.COLUMNS)):
             db.execute(statement)
         db.execute("PRAGMA user_version=4")
         db.commit()
