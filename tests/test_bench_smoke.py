@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -252,3 +255,21 @@ def test_follow_latency_and_idle_cpu_at_toy_size(tmp_path: Path) -> None:
         assert row["catch_up"]["folders_read"] >= 2  # today's and yesterday's calls (the first start has no cursor)
         assert row["latency_ms"]["n"] == 3 and row["latency_ms"]["max"] > 0
         assert row["idle_cpu"]["cpu_seconds"] >= 0
+
+
+def test_import_speed_at_toy_size(tmp_path: Path) -> None:
+    out = tmp_path / "import.json"
+    run([str(BENCH / "import.py"), "--fast", "--out", str(out)], timeout=180)
+    res = json.loads(out.read_text())
+    assert res["calls"] == 200 and res["calls_per_second"] > 0
+    assert "200 imported" in res["summary"][0] and "200 already present" in res["summary_again"][0]
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")), reason="espeak-ng and sox make the recording")
+def test_recordings_peaks_quality_and_streams_at_toy_size(tmp_path: Path) -> None:
+    out = tmp_path / "recordings.json"
+    run([str(BENCH / "recordings.py"), "--minutes", "0.5", "--streams", "3", "--stream-seconds", "1", "--repeat", "1",
+         "--out", str(out)], timeout=180)
+    res = json.loads(out.read_text())
+    assert res["peaks_seconds"] and res["quality_seconds"] and res["quality"]["interruptions"] == 3
+    assert res["streams"]["errors"] == [] and res["streams"]["rss_peak_mib"] > 0 and res["loop_blocked_reports"] == 0

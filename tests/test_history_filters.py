@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from patter_dash.journal.sqlite import SCHEMA_VERSION
+from patter_dash.model import quality
 from tests.test_analytics_providers import LLM, STT, TELEPHONY, TTS, _app, _details, _get, _pipeline, _stream, _submit
 
 NANO = 10**9
@@ -65,7 +66,8 @@ def _random_query(rng: random.Random, calls: list[dict[str, Any]]) -> tuple[str,
                 exact = [f for f in figures if f >= floor]
                 if roll < 0.7 and exact:
                     return rng.choice(exact)
-                return round(rng.uniform(floor, top), 3)
+                # Never below the floor (a call's own figure can pass this filter's top, or round below it).
+                return max(floor, round(rng.uniform(floor, max(floor, top)), 3))
 
             lo = bound(0.0)
             hi = bound(lo or 0.0)
@@ -220,7 +222,7 @@ def test_a_schema_4_file_gets_its_labels_filled_when_opened(tmp_path: Path) -> N
     # the version 4.
     with closing(sqlite3.connect(path)) as db:
         for statement in ("DROP TRIGGER calls_fts_insert", "DROP TRIGGER calls_fts_delete", "DROP TABLE calls_fts",
-                          "ALTER TABLE calls DROP COLUMN labels"):
+                          "ALTER TABLE calls DROP COLUMN labels", *(f"ALTER TABLE calls DROP COLUMN {c}" for c in quality.COLUMNS)):
             db.execute(statement)
         db.execute("PRAGMA user_version=4")
         db.commit()

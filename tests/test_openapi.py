@@ -92,7 +92,9 @@ def test_streaming_and_ingest_routes_are_described(client) -> None:
     assert set(exports) == {"application/json", "application/x-ndjson"}
     list_params = {p["$ref"].rsplit("/", 1)[1] for p in paths["/api/v1/calls"]["get"]["parameters"]}
     assert list_params == {"limit", "offset", "full", "sort", "status", "direction", "from", "to", "q", "provider_mode", "tag", "has_notes",
-                           "min_duration", "max_duration", "min_cost", "max_cost", "min_latency", "max_latency", "provider", "model"}
+                           "min_duration", "max_duration", "min_cost", "max_cost", "min_latency", "max_latency", "provider", "model",
+                           "min_interruptions", "max_interruptions", "min_dead_air", "max_dead_air", "min_talk_over", "max_talk_over",
+                           "min_tool_failures", "max_tool_failures"}
 
 
 def test_real_responses_match_their_schemas(client) -> None:

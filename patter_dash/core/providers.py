@@ -24,7 +24,7 @@ filter is asked; requests asking the same thing meanwhile wait for the one pass.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -150,11 +150,25 @@ _caches_lock = threading.Lock()
 
 def compare(pipeline: Pipeline, flt: CallFilter) -> dict[str, Any]:
     """The ``/analytics/providers`` body's ``data`` for the finished calls matching ``flt``."""
+
+    def make() -> dict[str, Any]:
+        rows, seen = compute(pipeline.history.batches(flt))
+        return {"period": {"from": flt.start, "to": flt.end}, "calls_analyzed": seen, "providers": rows}
+
+    return once(pipeline, "providers", flt, make)
+
+
+def once(pipeline: Pipeline, kind: str, flt: CallFilter, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``make()``'s answer for this ``kind`` of pass and filter, computed once per state of the history.
+
+    Cached until the totals change (the aggregates' ``version``) or a call is
+    deleted; a request asking what another is computing waits for that pass.
+    """
     with _caches_lock:
         cache = _caches.get(pipeline) or _caches.setdefault(pipeline, _Cache())
     store = pipeline.store
     with store.lock:  # every change counted in this version is whole
-        key = (store.aggregates.version, pipeline.deletions, flt)
+        key = (kind, store.aggregates.version, pipeline.deletions, flt)
     while True:
         with cache.lock:
             answer = cache.answers.get(key)
@@ -171,12 +185,7 @@ def compare(pipeline: Pipeline, flt: CallFilter) -> dict[str, Any]:
             return answer
         # The pass failed for the one that ran it (it answered the error): try ourselves.
     try:
-        rows, seen = compute(pipeline.history.batches(flt))
-        answer = {
-            "period": {"from": flt.start, "to": flt.end},
-            "calls_analyzed": seen,
-            "providers": rows,
-        }
+        answer = make()
         with cache.lock:
             if len(cache.answers) >= CACHED:
                 cache.answers.clear()

@@ -253,17 +253,19 @@ class Recordings:
 
     # ------------------------------------------------------------------ peaks
 
-    def cached_peaks(self, located: Located) -> dict[str, Any] | None:
-        """The peaks computed for this version of the file (path, inode, mtime, size), if any."""
+    def cached_peaks(self, located: Located, kind: str = "peaks") -> dict[str, Any] | None:
+        """The peaks (or, ``kind="quality"``, the quality figures) computed for this version of the file
+        (path, inode, mtime, size), if any."""
+        key = (kind, *located.identity, located.size)
         with self._peaks_lock:
-            view = self._peaks.get((*located.identity, located.size))
+            view = self._peaks.get(key)
             if view is not None:
-                self._peaks.move_to_end((*located.identity, located.size))
+                self._peaks.move_to_end(key)
             return view
 
-    def keep_peaks(self, located: Located, view: dict[str, Any]) -> None:
+    def keep_peaks(self, located: Located, view: dict[str, Any], kind: str = "peaks") -> None:
         with self._peaks_lock:
-            self._peaks[(*located.identity, located.size)] = view
+            self._peaks[(kind, *located.identity, located.size)] = view
             while len(self._peaks) > PEAK_CACHE:
                 self._peaks.popitem(last=False)
 

@@ -18,7 +18,7 @@ from itertools import islice
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from ..model import search
+from ..model import quality, search
 from ..model.events import COST_KEYS, LATENCY_KEYS, PERCENTILE_KEYS, Event
 from ..model.records import (
     AGENT_TEXT,
@@ -178,6 +178,11 @@ class CallFilter:
     latency: Range = NO_RANGE  # response latency, ms (Call.latency_ms)
     provider: str | None = None  # one of the call's STT, LLM, TTS or telephony providers, exactly
     model: str | None = None  # one of the call's STT, LLM or TTS models, exactly
+    # Conversation quality (model/quality.py's figures, as the summary's ``quality`` block gives them).
+    interruptions: Range = NO_RANGE  # count
+    dead_air: Range = NO_RANGE  # ms
+    talk_over: Range = NO_RANGE  # ms (a call measured from events has none: never in a talk_over range)
+    tool_failures: Range = NO_RANGE  # count
 
     def bounds(self) -> list[tuple[str, float | None, float | None]]:
         """The range filters as (column, lowest, highest) in the history file's units (ms, nano-dollars, ms).
@@ -190,6 +195,10 @@ class CallFilter:
             if lo is not None or hi is not None:
                 scaled = (lo, hi) if scale is None else tuple(None if b is None else round(b * scale) for b in (lo, hi))
                 out.append((column, *scaled))
+        for name, (column, _, _) in quality.FILTERS.items():
+            lo, hi = getattr(self, name)
+            if lo is not None or hi is not None:
+                out.append((column, lo, hi))
         return out
 
     def matches(self, call: Call) -> bool:
@@ -215,6 +224,8 @@ class CallFilter:
         if bounds:
             duration_ms, cost, latency = contribution(call)
             numbers = {"duration_ms": duration_ms, "cost_total": cost[-1], "latency_ms": latency}
+            if any(column in quality.COLUMNS for column, _, _ in bounds):
+                numbers.update(zip(quality.COLUMNS, quality.columns(call)))
             for column, lo, hi in bounds:
                 value = numbers[column]
                 if value is None or (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -644,14 +655,16 @@ class CallStore:
         call.turn_mark = claimed
 
     def _on_call_updated(self, call: Call, event: Event) -> bool:
-        """An operator's tags, notes or rating (validated by model/annotations.py); False when nothing changes."""
+        """An operator's tags, notes or rating (validated by model/annotations.py), or what the call's recording
+        measured (``quality``: only the server's own analysis sends it, never a PATCH); False when nothing changes."""
         data = event.data
         tags = tuple(intern(t) for t in data["tags"]) if "tags" in data else call.tags
         notes = data.get("notes", call.notes)
         rating = data.get("rating", call.rating)
-        if (tags, notes, rating) == (call.tags, call.notes, call.rating):
+        measured = data.get("quality", call.quality)
+        if (tags, notes, rating, measured) == (call.tags, call.notes, call.rating, call.quality):
             return False
-        call.tags, call.notes, call.rating = tags, notes, rating
+        call.tags, call.notes, call.rating, call.quality = tags, notes, rating, measured
         return True
 
     def _on_call_status(self, call: Call, event: Event) -> None:

@@ -34,7 +34,7 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..model import search
+from ..model import quality, search
 from ..model.records import Call
 from . import Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
@@ -88,7 +88,33 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX seen_by_seq ON seen (seq);
     CREATE TABLE info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: conversation quality (model/quality.py), for its range filters (filled from the state blobs: _FILLS)
+    """
+    ALTER TABLE calls ADD COLUMN interruptions BIGINT;
+    ALTER TABLE calls ADD COLUMN dead_air_ms BIGINT;
+    ALTER TABLE calls ADD COLUMN talk_over_ms BIGINT;
+    ALTER TABLE calls ADD COLUMN tool_failures BIGINT;
+    """,
 )
+#: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
+_FILLS: dict[int, Any] = {}
+
+
+def _fill_quality(db: psycopg.Connection) -> None:
+    """Migration 2's step: the quality columns of the calls a database already holds, from their state blobs."""
+    assignments = ", ".join(f"{name} = %s" for name in quality.COLUMNS)
+    last = ""
+    while True:
+        rows = db.execute("SELECT call_id, state FROM calls WHERE call_id > %s ORDER BY call_id LIMIT 500", (last,)).fetchall()
+        if not rows:
+            return
+        with db.cursor() as cur:
+            cur.executemany(f"UPDATE calls SET {assignments} WHERE call_id = %s",
+                            [(*quality.columns(thaw(bytes(state))), call_id) for call_id, state in rows])
+        last = rows[-1][0]
+
+
+_FILLS[2] = _fill_quality
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The oldest server this release runs on (trusted extensions: a database owner may create pg_trgm).
 MIN_SERVER = 130000
@@ -108,7 +134,7 @@ _COST_SUMS = ("sum(duration_ms)::bigint, sum(cost_stt)::bigint, sum(cost_tts)::b
               "sum(cost_telephony)::bigint, sum(cost_total)::bigint")
 _CALL_COLUMNS = (
     f"call_id, done, started_at, status, direction, caller, callee, provider_mode, {_NUMBER_COLUMNS}, "
-    "hour, latency_us, latency_bin, state, search, tags, has_notes, labels"
+    "hour, latency_us, latency_bin, state, search, tags, has_notes, labels, " + ", ".join(quality.COLUMNS)
 )
 
 
@@ -260,6 +286,8 @@ class PostgresJournal:
                         db.execute("CREATE TABLE patter_dash_schema (version INTEGER NOT NULL, migrated_at TIMESTAMPTZ NOT NULL DEFAULT now())")
                     for reached, script in enumerate(MIGRATIONS[version:], version + 1):
                         db.execute(script)  # several statements: the simple query protocol takes them at once
+                        if reached in _FILLS:
+                            _FILLS[reached](db)
                         db.execute("INSERT INTO patter_dash_schema (version) VALUES (%s)", (reached,))
             finally:
                 db.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK,))
@@ -354,7 +382,7 @@ class PostgresJournal:
                     (
                         call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
                         call.meta_value("provider_mode") or "", *counted, freeze(call), call.search_text(),
-                        _tags_column(call.tags), bool(call.notes), _labels_column(call),
+                        _tags_column(call.tags), bool(call.notes), _labels_column(call), *quality.columns(call),
                     )
                     for call, done, counted in batch.snapshots
                 ]

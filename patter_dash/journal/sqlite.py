@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..model import search
+from ..model import quality, search
 from ..model.records import Call
 from . import Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
@@ -121,6 +121,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER calls_fts_delete AFTER DELETE ON calls BEGIN
         INSERT INTO calls_fts (calls_fts, rowid, search) VALUES ('delete', old.rowid, old.search);
     END
+    """,
+    # 7: conversation quality (model/quality.py), for its range filters (filled from the state blobs)
+    """
+    ALTER TABLE calls ADD COLUMN interruptions INTEGER;
+    ALTER TABLE calls ADD COLUMN dead_air_ms INTEGER;
+    ALTER TABLE calls ADD COLUMN talk_over_ms INTEGER;
+    ALTER TABLE calls ADD COLUMN tool_failures INTEGER;
     """,
 )
 #: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
@@ -457,12 +464,12 @@ class SQLiteJournal:
                 rows.append((
                     call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
                     call.meta_value("provider_mode") or "", *counted, freeze(call), call.search_text(),
-                    _tags_column(call.tags), 1 if call.notes else 0, _labels_column(call),
+                    _tags_column(call.tags), 1 if call.notes else 0, _labels_column(call), *quality.columns(call),
                 ))
             db.executemany(
                 f"INSERT OR REPLACE INTO calls (call_id, done, started_at, status, direction, caller, callee, "
-                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state, search, tags, has_notes, labels) "
-                f"VALUES ({', '.join('?' * 23)})",
+                f"provider_mode, {_NUMBER_COLUMNS}, hour, latency_us, latency_bin, state, search, tags, has_notes, labels, "
+                f"{', '.join(quality.COLUMNS)}) VALUES ({', '.join('?' * (23 + len(quality.COLUMNS)))})",
                 rows,
             )
             # The snapshot holds what these events did; they were all applied before it was taken.
@@ -772,6 +779,12 @@ def _labels_column(call: Call) -> str:
 
 def _filling(column: str, compute: Callable[[Call], Any]) -> Callable[[sqlite3.Connection], None]:
     """A migration step that computes a new column for the calls an older file holds, from their state blobs."""
+    return _filling_columns((column,), lambda call: (compute(call),))
+
+
+def _filling_columns(names: tuple[str, ...], compute: Callable[[Call], tuple[Any, ...]]) -> Callable[[sqlite3.Connection], None]:
+    """:func:`_filling` for several columns computed together."""
+    assignments = ", ".join(f"{name} = ?" for name in names)
 
     def fill(db: sqlite3.Connection) -> None:
         last = 0
@@ -779,13 +792,14 @@ def _filling(column: str, compute: Callable[[Call], Any]) -> Callable[[sqlite3.C
             rows = db.execute("SELECT rowid, state FROM calls WHERE rowid > ? ORDER BY rowid LIMIT 500", (last,)).fetchall()
             if not rows:
                 return
-            db.executemany(f"UPDATE calls SET {column} = ? WHERE rowid = ?", [(compute(thaw(state)), rowid) for rowid, state in rows])
+            db.executemany(f"UPDATE calls SET {assignments} WHERE rowid = ?", [(*compute(thaw(state)), rowid) for rowid, state in rows])
             last = rows[-1][0]
 
     return fill
 
 
 _FILLS[5] = _filling("labels", _labels_column)
+_FILLS[7] = _filling_columns(quality.COLUMNS, quality.columns)
 
 
 def _statements(script: str) -> Iterator[str]:

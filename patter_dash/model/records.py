@@ -238,7 +238,7 @@ class Call:
         "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at",
         "duration", "cost", "percentiles", "meta", "turns", "transcript", "extra",
         "flags", "status_history", "ended_by_end_event", "seq", "turn_mark",
-        "text_chars", "dropped_lines", "last_event_at", "done", "tags", "notes", "rating",
+        "text_chars", "dropped_lines", "last_event_at", "done", "tags", "notes", "rating", "quality",
     )
 
     def __init__(self, call_id: str, started_at: float) -> None:
@@ -275,6 +275,8 @@ class Call:
         self.tags: tuple[str, ...] = ()
         self.notes = ""
         self.rating: int | None = None
+        #: What the call's recording measured (model/quality.py's RECORDED figures), or None: not measured.
+        self.quality: dict[str, Any] | None = None
 
     # --------------------------------------------------------- derived values
 
@@ -451,6 +453,8 @@ def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, A
     ``metrics`` (Patter's CallMetrics shape, for Patter clients) is left out of
     live events, where every byte is sent to every subscriber.
     """
+    from .quality import figures  # here: quality reads the timeline this module defines
+
     meta = call.meta_value
     return {
         "call_id": call.call_id,
@@ -473,6 +477,7 @@ def summary(call: Call, now: float, *, with_metrics: bool = True) -> dict[str, A
         "tags": list(call.tags),
         "notes": call.notes,
         "rating": call.rating,
+        "quality": figures(call),
         **({"metrics": metrics_view(call, full=False)} if with_metrics else {}),
     }
 

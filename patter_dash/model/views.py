@@ -136,6 +136,19 @@ class StatusChange(_Record):
     at: Annotated[float, Meta(description="Epoch seconds.")]
 
 
+class Quality(_Record):
+    """Conversation quality (model/quality.py): from the call's recording once measured, else from its events."""
+
+    talk_over_ms: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(description="Both channels speaking at once; null from events (they cannot tell).")]
+    dead_air_ms: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(description="Silences longer than 1,500 ms: in the recording both channels quiet between the first and last word; from events, responses slower than that, each counted whole.")]
+    dead_air_count: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(description="How many such silences.")]
+    interruptions: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(description="The caller barging in: caller speech starting while the agent speaks (recording), barge-ins (events).")]
+    first_word_ms: Annotated[Annotated[int, Meta(ge=0)] | None, Meta(description="The agent's first word: from the recording's start (recording), the first turn's response latency (events); null when unknown.")]
+    tool_calls: Annotated[int, Meta(ge=0, description="Tool invocations (a call and its result are one).")]
+    tool_failures: Annotated[int, Meta(ge=0, description="Tool invocations whose result is an object with a non-empty error (Patter's {\"error\": ..., \"fallback\": true}).")]
+    source: Annotated[Literal["recording", "events"], Meta(description="Where the first five figures come from.")]
+
+
 class CallSummary(_Record):
     """The light view of a call: what the history table shows, without transcript or turns."""
 
@@ -176,6 +189,7 @@ class CallSummary(_Record):
     tags: Annotated[list[Tag], Meta(max_length=MAX_TAGS, description="Labels an operator gave the call (PATCH); [] when none.")]
     notes: Annotated[str, Meta(max_length=MAX_NOTES, description="An operator's notes (PATCH); empty when none.")]
     rating: Annotated[Annotated[int, Meta(ge=1, le=5)] | None, Meta(description="An operator's rating, 1-5 (PATCH); null when none.")]
+    quality: Quality
     metrics: CallMetricsRecord
 
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..core import providers
+from ..core import conversation, providers
 from ..core.pipeline import Pipeline, paced
 from ..model import jsoncodec, records
 from ..model.annotations import parse_patch
@@ -304,6 +304,13 @@ def provider_comparison() -> Response:
     """
     flt = params.call_filter(request.args)
     return jsonify(data=providers.compare(current_dashboard().pipeline, flt))
+
+
+@bp.get("/analytics/quality")
+def conversation_quality() -> Response:
+    """Conversation quality over the finished calls the history filters choose (see :mod:`patter_dash.core.conversation`)."""
+    flt = params.call_filter(request.args)
+    return jsonify(data=conversation.totals(current_dashboard().pipeline, flt))
 
 
 @bp.get("/health")

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, request
 
-from ..model import jsoncodec, records
+from ..model import jsoncodec, quality, records
 from . import params
 from .bodies import StreamStats, describe, guarded, shutdown_socket
 from .context import current_dashboard
@@ -45,6 +45,8 @@ CSV_COLUMNS = (
     "latency_avg_ms", "latency_p95_ms", "turn_count", "provider_mode",
     "stt_provider", "tts_provider", "llm_provider", "telephony_provider", "flags",
     "tags", "rating", "notes",
+    # Conversation quality (model/quality.py), last: columns added at the end leave older readers' positions alone.
+    *quality.FIELDS, "quality_source",
 )
 #: What a spreadsheet runs as a formula when a cell starts with it.
 FORMULA_TRIGGERS = ("=", "+", "-", "@")
@@ -122,6 +124,8 @@ def csv_row(call: Call) -> list[str]:
         safe_cell(", ".join(call.tags)),  # no tag holds a comma (model/annotations.py)
         "" if call.rating is None else str(call.rating),
         safe_cell(call.notes),
+        *(_number(s["quality"][k]) for k in quality.FIELDS),
+        s["quality"]["source"],
     ]
 
 

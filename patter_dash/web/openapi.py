@@ -190,7 +190,13 @@ def parameters() -> dict[str, Schema]:
                 + (" Not below min_" + name + "." if side == "max" else ""),
             )
             for name, (top, unit), what in (
-                (n, params.RANGES[n], w) for n, w in (("duration", "duration"), ("cost", "total cost"), ("latency", "response latency"))
+                (n, params.RANGES[n], w) for n, w in (
+                    ("duration", "duration"), ("cost", "total cost"), ("latency", "response latency"),
+                    ("interruptions", "number of interruptions (quality.interruptions)"),
+                    ("dead_air", "dead air (quality.dead_air_ms)"),
+                    ("talk_over", "talk-over (quality.talk_over_ms: measured recordings only)"),
+                    ("tool_failures", "number of failed tool calls (quality.tool_failures)"),
+                )
             )
             for side in ("min", "max")
         },
@@ -243,6 +249,8 @@ def parameters() -> dict[str, Schema]:
 FILTERS = (
     "status", "direction", "from", "to", "q", "provider_mode", "tag", "has_notes",
     "min_duration", "max_duration", "min_cost", "max_cost", "min_latency", "max_latency", "provider", "model",
+    "min_interruptions", "max_interruptions", "min_dead_air", "max_dead_air", "min_talk_over", "max_talk_over",
+    "min_tool_failures", "max_tool_failures",
 )
 
 
@@ -371,6 +379,18 @@ def paths(settings: Settings) -> dict[str, Schema]:
                 "minute and per call, failure rate (failed, no-answer, busy, timeout), and P50/P95/P99 of the stage's "
                 "latency and of the response latency. Percentiles are exact, over calls (each call's mean), by nearest "
                 "rank: the ⌈p/100·n⌉-th smallest value. The answer is computed once per change of history."
+            ),
+        ),
+        f"{V1}/analytics/quality": _get(
+            "getQuality", "analytics",
+            json_body({"type": "object"}, "Quality totals, averages and counts over the matching finished calls."),
+            FILTERS,
+            description=(
+                "Conversation quality over every finished call matching the filters: totals and averages of talk-over, "
+                "dead air, interruptions, the agent's time to first word, tool calls and failed tool calls, the calls "
+                "with dead air, interruptions or failed tools, and how many were measured from their recording (the "
+                "others from their events). An average is over the calls that have the figure. Computed once per "
+                "change of history."
             ),
         ),
         f"{V1}/export/csv": _get(
@@ -632,15 +652,41 @@ def _recording_paths() -> dict[str, Schema]:
                 "413": error("Larger than PATTER_DASH_RECORDING_MAX_BYTES."),
             },
         }
-        return {"get": get["get"], "put": put}, get_peaks
+        get_quality = _get(
+            f"getRecordingQuality{suffix}", "recordings",
+            json_body(measured, "The recording's quality figures (ms and counts); data null and recorded false when the "
+                      "call has no recording, measured false for a mono recording."),
+            (id_param,),
+            errors={**(BAD_PARAM if by_query else {}), "404": missing(".")},
+            description=(
+                f"Conversation quality measured from the call's stereo recording{form} (a frame-energy voice activity "
+                "detector per channel, see the README): talk-over, dead air, interruptions, time to first word, and each "
+                "side's speech time. Computed once per file; a finished call keeps the figures (its summary's quality "
+                "block, the filters, exports and analytics read them from then on)."
+            ),
+        )
+        return {"get": get["get"], "put": put}, get_peaks, get_quality
 
-    path_ops, path_peaks = operations("", "call_id", False)
-    query_ops, query_peaks = operations("ById", "id", True)
+    measured = {
+        "type": "object",
+        "properties": {"recorded": {"type": "boolean"}, "measured": {"type": "boolean"}, "reason": {"type": "string"},
+                       "data": {"type": ["object", "null"], "properties": {
+                           "call_id": {"type": "string"},
+                           **{k: {"type": ["integer", "null"], "minimum": 0} for k in (
+                               "talk_over_ms", "dead_air_ms", "dead_air_count", "interruptions", "first_word_ms",
+                               "caller_speech_ms", "agent_speech_ms", "duration_ms")},
+                           "method": {"type": "string"},
+                       }}},
+    }
+    path_ops, path_peaks, path_quality = operations("", "call_id", False)
+    query_ops, query_peaks, query_quality = operations("ById", "id", True)
     return {
         f"{V1}/calls/{{call_id}}/recording": path_ops,
         f"{V1}/calls/{{call_id}}/recording/peaks": path_peaks,
+        f"{V1}/calls/{{call_id}}/recording/quality": path_quality,
         f"{V1}/call/recording": query_ops,
         f"{V1}/call/recording/peaks": query_peaks,
+        f"{V1}/call/recording/quality": query_quality,
     }
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from ..core.store import CallFilter
-from ..model import search
+from ..model import quality, search
 from ..model.annotations import MAX_TAG_LENGTH
 from ..model.redact import hash_query
 from .context import current_dashboard
@@ -108,7 +108,10 @@ def _query(q: str | None) -> str | None:
 
 
 #: Range filters: name → (highest value accepted, its unit). ``min_<name>`` and ``max_<name>``, both included.
-RANGES = {"duration": (10 * 86_400.0, "seconds"), "cost": (1_000_000.0, "USD"), "latency": (3_600_000.0, "ms")}
+RANGES = {
+    "duration": (10 * 86_400.0, "seconds"), "cost": (1_000_000.0, "USD"), "latency": (3_600_000.0, "ms"),
+    **{name: (top, unit) for name, (_, top, unit) in quality.FILTERS.items()},
+}
 
 
 def number_range(args: Mapping[str, str], name: str) -> tuple[float | None, float | None]:
@@ -148,6 +151,7 @@ def call_filter(args: Mapping[str, str]) -> CallFilter:
         latency=number_range(args, "latency"),
         provider=text(args, "provider", 64),
         model=text(args, "model", 128),
+        **{name: number_range(args, name) for name in quality.FILTERS},
     )
 
 

@@ -25,8 +25,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
+from ..core import speech
 from ..core.cooperative import offload
+from ..core.pipeline import JournalDown, QueueFull
 from ..core.recordings import HEADER_BYTES, BadWav, Located, NotAvailable, Recordings, compute_peaks, read_header
+from ..model import quality
 from ..model.records import Call
 from . import auth, params
 from .bodies import describe, guarded, shutdown_socket
@@ -142,23 +145,71 @@ def peaks(call_id: str) -> Response | tuple[Response, int]:
     located = _open(call, quiet_if_none=True)
     if not isinstance(located, Located):
         return located
-    recordings: Recordings = current_dashboard().recordings
     try:
-        view = recordings.cached_peaks(located)
-        if view is None:
-            key = (*located.identity, located.size)
-            lock = recordings.computing.setdefault(key, threading.Lock())  # a greenlet's lock under gevent: waiting yields
-            try:
-                with lock:
-                    view = recordings.cached_peaks(located)
-                    if view is None:
-                        view = offload(compute_peaks, located.fd, located.info)
-                        recordings.keep_peaks(located, view)
-            finally:
-                recordings.computing.pop(key, None)
+        view = _once(located, "peaks", compute_peaks)
+        if call.quality is None and not call.active and located.info.channels == 2:
+            # The detail asks every call for its peaks: a finished call's quality is measured the first time.
+            _measure(call, located)
     finally:
         located.close()
     return jsonify(data={"call_id": call.call_id, **view}, recorded=True)
+
+
+def _once(located: Located, kind: str, compute: Any) -> dict[str, Any]:
+    """``compute(fd, info)`` for this version of the file, once: cached, and a second asker waits for the first."""
+    recordings: Recordings = current_dashboard().recordings
+    view = recordings.cached_peaks(located, kind)
+    if view is not None:
+        return view
+    key = (kind, *located.identity, located.size)
+    lock = recordings.computing.setdefault(key, threading.Lock())  # a greenlet's lock under gevent: waiting yields
+    try:
+        with lock:
+            view = recordings.cached_peaks(located, kind)
+            if view is None:
+                view = offload(compute, located.fd, located.info)
+                recordings.keep_peaks(located, view, kind)
+    finally:
+        recordings.computing.pop(key, None)
+    return view
+
+
+def _measure(call: Call, located: Located) -> dict[str, Any]:
+    """The recording's quality figures (once per file version), stored in the call when they differ from what it holds.
+
+    Stored as an event of the call (journaled, announced as ``call_updated``), so
+    the filters, exports and analytics read them. A journal that cannot be
+    written leaves the call as it was: the figures are still answered.
+    """
+    figures = _once(located, "quality", speech.analyse)
+    kept = quality.measured(figures)
+    if call.quality != kept and not call.active:
+        try:
+            current_dashboard().pipeline.annotate(call.call_id, {"quality": kept})
+        except (JournalDown, QueueFull) as exc:
+            log.warning("patter-dash: the quality of call %r was measured but not stored: %s", call.call_id, exc)
+    return figures
+
+
+@bp.get("/calls/<anypath:call_id>/recording/quality")
+def recording_quality(call_id: str) -> Response | tuple[Response, int]:
+    """What the call's recording measures (model/quality.py, core/speech.py); the call keeps the figures."""
+    call = _call(call_id)
+    if call is None:
+        return _not_found("Call not found")
+    located = _open(call, quiet_if_none=True)
+    if not isinstance(located, Located):
+        return located
+    try:
+        if located.info.channels != 2:
+            return jsonify(data=None, recorded=True, measured=False, reason="a mono recording does not tell the caller from the agent")
+        if call.active:
+            figures = _once(located, "quality", speech.analyse)  # a live call's file is still growing: not stored
+        else:
+            figures = _measure(call, located)
+    finally:
+        located.close()
+    return jsonify(data={"call_id": call.call_id, **figures}, recorded=True, measured=True)
 
 
 @bp.put("/calls/<anypath:call_id>/recording")
@@ -207,6 +258,14 @@ def upload(call_id: str) -> Response | tuple[Response, int]:
                 pass
     data = {"call_id": call.call_id, "bytes": size, "channels": info.channels,
             "sample_rate": info.sample_rate, "duration": round(info.duration, 3)}
+    if info.channels == 2 and not call.active:
+        # Uploaded once the call ended (DashboardClient): measured now, so filters and analytics have it.
+        located = _open(call, quiet_if_none=True)
+        if isinstance(located, Located):
+            try:
+                _measure(call, located)
+            finally:
+                located.close()
     return jsonify(data=data), 200 if replaced else 201
 
 
@@ -239,6 +298,8 @@ def _other_method(call_id: str = "") -> None:
 bp.add_url_rule("/calls/<anypath:call_id>/recording", "recording_method_fallback", _other_method, methods=["POST", "PATCH", "DELETE"])
 bp.add_url_rule("/calls/<anypath:call_id>/recording/peaks", "peaks_method_fallback", _other_method,
                 methods=["POST", "PUT", "PATCH", "DELETE"])
+bp.add_url_rule("/calls/<anypath:call_id>/recording/quality", "quality_method_fallback", _other_method,
+                methods=["POST", "PUT", "PATCH", "DELETE"])
 
 
 def _query_id() -> str:
@@ -257,6 +318,11 @@ def recording_by_id() -> Response | tuple[Response, int]:
 @bp.get("/call/recording/peaks")
 def peaks_by_id() -> Response | tuple[Response, int]:
     return peaks(_query_id())
+
+
+@bp.get("/call/recording/quality")
+def quality_by_id() -> Response | tuple[Response, int]:
+    return recording_quality(_query_id())
 
 
 @bp.put("/call/recording")

@@ -62,6 +62,8 @@ export class AnalyticsView {
     this.charts = { cost: null, latency: null };
     this.getOverview = latestOnly();
     this.getCosts = latestOnly();
+    this.getQuality = latestOnly();
+    this.quality = null;
     this.refreshSoon = throttle(() => this.refresh(), 3000, 1000);
     // "Last 24 h" slides with the clock: refresh once a minute while shown, even without new calls.
     setInterval(() => this.invalidate(), 60000);
@@ -151,12 +153,14 @@ export class AnalyticsView {
     this.stale = false;
     const period = this.period();
     try {
-      const [ov, costs] = await Promise.all([
+      const [ov, costs, quality] = await Promise.all([
         this.getOverview(withParams(urls.overview, period)),
         this.getCosts(withParams(urls.costs, { ...period, bucket: this.bucket })),
+        this.getQuality(withParams(urls.quality, period)),
       ]);
       this.overview = (ov && ov.data) || null;
       this.costs = (costs && costs.data) || null;
+      this.quality = (quality && quality.data) || null;
       this.els.error.hidden = true;
       schedule("analytics", () => this.draw());
     } catch (err) {
@@ -174,6 +178,37 @@ export class AnalyticsView {
     this.drawLatencyChart();
     this.drawDonut();
     this.drawText();
+    this.drawQuality();
+  }
+
+  /** The conversation-quality card: totals and averages over the period's finished calls. */
+  drawQuality() {
+    const q = this.quality;
+    const list = document.getElementById("pd-chart-quality");
+    const summary = document.getElementById("pd-chart-quality-summary");
+    if (!list) return;
+    if (!q || !q.calls_analyzed) {
+      setText(summary, "No finished calls in this period.");
+      fill(list);
+      return;
+    }
+    const avg = q.averages || {};
+    const totals = q.totals || {};
+    const withFigure = q.calls_with || {};
+    const rate = num(q.tool_failure_rate);
+    setText(summary, `${fmt.num(q.calls_analyzed)} calls, ${fmt.num(q.from_recordings)} measured from their recording `
+      + `(the others from their events). Dead air: silences over ${fmt.ms(q.dead_air_threshold_ms)}.`);
+    const items = [
+      ["Interruptions", `${fmt.num(totals.interruptions)} in ${fmt.num(withFigure.interruptions)} calls`],
+      ["Dead air", `${fmt.num(totals.dead_air_count)} silences in ${fmt.num(withFigure.dead_air)} calls`],
+      ["Avg dead air per call", fmt.ms(avg.avg_dead_air_ms)],
+      ["Avg talk-over", fmt.ms(avg.avg_talk_over_ms)],
+      ["Avg first word", fmt.ms(avg.avg_first_word_ms)],
+      ["Tool calls", fmt.num(totals.tool_calls)],
+      ["Failed tool calls", `${fmt.num(totals.tool_failures)}${rate === null ? "" : ` (${fmt.num1(rate * 100)} %)`}`],
+      ["Calls with failed tools", fmt.num(withFigure.tool_failures)],
+    ];
+    fill(list, items.map(([k, v]) => h("div", { class: "pd-fact" }, h("dt", null, k), h("dd", null, v))));
   }
 
   /** "Show data table" ⇄ "Hide data table" for the chart whose button was pressed. */

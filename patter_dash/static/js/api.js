@@ -20,6 +20,7 @@ export const urls = Object.freeze({
   overview: ds.apiOverview,
   costs: ds.apiCosts,
   providers: ds.apiProviders,
+  quality: ds.apiQuality,
   health: ds.apiHealth,
   alerts: ds.apiAlerts,
   exportCsv: ds.exportCsv,

@@ -240,9 +240,24 @@ export class DetailView {
       ["Total cost", fmt.money(cost)],
       call.error_code ? ["Error code", h("code", { class: "pd-error-code" }, String(call.error_code))] : null,
       ["Cost per minute", cost !== null && num(call.duration_seconds) ? fmt.money(cost / (call.duration_seconds / 60)) : fmt.DASH],
+      ...this.quality(call.quality),
     ];
     return h("dl", { class: "pd-facts" },
       items.filter(Boolean).map(([k, v]) => h("div", { class: "pd-fact" }, h("dt", null, k), h("dd", null, v))));
+  }
+
+  /** Conversation quality facts (model/quality.py); the source says whether the recording was measured. */
+  quality(q) {
+    if (!q) return [];
+    const from = q.source === "recording" ? "recording" : "events";
+    const deadAir = num(q.dead_air_count) ? `${fmt.ms(q.dead_air_ms)} (${fmt.num(q.dead_air_count)}×)` : "None";
+    return [
+      ["Interruptions", fmt.num(q.interruptions)],
+      ["Dead air", deadAir],
+      ["Talk-over", q.talk_over_ms === null ? `${fmt.DASH} (from ${from})` : fmt.ms(q.talk_over_ms)],
+      ["First word", fmt.ms(q.first_word_ms)],
+      ["Tool calls", num(q.tool_calls) ? `${fmt.num(q.tool_calls)}, ${fmt.num(q.tool_failures)} failed` : "None"],
+    ];
   }
 
   costs(call) {
