@@ -25,7 +25,7 @@ import requests
 from patter_dash.core import speech
 from patter_dash.core.recordings import read_header
 from patter_dash.model import quality
-from tests.conftest import post
+from tests.conftest import post, wait_for
 from tests.speech import make_conversation
 from tests.test_analytics_providers import _app, _details, _get, _pipeline, _submit
 
@@ -275,15 +275,22 @@ def test_the_recording_is_measured_once_and_the_call_keeps_its_figures(live_serv
     post(server, "turn", {"call_id": "q-1", "turn": {"turn_index": 0, "user_text": "", "agent_text": "Hello",
                                                       "latency": {"agent_response_ms": 900.0}}})
     post(server, "call_end", {"call_id": "q-1", "ended_at": started + 9.0, "recording_path": "q-1.wav"})
-    before = server.get("/api/v1/calls/q-1").json()["data"]["quality"]
-    assert before["source"] == "events" and before["first_word_ms"] == 900
+    # Measured once the call ends, though nobody opens it: the record, filters and exports read the audio's figures.
+    wait_for(lambda: server.get("/api/v1/calls/q-1").json()["data"]["quality"]["source"] == "recording", timeout=15)
+    after = server.get("/api/v1/calls/q-1").json()["data"]["quality"]
+    _close(after, {k: EXPECTED[k] for k in quality.RECORDED})
     answer = server.get("/api/v1/calls/q-1/recording/quality")
     assert answer.status_code == 200, answer.text
     assert answer.json()["measured"] is True
     _close(answer.json()["data"], EXPECTED)
-    after = server.get("/api/v1/calls/q-1").json()["data"]["quality"]
-    assert after["source"] == "recording"
-    _close(after, {k: EXPECTED[k] for k in quality.RECORDED})
+    assert server.get("/api/v1/calls/q-1").json()["data"]["quality"] == after  # opening it measures nothing new
+    # A call with turns and no recording keeps the events' estimate.
+    post(server, "call_start", {"call_id": "q-3", "started_at": started})
+    post(server, "turn", {"call_id": "q-3", "turn": {"turn_index": 0, "user_text": "", "agent_text": "Hello",
+                                                      "latency": {"agent_response_ms": 900.0}}})
+    post(server, "call_end", {"call_id": "q-3", "ended_at": started + 5.0})
+    estimate = server.get("/api/v1/calls/q-3").json()["data"]["quality"]
+    assert estimate["source"] == "events" and estimate["first_word_ms"] == 900
     assert server.get("/api/v1/calls", params={"min_talk_over": 500}).json()["data"][0]["call_id"] == "q-1"
     assert server.get("/api/v1/call/recording/quality", params={"id": "q-1"}).json()["data"] == answer.json()["data"]
     # A call without a recording: nothing to measure, not an error; one unknown: 404 JSON; a write method: 405.

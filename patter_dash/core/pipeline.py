@@ -465,6 +465,15 @@ class Pipeline:
         result = self._operate(ANNOTATE, (call_id, changes), timeout)
         return None if result is NOT_FOUND else result  # type: ignore[no-any-return]
 
+    def annotate_soon(self, call_id: str, changes: dict[str, Any]) -> None:
+        """:meth:`annotate` without waiting for it, from any thread (a native one that measured a recording).
+
+        Kept in the queue while the journal is down, like any event; a call
+        deleted meanwhile is simply not found.
+        """
+        self._queue.append(Pending(ANNOTATE, (call_id, changes)))
+        self._wake()
+
     def _operate(self, kind: str, data: Any, timeout: float) -> Any:
         """Queue an operation for the writer (deletions go through the one writer, in order with events) and wait."""
         if self.journal_error is not None:

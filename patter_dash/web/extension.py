@@ -19,6 +19,7 @@ from flask import Flask
 
 from ..config import Settings, check_names, load_settings
 from ..core.cooperative import in_background
+from ..core.measuring import RecordingMeasurer
 from ..core.pipeline import Pipeline
 from ..core.recordings import UPLOAD_DIR, Recordings
 from ..core.store import CallStore
@@ -54,6 +55,7 @@ class PatterDashboard:
         #: What follows Patter's call logs into this dashboard (patter_dash/run/follow.py), when the server was told to.
         self.follower: Any = None
         self.recordings = Recordings((), None)
+        self.measurer: RecordingMeasurer | None = None
         if app is not None:
             self.init_app(app)
 
@@ -83,6 +85,7 @@ class PatterDashboard:
         self.recordings = Recordings(recording_roots(s), upload_dir(s))
         # What was said goes with the call, however it was deleted (by id, by date, retention).
         self.pipeline.on_deleted.append(lambda ids: in_background(self.recordings.remove_uploads, ids))
+        self.measurer = RecordingMeasurer(self.pipeline, self.recordings)
         self.metrics = Metrics(self.pipeline)  # this app's own registry: two dashboards in a process never clash
         self.alerts = Alerts(self.pipeline, alerts) if alerts is not None else None
         app.extensions[EXTENSION_KEY] = self
