@@ -396,3 +396,29 @@ def test_metadata_replaced_while_being_read_is_read_whole(tmp_path: Path, monkey
         stop.set()
         writer.join()
     assert set(seen) == {"in_progress", "completed"}, seen  # both versions were read, whole
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")), reason="make system-deps installs espeak-ng and sox")
+def test_an_imported_calls_recording_gives_its_quality_without_opening_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_server):
+    """Patter names the recording in metadata.json (relative to the agent's directory, under the log root here)."""
+    from tests.test_recordings import make_recording
+
+    monkeypatch.setenv("PATTER_LOG_RETENTION_DAYS", "0")
+    root = tmp_path / "logs"
+    logger = CallLogger(root)
+    logger.log_call_start("CA-rec", caller="+15550001111", callee="+15559990000", direction="inbound")
+    logger.log_turn("CA-rec", turn(0, "", "Hello, Acme support."))
+    make_recording(root / "audio", "CA-rec.wav")  # the caller speaks at 0 s, the agent at 2 s: no talk-over
+    end_call(logger, "CA-rec", duration=4.0, turns=1, recording="audio/CA-rec.wav")
+    simple_call(logger, "CA-plain")  # no recording: the events' estimate stays
+    db = tmp_path / "data" / "history.db"
+    done = run_import(root, db)
+    assert done.returncode == 0, done.stderr
+    assert "1 recordings measured" in done.stdout, done.stdout
+
+    server = live_server(PATTER_DASH_DB=str(db))  # no recordings root: the figures are the call's own now
+    measured = server.get("/api/v1/call", params={"id": "CA-rec"}).json()["data"]["quality"]
+    assert measured["source"] == "recording" and measured["talk_over_ms"] == 0
+    assert server.get("/api/v1/call", params={"id": "CA-plain"}).json()["data"]["quality"]["source"] == "events"
+    listed = server.get("/api/v1/calls", params={"max_talk_over": 0}).json()["data"]
+    assert [c["call_id"] for c in listed] == ["CA-rec"]  # the filters read the recording's figures

@@ -29,11 +29,12 @@ log = logging.getLogger("patter_dash")
 class RecordingMeasurer:
     """Watches a pipeline's calls end and measures their recordings (see the module's docstring)."""
 
-    def __init__(self, pipeline: Pipeline, recordings: Recordings) -> None:
+    def __init__(self, pipeline: Pipeline, recordings: Recordings, *, watch: bool = True) -> None:
         self.pipeline = pipeline
         self.recordings = recordings
         self.measured = 0
-        pipeline.watchers.append(self.watch)
+        if watch:  # the import command measures what it imported itself, once it is all in (it waits; a server never)
+            pipeline.watchers.append(self.watch)
 
     def watch(self, call: Call, completed: bool, ended: bool) -> None:
         """Told under the store's lock: only decides, the work is handed to a native thread."""
@@ -42,22 +43,29 @@ class RecordingMeasurer:
         in_background(self.measure, call.call_id, call.started_at, call.meta_value("recording_path"))
 
     def measure(self, call_id: str, started_at: float | None, recording_path: object) -> None:
-        """On a native thread: open, analyse, hand the figures to the writer; never raises (nobody waits)."""
+        """On a native thread: analyse, hand the figures to the writer; never raises (nobody waits)."""
+        kept = self.analyse(call_id, started_at, recording_path)
+        if kept is not None:
+            self.pipeline.annotate_soon(call_id, {"quality": kept})
+
+    def analyse(self, call_id: str, started_at: float | None, recording_path: object) -> dict[str, object] | None:
+        """The figures a call keeps from its recording (:func:`~patter_dash.model.quality.measured`), or None:
+        no recording, one never served, a mono one, or one that cannot be read (logged). Blocks: not on the loop."""
         try:
             located = self.recordings.open(call_id, started_at, recording_path)
         except NotAvailable:
-            return  # no recording, or one that is never served: the events' figures stand
+            return None  # no recording, or one that is never served: the events' figures stand
         except Exception:
             log.exception("patter-dash: the recording of call %r could not be opened to measure it", call_id)
-            return
+            return None
         try:
             if located.info.channels != 2:
-                return  # a mono recording does not tell the caller from the agent
+                return None  # a mono recording does not tell the caller from the agent
             figures = speech.analyse(located.fd, located.info)
         except Exception:
             log.exception("patter-dash: the recording of call %r could not be measured", call_id)
-            return
+            return None
         finally:
             located.close()
-        self.pipeline.annotate_soon(call_id, {"quality": quality.measured(figures)})
         self.measured += 1
+        return quality.measured(figures)

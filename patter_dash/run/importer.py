@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..config import ConfigError, Settings
+from ..core.measuring import RecordingMeasurer
 from ..core.pipeline import Pipeline, QueueFull
+from ..core.recordings import Recordings
 from ..journal import JournalUnavailable, open_journal
 from ..model import records
 from ..model.events import Event
@@ -38,6 +40,8 @@ class Summary:
     #: Lines or files left out of calls that were imported.
     problems: list[tuple[str, str]] = field(default_factory=list)
     folders: int = 0
+    #: Imported calls whose recording gave their quality figures (:class:`~patter_dash.core.measuring.RecordingMeasurer`).
+    measured: int = 0
 
     def lines(self) -> list[str]:
         out = [
@@ -45,6 +49,8 @@ class Summary:
             f"{self.in_progress} in progress (imported as live calls; import again once they end), "
             f"{len(self.skipped)} skipped"
         ]
+        if self.measured:
+            out.append(f"  {self.measured} recordings measured (conversation quality)")
         out += [f"  skipped {path}: {why}" for path, why in self.skipped]
         if self.problems:
             out.append(f"  {len(self.problems)} lines or files left out of imported calls:")
@@ -81,11 +87,16 @@ def call_folders(root: str) -> Iterator[str]:
 class Importer:
     """Feeds call folders into one pipeline; a follower can hold one and call :meth:`add` per folder."""
 
-    def __init__(self, pipeline: Pipeline, *, retention_days: float = 0) -> None:
+    def __init__(self, pipeline: Pipeline, *, retention_days: float = 0, note_recorded: bool = False) -> None:
         self.pipeline = pipeline
         self.retention_days = retention_days
         self.summary = Summary()
         self._batch: list[Event] = []
+        #: Finished calls imported with a recording (named by Patter, or beside the log): (call_id, started_at, path).
+        #: Only for the import command, which measures them at the end; a server's follower has them measured as
+        #: they end (core/measuring.py), and must not keep a list that grows for as long as it runs.
+        self.note_recorded = note_recorded
+        self.recorded: list[tuple[str, float, str | None]] = []
 
     def add(self, folder: str) -> CallLog:
         return self.take(read_call(folder))
@@ -114,6 +125,10 @@ class Importer:
             summary.in_progress += 1
         else:
             summary.imported += 1
+        if log.state == "completed" and self.note_recorded:
+            named = next((e.data.get("recording_path") for e in log.events if e.type == "call_end"), None)
+            if named or os.path.exists(os.path.join(folder, "recording.wav")):
+                self.recorded.append((log.call_id, log.started_at, named))
         self._batch += events
         if len(self._batch) >= SUBMIT_EVENTS:
             self.flush()
@@ -180,7 +195,7 @@ def run_import(root: str, db: str, settings: Settings, *, out: TextIO = sys.stdo
     if pipeline.journal_error is not None:
         pipeline.stop()
         raise ConfigError(f"cannot write the history: {pipeline.journal_error}")
-    importer = Importer(pipeline, retention_days=settings.RETENTION_DAYS)
+    importer = Importer(pipeline, retention_days=settings.RETENTION_DAYS, note_recorded=True)
     tty = err.isatty()
     started = time.monotonic()
     try:
@@ -193,6 +208,12 @@ def run_import(root: str, db: str, settings: Settings, *, out: TextIO = sys.stdo
                 err.write(f"\r[{'#' * done}{'.' * (width - done)}] {n}/{len(folders)} calls")
                 err.flush()
         importer.flush()
+        # Their recordings' quality, once every call is in (an annotation each: journaled like an operator's).
+        measurer = RecordingMeasurer(pipeline, Recordings((root, *settings.RECORDINGS_DIRS), None), watch=False)
+        for call_id, started_at, named in importer.recorded:
+            kept = measurer.analyse(call_id, started_at, named)
+            if kept is not None and pipeline.annotate(call_id, {"quality": kept}, timeout=120.0) is not None:
+                importer.summary.measured += 1
     except (QueueFull, JournalUnavailable) as exc:
         raise ConfigError(f"cannot write the history {db}: {exc}") from None
     finally:
