@@ -306,3 +306,39 @@ def test_the_recording_is_measured_once_and_the_call_keeps_its_figures(live_serv
     server.start()
     kept = server.get("/api/v1/calls/q-1").json()["data"]["quality"]
     assert kept == after
+
+
+# ------------------------------------------------------------------ the browser
+
+pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import expect  # noqa: E402
+
+from tests.test_ui_browser import browser, open_dashboard, open_page  # noqa: E402,F401  (fixtures)
+
+
+@pytest.mark.timeout(240)
+def test_the_analytics_card_says_the_periods_quality(live_server: Any, open_page: Any) -> None:
+    server = live_server()
+    now = time.time()
+    events = [
+        _start("QU", now - 600), _turn("QU", 0, 640.0), _turn("QU", 1, 2100.0),
+        _tool("QU", 1, "book", None), _tool("QU", 2, "book", json.dumps({"error": "no table", "fallback": True})),
+        _turn("QU", 2, 800.0, interrupted=True), _end("QU", now - 540),
+        _start("QV", now - 300), _turn("QV", 0, 500.0), _end("QV", now - 280),
+    ]
+    server.post_events([{"type": kind, "data": data, "id": key} for kind, data, key in events])
+    answer = server.get("/api/v1/analytics/quality", params={"from": int(now) - 86_400}).json()["data"]
+    assert answer["calls_analyzed"] == 2 and answer["totals"]["interruptions"] == 1 and answer["totals"]["tool_failures"] == 1
+    page, guard = open_page()
+    open_dashboard(page, server.url, "analytics")
+    card = page.locator("#pd-chart-quality")
+
+    def fact(name: str) -> Any:
+        return card.locator(".pd-fact").filter(has=page.locator("dt", has_text=name)).first.locator("dd")
+
+    expect(page.locator("#pd-chart-quality-summary")).to_contain_text("2 calls, 0 measured from their recording")
+    expect(fact("Interruptions")).to_have_text("1 in 1 calls")
+    expect(fact("Tool calls")).to_have_text("1")
+    expect(fact("Failed tool calls")).to_have_text("1 (100 %)")
+    expect(fact("Calls with failed tools")).to_have_text("1")
+    guard.check()
