@@ -10,6 +10,7 @@ broken the ways a real log root gets broken.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -422,3 +423,25 @@ def test_an_imported_calls_recording_gives_its_quality_without_opening_it(tmp_pa
     assert server.get("/api/v1/call", params={"id": "CA-plain"}).json()["data"]["quality"]["source"] == "events"
     listed = server.get("/api/v1/calls", params={"max_talk_over": 0}).json()["data"]
     assert [c["call_id"] for c in listed] == ["CA-rec"]  # the filters read the recording's figures
+
+
+def test_import_shows_its_progress_on_a_terminal_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from patter_dash.config import load_settings
+    from patter_dash.run.importer import run_import as import_logs
+
+    monkeypatch.setenv("PATTER_LOG_RETENTION_DAYS", "0")
+    root = tmp_path / "logs"
+    logger = CallLogger(root)
+    for n in range(3):
+        simple_call(logger, f"CA-p{n}")
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for err, shown in ((Terminal(), True), (io.StringIO(), False)):
+        db = str(tmp_path / f"history-{shown}.db")
+        out = io.StringIO()
+        assert import_logs(str(root), db, load_settings({}, {"DB": db}), out=out, err=err) == 0
+        assert ("[" + "#" * 30 + "] 3/3 calls" in err.getvalue()) is shown  # a log file gets no carriage returns
+        assert "3 call folders: 3 imported" in out.getvalue()
