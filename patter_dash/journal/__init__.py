@@ -8,6 +8,8 @@ default) and :mod:`.postgres` (``PATTER_DASH_DB=postgresql://...``). Every call 
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -15,6 +17,21 @@ from typing import Any, NamedTuple, Protocol
 from ..config import ConfigError
 from ..model.events import Event
 from ..model.records import Call
+
+
+def wait_on_this_thread(seconds: float) -> None:
+    """Sleep the calling OS thread, also under gevent.
+
+    Journals open on a native thread (the pipeline's offload), where gevent's
+    patched ``time.sleep`` builds a hub of its own and may fail outright
+    (``BlockingSwitchOutError``): a worker waiting there for the one a HUP
+    replaces then failed to boot.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("time"):
+        monkey.get_original("time", "sleep")(seconds)
+    else:
+        time.sleep(seconds)
 
 
 class JournalError(ConfigError):

@@ -36,7 +36,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..model import quality, search
 from ..model.records import Call
-from . import Batch, Filter, JournalError, JournalUnavailable, Restored
+from . import Batch, Filter, JournalError, JournalUnavailable, Restored, wait_on_this_thread
 from .codec import freeze, pack_event, thaw, unpack_event
 from .sqlite import SEEN_KEPT, TAG_SEPARATOR, _labels_column, _tags_column
 
@@ -350,7 +350,7 @@ class PostgresJournal:
                     f"the database at {self.path} is in use by another patter-dash server ({holder or 'another process'}). "
                     f"One server writes one database in this release: stop the other, or give this one its own {SETTING}."
                 )
-            time.sleep(0.1)
+            wait_on_this_thread(0.1)
 
     def _unavailable(self, exc: BaseException) -> JournalUnavailable:
         return JournalUnavailable(f"cannot reach PostgreSQL at {self.path} ({SETTING}): {_first_line(exc)}")

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from ..model import quality, search
 from ..model.records import Call
-from . import Batch, Filter, JournalError, JournalUnavailable, Restored
+from . import Batch, Filter, JournalError, JournalUnavailable, Restored, wait_on_this_thread
 from .codec import freeze, pack_event, thaw, unpack_event
 
 #: Schema versions in order; each entry migrates from the one before (index + 1 = version).
@@ -425,7 +425,7 @@ class SQLiteJournal:
                         f"{self.path} is in use by another patter-dash server ({who}). One server writes one "
                         "database: stop the other, or give this one its own PATTER_DASH_DB."
                     ) from None
-                time.sleep(0.1)
+                wait_on_this_thread(0.1)
         if handle.writable():
             handle.seek(0)
             handle.truncate()
