@@ -203,9 +203,9 @@ def build_file(path: str, n: int, *, newest_end: float, spacing: float, tpl: lis
     """``n`` stored calls through SQLiteJournal.commit; the oldest first. Returns ids and times."""
     from patter_dash.core.pipeline import _counted
     from patter_dash.journal import Batch
-    from patter_dash.model.records import Call
+    from patter_dash.model.records import STATE_SLOTS, Call
 
-    slots = Call.__slots__
+    slots = STATE_SLOTS
     journal = fresh_journal(path)
     t0 = time.perf_counter()
     first_start = newest_end - 600 - (n - 1) * spacing

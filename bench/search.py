@@ -76,12 +76,12 @@ def build(path: str, n: int, seed: int) -> dict:
     """``n`` stored calls with varied transcripts through SQLiteJournal.commit; bytes and build time."""
     from patter_dash.core.pipeline import _counted
     from patter_dash.journal import Batch
-    from patter_dash.model.records import Call
+    from patter_dash.model.records import STATE_SLOTS, Call
 
     rng = random.Random(seed)
     words, weights = vocabulary(rng)
     tpl = templates(20, seed)
-    slots = Call.__slots__
+    slots = STATE_SLOTS
     journal = fresh_journal(path)
     t0 = time.perf_counter()
     newest = time.time() - 600

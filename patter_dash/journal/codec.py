@@ -13,12 +13,12 @@ from typing import Any
 import msgspec
 
 from ..model.events import Event
-from ..model.records import Call, intern
+from ..model.records import STATE_SLOTS, Call, intern
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
 
-_SLOTS = Call.__slots__
+_SLOTS = STATE_SLOTS
 
 
 def freeze(call: Call) -> bytes:

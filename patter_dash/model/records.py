@@ -231,15 +231,19 @@ def line_view(line: Line) -> dict[str, Any]:
     return view
 
 
+#: What a call is: the slots :mod:`~patter_dash.journal.codec` stores and copies carry.
+STATE_SLOTS = (
+    "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at",
+    "duration", "cost", "percentiles", "meta", "turns", "transcript", "extra",
+    "flags", "status_history", "ended_by_end_event", "seq", "turn_mark",
+    "text_chars", "dropped_lines", "last_event_at", "done", "tags", "notes", "rating", "quality",
+)
+
+
 class Call:
     """One call, live or finished. Mutated only by the store's writer."""
 
-    __slots__ = (
-        "call_id", "caller", "callee", "direction", "status", "started_at", "ended_at",
-        "duration", "cost", "percentiles", "meta", "turns", "transcript", "extra",
-        "flags", "status_history", "ended_by_end_event", "seq", "turn_mark",
-        "text_chars", "dropped_lines", "last_event_at", "done", "tags", "notes", "rating", "quality",
-    )
+    __slots__ = (*STATE_SLOTS, "_searched")
 
     def __init__(self, call_id: str, started_at: float) -> None:
         self.call_id = call_id
@@ -277,6 +281,8 @@ class Call:
         self.rating: int | None = None
         #: What the call's recording measured (model/quality.py's RECORDED figures), or None: not measured.
         self.quality: dict[str, Any] | None = None
+        # (what the search text was made from, the text): memory's ``q`` folds each call once, not once a query.
+        self._searched: tuple[tuple[Any, ...], str] | None = None
 
     # --------------------------------------------------------- derived values
 
@@ -382,8 +388,17 @@ class Call:
         Fields are a line apart and no term holds a newline, so a term
         found in this text is found inside one field, as in memory.
         """
+        transcript = self.transcript
+        # Every change the store makes to a call bumps ``seq``; the rest guards changes made outside it.
+        made_of = (self.seq, self.call_id, self.caller, self.callee, len(transcript),
+                   transcript[-1] if transcript else None)
+        cached = self._searched
+        if cached is not None and cached[0] == made_of:
+            return cached[1]
         # Folded whole, in one pass (case folding maps each character alone): a field at a time costs twice as much.
-        return search.fold(search.FIELD_SEPARATOR.join(self.search_fields()))
+        text = search.fold(search.FIELD_SEPARATOR.join(self.search_fields()))
+        self._searched = (made_of, text)
+        return text
 
     # ------------------------------------------------------------------ views
 

@@ -244,3 +244,25 @@ def test_invariants_hold_for_any_interleaving(events, retention, range_start, ra
         assert sum(p["calls"] for p in series) == in_range.calls
     for call in store.completed.values():
         assert call.duration_seconds() >= 0
+
+
+_words = st.sampled_from(["Refund", "card", "STRASSE", "+1555", "ok", "account", ""])
+_store_events = st.lists(st.one_of(
+    st.tuples(st.just("transcript"), st.builds(lambda r, t: {"role": r, "text": t}, st.sampled_from(["user", "assistant"]), _words)),
+    st.tuples(st.just("call_start"), st.builds(lambda c: {"caller": c, "callee": c[::-1]}, _words)),
+    st.tuples(st.just("call_end"), st.builds(
+        lambda lines: {"ended_at": time.time(), "conversation_history": [{"role": "user", "text": t} for t in lines]},
+        st.lists(_words, max_size=3))),
+), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_store_events)
+def test_memorys_search_text_follows_every_change_the_store_makes(events) -> None:
+    """``q`` in memory compares a call's folded text, kept between queries: never the text of an earlier state."""
+    store = CallStore()
+    for kind, data in events:
+        call = apply(store, kind, {"call_id": "CA-SEARCH", **data})
+        kept = call.search_text()
+        assert kept == "\n".join(call.search_fields()).casefold()
+        assert call.search_text() is kept  # asked again unchanged, it is not folded again
