@@ -129,6 +129,23 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN talk_over_ms INTEGER;
     ALTER TABLE calls ADD COLUMN tool_failures INTEGER;
     """,
+    # 8: the index keyed by completion number (``done``), not by the row: history's order is the index's own,
+    # so ``q`` reads a common word's newest matches first and stops at the page (and counts from the index
+    # alone) instead of collecting every match to sort it. Contentless: the text is ``calls.search``, which
+    # the delete trigger hands back to take a row's entry out.
+    """
+    DROP TRIGGER calls_fts_insert;
+    DROP TRIGGER calls_fts_delete;
+    DROP TABLE calls_fts;
+    CREATE VIRTUAL TABLE calls_fts USING fts5(search, content='', tokenize='trigram case_sensitive 1');
+    CREATE TRIGGER calls_fts_insert AFTER INSERT ON calls BEGIN
+        INSERT INTO calls_fts (rowid, search) VALUES (new.done, new.search);
+    END;
+    CREATE TRIGGER calls_fts_delete AFTER DELETE ON calls BEGIN
+        INSERT INTO calls_fts (calls_fts, rowid, search) VALUES ('delete', old.done, old.search);
+    END;
+    INSERT INTO calls_fts (rowid, search) SELECT done, search FROM calls WHERE search IS NOT NULL;
+    """,
 )
 #: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
 _FILLS: dict[int, Any] = {}
@@ -607,14 +624,25 @@ class SQLiteJournal:
         narrow index in completion order, so a page deep in history or a count
         reads the index, not the calls.
         """
-        where, args = _where(flt, below, list(skip))
+        skip = list(skip)
+        where, args, match, _ = _split_where(flt, below, skip)
         with self._reader() as db:
             db.execute("BEGIN")  # the count and the page see the same history
             try:
-                total = db.execute(f"SELECT count(*) FROM calls WHERE {where}", args).fetchone()[0] if count else None
-                marks = [row[0] for row in db.execute(
-                    f"SELECT done FROM calls WHERE {where} ORDER BY done DESC LIMIT ? OFFSET ?", (*args, limit, offset)
-                )]
+                total = _count(db, flt, below, skip) if count else None
+                if match is None:
+                    found = db.execute(f"SELECT done FROM calls WHERE {where} ORDER BY done DESC LIMIT ? OFFSET ?",
+                                       (*args, limit, offset))
+                else:
+                    # Newest first as the index holds them (its rowid is ``done``): it stops at the page's
+                    # last match, where ``done IN (matches)`` collected and sorted every one.
+                    found = db.execute(
+                        "SELECT calls.done FROM calls_fts CROSS JOIN calls ON calls.done = calls_fts.rowid "
+                        f"WHERE calls_fts MATCH ? AND calls_fts.rowid < ? AND {where} "
+                        "ORDER BY calls_fts.rowid DESC LIMIT ? OFFSET ?",
+                        (match, below, *args, limit, offset),
+                    )
+                marks = [row[0] for row in found]
                 calls: list[Call] = []
                 read = 0
                 for done in marks:  # one lookup each: a page stops at max_bytes without reading further
@@ -719,8 +747,49 @@ class SQLiteJournal:
 
 
 def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
-    """SQL for :meth:`SQLiteJournal.page`'s filters; the same tests as ``CallFilter.matches`` in memory."""
-    clauses, args = ["done < ?"], [below]
+    """SQL for a read's filters on ``calls`` (``done < below``, not ``skip``), ``q``'s index matches included."""
+    where, args, match, _ = _split_where(flt, below, skip)
+    if match is None:
+        return where, args
+    return f"{where} AND {_MATCHED}", [*args, match]
+
+
+#: ``q``'s indexed terms as a test on a ``calls`` row: every match collected (to combine with other orders).
+_MATCHED = "calls.done IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?)"
+
+
+def _split_where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any], str | None, bool]:
+    """:func:`_where` without the index: (tests on ``calls``, their arguments, the MATCH text, whether ``q`` is all of ``flt``)."""
+    tests, args, match = _conditions(flt)
+    alone = not tests
+    tests.append("calls.done < ?")
+    args.append(below)
+    if skip:
+        tests.append("calls.done NOT IN (SELECT value FROM json_each(?))")
+        args.append(json.dumps(skip))
+    return " AND ".join(tests), args, match, alone
+
+
+def _count(db: sqlite3.Connection, flt: Filter, below: int, skip: list[int]) -> int:
+    """How many stored calls :meth:`SQLiteJournal.page` would list in all."""
+    where, args, match, alone = _split_where(flt, below, skip)
+    if match is None:
+        return int(db.execute(f"SELECT count(*) FROM calls WHERE {where}", args).fetchone()[0])
+    if alone:
+        # ``q`` alone: the index counts its own entries below the window, reading no call, less those of the
+        # calls memory holds below it (``skip``, few), each looked up by number.
+        total = db.execute("SELECT count(*) FROM calls_fts WHERE calls_fts MATCH ? AND rowid < ?", (match, below)).fetchone()[0]
+        for done in skip:
+            if done < below and db.execute("SELECT 1 FROM calls_fts WHERE calls_fts MATCH ? AND rowid = ?", (match, done)).fetchone():
+                total -= 1
+        return int(total)
+    return int(db.execute(f"SELECT count(*) FROM calls WHERE {where} AND {_MATCHED}", (*args, match)).fetchone()[0])
+
+
+def _conditions(flt: Filter) -> tuple[list[str], list[Any], str | None]:
+    """The tests of ``flt`` on a ``calls`` row (as ``CallFilter.matches`` in memory), and ``q``'s index MATCH text."""
+    clauses: list[str] = []
+    args: list[Any] = []
     for column, value in (("status", flt.status), ("direction", flt.direction), ("provider_mode", flt.provider_mode)):
         if value:
             clauses.append(f"{column} = ?")
@@ -750,19 +819,14 @@ def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
         if hi is not None:
             clauses.append(f"{column} <= ?")
             args.append(hi)
+    match = None
     if flt.query:
         found = search.terms(flt.query)
         match = search.fts_query(found)
-        if match is not None:
-            clauses.append("rowid IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?)")
-            args.append(match)
         for term in search.short_terms(found):  # under a trigram: the stored text, scanned (no case folding by SQLite)
-            clauses.append("instr(search, ?) > 0")
+            clauses.append("instr(calls.search, ?) > 0")
             args.append(term)
-    if skip:
-        clauses.append("done NOT IN (SELECT value FROM json_each(?))")
-        args.append(json.dumps(skip))
-    return " AND ".join(clauses), args
+    return clauses, args, match
 
 
 def _tags_column(tags: tuple[str, ...]) -> str:
@@ -816,11 +880,12 @@ def _statements(script: str) -> Iterator[str]:
 
 
 def _fill_search(db: sqlite3.Connection) -> None:
-    """Schema 6: every stored call's search text (:meth:`Call.search_text`) and its index entry, 500 at a time.
+    """Schema 6: every stored call's search text (:meth:`Call.search_text`), 500 at a time.
 
     The text is computed from the state, not from schema 2's lowercased
     column: the folding is new. Schema 2 gives a schema-1 file the column and
-    this fills it, once.
+    this fills it, once. Schema 8 indexes it (each upgrade runs to the newest
+    schema in one transaction: schema 6's own index is never read).
     """
     last = 0
     while True:
@@ -829,9 +894,7 @@ def _fill_search(db: sqlite3.Connection) -> None:
         ).fetchall()
         if not rows:
             return
-        texts = [(thaw(state).search_text(), rowid) for rowid, state in rows]
-        db.executemany("UPDATE calls SET search = ? WHERE rowid = ?", texts)
-        db.executemany("INSERT INTO calls_fts (search, rowid) VALUES (?, ?)", texts)
+        db.executemany("UPDATE calls SET search = ? WHERE rowid = ?", [(thaw(state).search_text(), rowid) for rowid, state in rows])
         last = rows[-1][0]
 
 

@@ -57,8 +57,8 @@ def _found(journal: SQLiteJournal, q: str) -> tuple[list[str], int | None]:
 def _intact(path: str) -> None:
     """The index holds exactly the stored calls: one entry per ``calls`` row, none left by a replaced or deleted one.
 
-    FTS5's own integrity-check does not see entries whose row is gone from an external-content
-    table; its per-document size table (one row per indexed rowid) does. PostgreSQL keeps its GIN
+    FTS5's own integrity-check does not see entries whose row is gone from a contentless table;
+    its per-document size table (one row per indexed completion number) does. PostgreSQL keeps its GIN
     index with the rows itself: there, each row's text is the text its state gives.
     """
     if path.startswith("postgresql://"):
@@ -69,7 +69,7 @@ def _intact(path: str) -> None:
     try:
         db.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")
         indexed = [r[0] for r in db.execute("SELECT id FROM calls_fts_docsize ORDER BY id")]
-        assert indexed == [r[0] for r in db.execute("SELECT rowid FROM calls ORDER BY rowid")]
+        assert indexed == [r[0] for r in db.execute("SELECT done FROM calls ORDER BY done")]
     finally:
         db.close()
 
@@ -284,6 +284,66 @@ def test_a_schema_4_file_is_indexed_on_upgrade(tmp_path: Path) -> None:
     finally:
         j.close()
     _intact(str(path))
+
+
+def test_a_schema_7_file_keyed_by_row_is_indexed_again_by_completion(tmp_path: Path) -> None:
+    """The release before keyed the index by the row (rewrites moved a call's entry); the upgrade keys it by ``done``."""
+    path = str(tmp_path / "v7.db")
+    j = SQLiteJournal(path)
+    j.check()
+    j.open()
+    calls = [_call(f"CA-{n}", n, lines=(f"line {n}", "refund please" if n % 2 else "fine")) for n in range(1, 7)]
+    j.commit(Batch(snapshots=[(c, c.done, NUMBERS) for c in calls]))
+    j.commit(Batch(snapshots=[(calls[0], 1, NUMBERS)]))  # written again: a new row, the newest rowid
+    j.close()
+    db = sqlite3.connect(path, isolation_level=None)  # as schema 7 had it: external content, keyed by rowid
+    db.executescript("DROP TRIGGER calls_fts_insert; DROP TRIGGER calls_fts_delete; DROP TABLE calls_fts;"
+                     f"{MIGRATIONS[5]}; INSERT INTO calls_fts (rowid, search) SELECT rowid, search FROM calls;"
+                     "PRAGMA user_version=7;")
+    assert db.execute("SELECT count(*) FROM calls_fts WHERE calls_fts MATCH '\"refund\"'").fetchone()[0] == 3
+    db.close()
+    j = SQLiteJournal(path)
+    j.check()
+    j.open()
+    try:
+        assert _found(j, "refund") == (["CA-5", "CA-3", "CA-1"], 3)  # newest completion first, CA-1's rewrite or not
+        assert [c.call_id for c in j.page(CallFilter(query="refund"), 10**9, [], 1, 2)[0]] == ["CA-1"]
+    finally:
+        j.close()
+    _intact(path)
+
+
+_words = st.sampled_from(["refund", "card", "account", "my account", "ok", "fine"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.lists(_words, min_size=1, max_size=3), min_size=1, max_size=12),
+    statuses=st.lists(st.sampled_from(["completed", "failed"]), min_size=12, max_size=12),
+    q=st.sampled_from(["refund", "account", '"my account"', "card ok", "fine"]),
+    status=st.sampled_from([None, "failed"]),
+    below=st.integers(1, 14),
+    skip=st.sets(st.integers(1, 13), max_size=4),
+    offset=st.integers(0, 4),
+)
+def test_a_page_and_its_count_below_the_window_by_the_index(
+    journal: Any, lines: list[list[str]], statuses: list[str], q: str, status: str | None, below: int,
+    skip: set[int], offset: int,
+) -> None:
+    """The disk's part of a ``q`` page (``done < below``, not the calls memory holds, ``skip``), alone or with
+    another filter, from any offset: the index's newest-first walk and count give what a scan of the calls gives."""
+    calls = [_call(f"CB-{n}", n, lines=tuple(words)) for n, words in enumerate(lines, 1)]
+    for call, st_ in zip(calls, statuses):
+        call.status = st_
+    journal.commit(Batch(snapshots=[(c, c.done, NUMBERS) for c in calls]))
+    try:
+        flt = CallFilter(query=q, status=status)
+        expected = [c.call_id for c in sorted(calls, key=lambda c: -c.done)
+                    if c.done < below and c.done not in skip and flt.matches(c)]
+        page, total = journal.page(flt, below, sorted(skip), 3, offset, count=True)
+        assert ([c.call_id for c in page], total) == (expected[offset : offset + 3], len(expected))
+    finally:
+        journal.forget([c.call_id for c in calls])
 
 
 def test_the_first_schema_fixture_migrates_all_the_way_and_is_searched(tmp_path: Path) -> None:
