@@ -13,7 +13,7 @@ import heapq
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -183,6 +183,10 @@ class CallFilter:
     dead_air: Range = NO_RANGE  # ms
     talk_over: Range = NO_RANGE  # ms (a call measured from events has none: never in a talk_over range)
     tool_failures: Range = NO_RANGE  # count
+    # (bounds, q's terms) worked out once: matches() runs once a call held in memory, for every read.
+    _tests: tuple[list[tuple[str, float | None, float | None]], tuple[str, ...] | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def bounds(self) -> list[tuple[str, float | None, float | None]]:
         """The range filters as (column, lowest, highest) in the history file's units (ms, nano-dollars, ms).
@@ -202,6 +206,11 @@ class CallFilter:
         return out
 
     def matches(self, call: Call) -> bool:
+        tests = self._tests
+        if tests is None:
+            tests = (self.bounds(), search.terms(self.query) if self.query else None)
+            object.__setattr__(self, "_tests", tests)  # frozen for callers, not for its own cache
+        bounds, found = tests
         if self.status and call.status != self.status:
             return False
         if self.direction and call.direction != self.direction:
@@ -220,7 +229,6 @@ class CallFilter:
             return False
         if self.model is not None and self.model not in call.labels()[1]:
             return False
-        bounds = self.bounds()
         if bounds:
             duration_ms, cost, latency = contribution(call)
             numbers = {"duration_ms": duration_ms, "cost_total": cost[-1], "latency_ms": latency}
@@ -230,9 +238,7 @@ class CallFilter:
                 value = numbers[column]
                 if value is None or (lo is not None and value < lo) or (hi is not None and value > hi):
                     return False
-        if self.query and not call.searchable(search.terms(self.query)):
-            return False
-        return True
+        return found is None or call.searchable(found)
 
     @property
     def empty(self) -> bool:
