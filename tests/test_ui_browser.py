@@ -740,6 +740,35 @@ def test_search_shows_and_marks_where_it_matched(live_server: Any, open_page: An
     guard.check()
 
 
+def test_a_search_matching_more_calls_than_are_counted_says_at_least_and_pages_on(live_server: Any, open_page: Any) -> None:
+    """10,060 stored calls say "refund" (50 in memory, 10,010 on disk only): the disk's are counted up to 10,000,
+    so the summary says "at least" 10,050, and Next stays enabled (the total is no end)."""
+    server = live_server(PATTER_DASH_MAX_CALLS="50")
+    now = time.time()
+    for first in range(0, 10_060, 2_000):
+        server.post_events([
+            envelope for n in range(first, min(first + 2_000, 10_060)) for envelope in (
+                {"type": "call_start", "data": {"call_id": f"CA-r-{n:05d}", "caller": "+15550001111"}},
+                {"type": "call_end", "data": {"call_id": f"CA-r-{n:05d}", "ended_at": now - 20_000 + n,
+                                              "metrics": {"duration_seconds": 30},
+                                              "transcript": [{"role": "user", "text": f"a refund for order {n}"}]}},
+            )
+        ])
+    wait_for(lambda: server.get("/api/v1/health").json()["history"].get("calls") == 10_060, timeout=60, interval=0.5)
+    page, guard = open_page()
+    open_dashboard(page, server.url, "history")
+    page.fill("input[name=q]", "refund")
+    expect(page.locator("#pd-history-summary")).to_have_text("1–25 of at least 10,050 calls", timeout=15_000)
+    expect(history_rows(page).first).to_contain_text("+15550001111")
+    with page.expect_response(lambda r: "offset=25" in r.url):
+        page.click("#pd-next")
+    expect(page.locator("#pd-history-summary")).to_have_text("26–50 of at least 10,050 calls")
+    expect(page.locator("#pd-next")).to_be_enabled()
+    page.fill("input[name=q]", "order 10059")  # one call: counted exactly
+    expect(page.locator("#pd-history-summary")).to_have_text("1–1 of 1 calls")
+    guard.check()
+
+
 def test_pagination(live_server: Any, open_page: Any) -> None:
     server = live_server()
     events: list[dict[str, Any]] = []

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..model import search
 from ..model.records import Call
 from .aggregates import Numbers, contribution
 from .cooperative import offload
@@ -30,33 +31,43 @@ EXPORT_PAGE = 200
 EXPORT_BYTES = 4 * 1024 * 1024
 
 
+class Page(NamedTuple):
+    """A page of history, how many calls match in all, and whether that is the exact count or a lower bound."""
+
+    calls: list[Call]
+    total: int
+    exact: bool = True
+
+
 class History:
     """The history reads of one :class:`~patter_dash.core.pipeline.Pipeline` (its store and journal)."""
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    def page(self, flt: CallFilter, limit: int, offset: int, sort: str = "ended_at") -> tuple[list[Call], int]:
+    def page(self, flt: CallFilter, limit: int, offset: int, sort: str = "ended_at") -> Page:
         """A page of the finished calls matching ``flt`` (memory and disk), newest first, and the match count.
 
         ``sort``: ``ended_at`` is completion order (as the calls finished),
-        ``started_at`` the start (ties: completion).
+        ``started_at`` the start (ties: completion). With ``q``, the disk's
+        matches are counted up to ``search.COUNT_LIMIT``: past it the total is
+        a lower bound (``exact`` False).
         """
         if sort == "started_at":
             return self._page_by_start(flt, limit, offset)
         pipeline = self._pipeline
         store, journal = pipeline.store, pipeline.journal
         if journal is None:
-            return store.page(flt, limit, offset)
+            return Page(*store.page(flt, limit, offset))
         if flt.empty and (newest := store.newest(limit, offset)) is not None:
-            return newest
+            return Page(*newest)
         held = store.held(pipeline.unwritten())
         if held.on_disk_only <= 0:  # memory holds every stored call
             calls = held.window + held.older
             matched = calls if flt.empty else [c for c in calls if flt.matches(c)]
-            return matched[offset : offset + limit], len(matched)
+            return Page(matched[offset : offset + limit], len(matched))
         if flt.empty and offset + limit <= len(held.window):
-            return held.window[offset : offset + limit], held.stored
+            return Page(held.window[offset : offset + limit], held.stored)
         memory = held.window if flt.empty else [c for c in held.window if flt.matches(c)]
         older = held.older if flt.empty else [c for c in held.older if flt.matches(c)]
         page = memory[offset : offset + limit]
@@ -71,16 +82,16 @@ class History:
         ) if fetch or not flt.empty else ([], None)
         if wanted > 0:
             page += _merge(disk, first, older, below, wanted, complete=len(disk) < fetch)
-        on_disk = held.on_disk_only if counted is None else counted
-        return page, len(memory) + on_disk + len(older)
+        on_disk = held.on_disk_only if counted is None else min(counted, search.COUNT_LIMIT)
+        return Page(page, len(memory) + on_disk + len(older), counted is None or counted <= search.COUNT_LIMIT)
 
-    def _page_by_start(self, flt: CallFilter, limit: int, offset: int) -> tuple[list[Call], int]:
+    def _page_by_start(self, flt: CallFilter, limit: int, offset: int) -> Page:
         """:meth:`page` by start: the first ``offset + limit`` of memory and of disk (keys only), merged."""
         pipeline = self._pipeline
         store, journal = pipeline.store, pipeline.journal
         if journal is None:
-            return store.page_by_start(flt, limit, offset)
-        _, total = self.page(flt, 0, 0)  # the count, by the same rules as the default order
+            return Page(*store.page_by_start(flt, limit, offset))
+        _, total, exact = self.page(flt, 0, 0)  # the count, by the same rules as the default order
         held = store.held(pipeline.unwritten())
         memory = held.window + held.older
         matched = memory if flt.empty else [c for c in memory if flt.matches(c)]
@@ -97,7 +108,7 @@ class History:
         loaded = offload(journal.load_done, marks) if marks else {}
         # A call deleted between the two reads is left out, as a page read a moment later would.
         page = [call if call is not None else loaded.get(done) for _, done, call in chosen]
-        return [c for c in page if c is not None], total
+        return Page([c for c in page if c is not None], total, exact)
 
     def get(self, call_id: str) -> Call | None:
         """One call, live or finished, from memory or else from disk."""

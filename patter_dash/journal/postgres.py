@@ -533,7 +533,12 @@ class PostgresJournal:
         """Stored calls matching ``flt`` with ``done < below`` (not those in ``skip``), newest first (see SQLite's)."""
         where, args = _where(flt, below, list(skip))
         with self._reader() as db:  # one transaction: the count and the page see the same history
-            total = db.execute(f"SELECT count(*) FROM calls WHERE {where}", args).fetchone()[0] if count else None  # type: ignore[index]
+            total = None
+            if count and flt.query:  # as SQLite's: a q is counted up to the limit, then stops
+                total = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM calls WHERE {where} LIMIT %s) AS found",
+                                   (*args, search.COUNT_LIMIT + 1)).fetchone()[0]  # type: ignore[index]
+            elif count:
+                total = db.execute(f"SELECT count(*) FROM calls WHERE {where}", args).fetchone()[0]  # type: ignore[index]
             ids = [row[0] for row in db.execute(
                 f"SELECT call_id FROM calls WHERE {where} ORDER BY done DESC LIMIT %s OFFSET %s", (*args, limit, offset)
             )]

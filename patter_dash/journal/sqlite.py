@@ -620,7 +620,8 @@ class SQLiteJournal:
 
         ``limit`` calls from ``offset``, fewer once ``max_bytes`` of state is
         read (at least one), and with ``count`` how many match in all, read in
-        the same snapshot. The filters other than ``q`` are answered by one
+        the same snapshot (with ``q``, up to ``search.COUNT_LIMIT + 1``: more
+        than the limit). The filters other than ``q`` are answered by one
         narrow index in completion order, so a page deep in history or a count
         reads the index, not the calls.
         """
@@ -751,11 +752,8 @@ def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
     where, args, match, _ = _split_where(flt, below, skip)
     if match is None:
         return where, args
-    return f"{where} AND {_MATCHED}", [*args, match]
-
-
-#: ``q``'s indexed terms as a test on a ``calls`` row: every match collected (to combine with other orders).
-_MATCHED = "calls.done IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?)"
+    # Every match collected: the other reads (by start, exports) combine them with orders of their own.
+    return f"{where} AND calls.done IN (SELECT rowid FROM calls_fts WHERE calls_fts MATCH ?)", [*args, match]
 
 
 def _split_where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any], str | None, bool]:
@@ -771,19 +769,30 @@ def _split_where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[An
 
 
 def _count(db: sqlite3.Connection, flt: Filter, below: int, skip: list[int]) -> int:
-    """How many stored calls :meth:`SQLiteJournal.page` would list in all."""
+    """How many stored calls :meth:`SQLiteJournal.page` would list in all; with ``q``, up to ``COUNT_LIMIT + 1``."""
     where, args, match, alone = _split_where(flt, below, skip)
-    if match is None:
+    if not flt.query:
         return int(db.execute(f"SELECT count(*) FROM calls WHERE {where}", args).fetchone()[0])
+    most = search.COUNT_LIMIT + 1
+    if match is None:  # short terms only: a scan of the stored text, stopped at the limit
+        return int(db.execute(f"SELECT count(*) FROM (SELECT 1 FROM calls WHERE {where} LIMIT ?)", (*args, most)).fetchone()[0])
     if alone:
         # ``q`` alone: the index counts its own entries below the window, reading no call, less those of the
         # calls memory holds below it (``skip``, few), each looked up by number.
-        total = db.execute("SELECT count(*) FROM calls_fts WHERE calls_fts MATCH ? AND rowid < ?", (match, below)).fetchone()[0]
-        for done in skip:
-            if done < below and db.execute("SELECT 1 FROM calls_fts WHERE calls_fts MATCH ? AND rowid = ?", (match, done)).fetchone():
+        held = [done for done in skip if done < below]
+        total = db.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM calls_fts WHERE calls_fts MATCH ? AND rowid < ? LIMIT ?)",
+            (match, below, most + len(held)),
+        ).fetchone()[0]
+        for done in held:
+            if db.execute("SELECT 1 FROM calls_fts WHERE calls_fts MATCH ? AND rowid = ?", (match, done)).fetchone():
                 total -= 1
         return int(total)
-    return int(db.execute(f"SELECT count(*) FROM calls WHERE {where} AND {_MATCHED}", (*args, match)).fetchone()[0])
+    return int(db.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM calls_fts CROSS JOIN calls ON calls.done = calls_fts.rowid "
+        f"WHERE calls_fts MATCH ? AND calls_fts.rowid < ? AND {where} LIMIT ?)",
+        (match, below, *args, most),
+    ).fetchone()[0])
 
 
 def _conditions(flt: Filter) -> tuple[list[str], list[Any], str | None]:

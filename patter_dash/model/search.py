@@ -28,6 +28,9 @@ FIELD_SEPARATOR = "\n"
 INDEXED_LENGTH = 3
 #: At most this many terms in one query (each is one more pass over the index).
 MAX_TERMS = 16
+#: A ``q``'s matches on disk are counted up to this many: past it, the count stops (a common word in a
+#: million calls would take longer to count than to list) and a page says its total is a lower bound.
+COUNT_LIMIT = 10_000
 #: A row's ``match.text``: the matching line, cut to about this many characters around the first hit.
 MATCH_CHARS = 160
 

@@ -326,6 +326,10 @@ class Pagination(_Record):
     offset: Count
     count: Annotated[Count, Meta(description="Items in this page.")]
     total: Annotated[Count, Meta(description="Calls matching the filters (live calls, for /calls/active).")]
+    total_exact: Annotated[bool, Meta(description=(
+        "Present (false) only when a q search matched more stored calls than are counted (10,000 on disk): "
+        "total is then a lower bound."
+    ))] | UnsetType = UNSET
 
 
 class SearchMatch(_Record):

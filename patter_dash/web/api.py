@@ -47,7 +47,7 @@ def list_calls() -> Response:
     order = params.sort(request.args)
     dash = current_dashboard()
     _forget_deleted(dash.pipeline)
-    calls, total = dash.pipeline.history.page(flt, limit, offset, order)
+    calls, total, exact = dash.pipeline.history.page(flt, limit, offset, order)
     now = time.time()
     if full:
         rows = [jsoncodec.dumps(records.detail(c, now)) for c in _yielding(calls)]
@@ -64,8 +64,10 @@ def list_calls() -> Response:
                 f'{row[:-1]},"match":{jsoncodec.dumps(records.search_match(c, flt.query))}}}'
                 for row, c in zip(rows, calls)
             ]
-    pagination = jsoncodec.dumps({"limit": limit, "offset": offset, "count": len(calls), "total": total})
-    return Response(f'{{"data":[{",".join(rows)}],"pagination":{pagination}}}', mimetype="application/json")
+    pagination = {"limit": limit, "offset": offset, "count": len(calls), "total": total}
+    if not exact:
+        pagination["total_exact"] = False
+    return Response(f'{{"data":[{",".join(rows)}],"pagination":{jsoncodec.dumps(pagination)}}}', mimetype="application/json")
 
 
 def _yielding(calls: list[Call]) -> Iterator[Call]:

@@ -325,13 +325,16 @@ _words = st.sampled_from(["refund", "card", "account", "my account", "ok", "fine
     below=st.integers(1, 14),
     skip=st.sets(st.integers(1, 13), max_size=4),
     offset=st.integers(0, 4),
+    counted=st.sampled_from([search.COUNT_LIMIT, 0, 1, 3]),
 )
 def test_a_page_and_its_count_below_the_window_by_the_index(
-    journal: Any, lines: list[list[str]], statuses: list[str], q: str, status: str | None, below: int,
-    skip: set[int], offset: int,
+    journal: Any, monkeypatch: pytest.MonkeyPatch, lines: list[list[str]], statuses: list[str], q: str,
+    status: str | None, below: int, skip: set[int], offset: int, counted: int,
 ) -> None:
     """The disk's part of a ``q`` page (``done < below``, not the calls memory holds, ``skip``), alone or with
-    another filter, from any offset: the index's newest-first walk and count give what a scan of the calls gives."""
+    another filter, from any offset: the index's newest-first walk and count give what a scan of the calls gives,
+    the count stopping one past the limit (a lower bound, said so by the page)."""
+    monkeypatch.setattr(search, "COUNT_LIMIT", counted)
     calls = [_call(f"CB-{n}", n, lines=tuple(words)) for n, words in enumerate(lines, 1)]
     for call, st_ in zip(calls, statuses):
         call.status = st_
@@ -341,7 +344,7 @@ def test_a_page_and_its_count_below_the_window_by_the_index(
         expected = [c.call_id for c in sorted(calls, key=lambda c: -c.done)
                     if c.done < below and c.done not in skip and flt.matches(c)]
         page, total = journal.page(flt, below, sorted(skip), 3, offset, count=True)
-        assert ([c.call_id for c in page], total) == (expected[offset : offset + 3], len(expected))
+        assert ([c.call_id for c in page], total) == (expected[offset : offset + 3], min(len(expected), counted + 1))
     finally:
         journal.forget([c.call_id for c in calls])
 
@@ -393,6 +396,32 @@ def test_hostile_queries_are_text_or_a_clear_400(new_db: Any) -> None:
     finally:
         app.extensions["patter_dash"].stop()
         ref.extensions["patter_dash"].stop()
+
+
+def test_past_the_count_limit_the_total_is_a_lower_bound_and_every_page_still_comes(
+    new_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A q matching more stored calls than are counted: ``total`` is memory's matches plus the limit, said to be a
+    lower bound (``total_exact`` false); paging on still lists every match, newest first. Under it: exact, no key."""
+    monkeypatch.setattr(search, "COUNT_LIMIT", 5)
+    app = _app(new_db(), max_calls=3)
+    try:
+        _feed(app, [(f"CA-{n:02d}", f"+1555{n:07d}", "a refund please" if n % 4 else "all fine", NOW - 1000 + n)
+                    for n in range(1, 17)])
+        _written(app)
+        client = app.test_client()
+        first = client.get("/api/v1/calls?q=refund&limit=5").get_json()
+        matching = [f"CA-{n:02d}" for n in range(16, 0, -1) if n % 4]  # 12: 2 held in memory, 10 on disk
+        assert first["pagination"] == {"limit": 5, "offset": 0, "count": 5, "total": 2 + 5, "total_exact": False}
+        listed = [r["call_id"] for offset in range(0, 15, 5)
+                  for r in client.get(f"/api/v1/calls?q=refund&limit=5&offset={offset}").get_json()["data"]]
+        assert listed == matching
+        fine = client.get("/api/v1/calls?q=fine").get_json()["pagination"]
+        assert fine == {"limit": 50, "offset": 0, "count": 4, "total": 4}  # exact: no total_exact
+        started = client.get("/api/v1/calls?q=refund&sort=started_at&limit=1").get_json()["pagination"]
+        assert started["total"] == 7 and started["total_exact"] is False
+    finally:
+        app.extensions["patter_dash"].stop()
 
 
 def test_each_row_says_where_q_was_found(new_db: Any) -> None:

@@ -67,6 +67,8 @@ export class HistoryView {
     this.offset = 0;
     this.limit = Number(els.pageSize.value) || 25;
     this.total = null;
+    // False when a search matched more stored calls than the server counts: the total is a lower bound.
+    this.totalExact = true;
     this.rows = []; // items currently shown
     this.fetcher = latestOnly();
     this.knownStatuses = new Set(BASE_STATUSES);
@@ -223,7 +225,7 @@ export class HistoryView {
 
   page(delta) {
     const next = Math.max(0, this.offset + delta * this.limit);
-    if (delta > 0 && this.total !== null && next >= this.total) return;
+    if (delta > 0 && this.total !== null && this.totalExact && next >= this.total) return;
     this.offset = next;
     this.stateChanged();
     this.load();
@@ -237,6 +239,7 @@ export class HistoryView {
       const items = Array.isArray(body && body.data) ? body.data : [];
       const pg = (body && body.pagination) || {};
       this.total = typeof pg.total === "number" ? pg.total : null;
+      this.totalExact = pg.total_exact !== false;
       if (!items.length && this.offset > 0 && this.total) {
         // The calls of this page were deleted: show the last page that has any.
         this.offset = Math.floor((this.total - 1) / this.limit) * this.limit;
@@ -368,10 +371,10 @@ export class HistoryView {
     const shown = this.rows.length;
     const from = shown ? this.offset + 1 : 0;
     const to = this.offset + shown;
-    const total = this.total === null ? "" : ` of ${fmt.num(this.total)}`;
+    const total = this.total === null ? "" : ` of ${this.totalExact ? "" : "at least "}${fmt.num(this.total)}`;
     setText(this.els.summary, shown ? `${fmt.num(from)}–${fmt.num(to)}${total} calls` : `0${total} calls`);
     this.els.prev.disabled = this.offset === 0;
-    this.els.next.disabled = this.total !== null ? to >= this.total : shown < this.limit;
+    this.els.next.disabled = this.total !== null && this.totalExact ? to >= this.total : shown < this.limit;
     if (focusedRow) {
       const rows = Array.from(body.querySelectorAll("tr.pd-row"));
       const again = rows.find((r) => r.dataset.callId === focusId) || rows[Math.min(focusAt, rows.length - 1)];
