@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -445,3 +446,66 @@ def test_import_shows_its_progress_on_a_terminal_only(tmp_path: Path, monkeypatc
         assert import_logs(str(root), db, load_settings({}, {"DB": db}), out=out, err=err) == 0
         assert ("[" + "#" * 30 + "] 3/3 calls" in err.getvalue()) is shown  # a log file gets no carriage returns
         assert "3 call folders: 3 imported" in out.getvalue()
+
+
+# --------------------------------------------------------------------------- bounded reads, retention
+
+
+def test_every_read_of_a_log_folder_is_bounded_and_says_what_it_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A metadata.json, a JSONL file or one line past its bound: reported by path, never read whole; the whole
+    lines before a cut JSONL file's bound are still read (the limits are 1 MiB, 64 MiB and 1 MiB; made small here)."""
+    from patter_dash.model import patterlog
+
+    monkeypatch.setenv("PATTER_LOG_RETENTION_DAYS", "0")
+    logger = CallLogger(tmp_path)
+    simple_call(logger, "CA-big")
+    folder = logger.call_dir("CA-big")
+    assert folder is not None
+    whole = read_call(str(folder))
+    assert whole.state == "completed" and not whole.problems
+    transcript = (folder / "transcript.jsonl").read_bytes()
+    first = transcript.index(b"\n") + 1  # the greeting's record, whole
+
+    monkeypatch.setattr(patterlog, "MAX_JSONL_BYTES", first + 10)  # the cut falls inside the second record
+    cut = read_call(str(folder))
+    assert (str(folder / "transcript.jsonl"), f"larger than {first + 10} bytes: only the first {first + 10} were read") in cut.problems
+    assert cut.state == "completed" and len(cut.events) < len(whole.events)
+    assert any("Hello, Acme support." in json.dumps(e.data) for e in cut.events)  # the line before the cut
+    assert not any("How can I help?" in json.dumps(e.data) for e in cut.events)  # the cut line is not guessed at
+    monkeypatch.undo()
+
+    monkeypatch.setattr(patterlog, "MAX_LINE_BYTES", first // 2)
+    long = read_call(str(folder))
+    assert f"{folder / 'transcript.jsonl'}:1" in dict(long.problems)
+    assert dict(long.problems)[f"{folder / 'transcript.jsonl'}:1"] == f"line longer than {first // 2} bytes"
+    monkeypatch.undo()
+
+    monkeypatch.setattr(patterlog, "MAX_METADATA_BYTES", 64)
+    big = read_call(str(folder))
+    assert big.state == "skipped" and big.reason == "metadata.json is larger than 64 bytes"
+
+
+def test_import_skips_what_the_dashboards_retention_would_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """PATTER_DASH_RETENTION_DAYS: a logged call started before it is reported skipped, not imported then purged."""
+    monkeypatch.setenv("PATTER_LOG_RETENTION_DAYS", "0")
+    root = tmp_path / "patter-logs"
+    logger = CallLogger(root)
+    for call_id in ("CA-old", "CA-new"):
+        simple_call(logger, call_id)
+    old = logger.call_dir("CA-old")
+    assert old is not None
+    meta = json.loads((old / "metadata.json").read_text())
+    meta["started_at"] = "2020-01-02T03:04:05+00:00"
+    (old / "metadata.json").write_text(json.dumps(meta))
+    db = tmp_path / "history.db"
+    done = subprocess.run([sys.executable, "-m", "patter_dash.run.cli", "import", str(root), "--db", str(db)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PATTER_DASH_RETENTION_DAYS": "30"})
+    assert done.returncode == 0, done.stderr
+    assert "2 call folders: 1 imported" in done.stdout, done.stdout
+    assert f"skipped {old}: started more than PATTER_DASH_RETENTION_DAYS (30) days ago" in done.stdout, done.stdout
+    file = sqlite3.connect(db)
+    try:
+        assert [r[0] for r in file.execute("SELECT call_id FROM calls")] == ["CA-new"]
+    finally:
+        file.close()
