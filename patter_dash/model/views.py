@@ -23,7 +23,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from .annotations import MAX_NOTES, MAX_TAGS, Tag
 from .clean import MAX_TEXT_LENGTH
-from .search import MATCH_CHARS
+from .search import COUNT_LIMIT, MATCH_CHARS
 from .events import (
     EVENT_TYPES,
     Amount,
@@ -327,8 +327,8 @@ class Pagination(_Record):
     count: Annotated[Count, Meta(description="Items in this page.")]
     total: Annotated[Count, Meta(description="Calls matching the filters (live calls, for /calls/active).")]
     total_exact: Annotated[bool, Meta(description=(
-        "Present (false) only when a q search matched more stored calls than are counted (10,000 on disk): "
-        "total is then a lower bound."
+        f"Present (false) only when a q search matched more stored calls than are counted ({COUNT_LIMIT:,} on "
+        "disk): total is then a lower bound."
     ))] | UnsetType = UNSET
 
 
