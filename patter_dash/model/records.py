@@ -281,7 +281,8 @@ class Call:
         self.rating: int | None = None
         #: What the call's recording measured (model/quality.py's RECORDED figures), or None: not measured.
         self.quality: dict[str, Any] | None = None
-        # (what the search text was made from, the text): memory's ``q`` folds each call once, not once a query.
+        # (what the search text was made from, the text), kept once ``q`` first tests the call: memory's
+        # search folds each call once, not once a query. Not before: a call nobody searched holds no copy.
         self._searched: tuple[tuple[Any, ...], str] | None = None
 
     # --------------------------------------------------------- derived values
@@ -369,7 +370,14 @@ class Call:
 
     def searchable(self, found: tuple[str, ...]) -> bool:
         """Whether every search term (:func:`~patter_dash.model.search.terms`) is in one of :meth:`search_fields`."""
-        return search.matches(self.search_text(), found)
+        transcript = self.transcript
+        # Every change the store makes to a call bumps ``seq``; the rest guards changes made outside it.
+        made_of = (self.seq, self.call_id, self.caller, self.callee, len(transcript),
+                   transcript[-1] if transcript else None)
+        kept = self._searched
+        if kept is None or kept[0] != made_of:
+            kept = self._searched = (made_of, self.search_text())
+        return search.matches(kept[1], found)
 
     def search_fields(self) -> tuple[str, ...]:
         """What ``q`` looks in, as they are: id, caller, callee, their hashes (redacted numbers), each transcript line."""
@@ -388,17 +396,8 @@ class Call:
         Fields are a line apart and no term holds a newline, so a term
         found in this text is found inside one field, as in memory.
         """
-        transcript = self.transcript
-        # Every change the store makes to a call bumps ``seq``; the rest guards changes made outside it.
-        made_of = (self.seq, self.call_id, self.caller, self.callee, len(transcript),
-                   transcript[-1] if transcript else None)
-        cached = self._searched
-        if cached is not None and cached[0] == made_of:
-            return cached[1]
         # Folded whole, in one pass (case folding maps each character alone): a field at a time costs twice as much.
-        text = search.fold(search.FIELD_SEPARATOR.join(self.search_fields()))
-        self._searched = (made_of, text)
-        return text
+        return search.fold(search.FIELD_SEPARATOR.join(self.search_fields()))
 
     # ------------------------------------------------------------------ views
 
