@@ -8,6 +8,8 @@ others run; in a threaded host it just calls.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -143,6 +145,21 @@ class Slices:
         return True
 
 
+@functools.cache
+def _hub_monitor_imported() -> None:
+    """Import gevent's hub monitor once, on the serving thread, before work goes to native threads.
+
+    A native thread that waits on gevent's primitives (psycopg's pool does,
+    seeing gevent's patches) gets a hub of its own, which starts a monitor
+    thread when ``GEVENT_MONITOR_THREAD_ENABLE`` is set, importing the monitor
+    module. Two threads importing it at once meet Python's import lock inside a
+    hub callback: ``BlockingSwitchOutError``, and a journal failed to open. Once
+    imported, there is no lock to meet.
+    """
+    with contextlib.suppress(ImportError):
+        import gevent._monitor  # noqa: F401
+
+
 def offload(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` on a native thread under gevent (this greenlet waits, others run); here otherwise.
 
@@ -153,6 +170,8 @@ def offload(fn: Callable[..., T], *args: Any) -> T:
     """
     if gevent_active() and not on_foreign_native_thread():
         from gevent import get_hub
+
+        _hub_monitor_imported()
 
         def run() -> tuple[bool, Any]:
             try:
@@ -172,6 +191,7 @@ def in_background(fn: Callable[..., Any], *args: Any) -> None:
     if gevent_active() and not on_foreign_native_thread():
         from gevent import get_hub
 
+        _hub_monitor_imported()
         get_hub().threadpool.spawn(fn, *args)
     elif gevent_active():
         fn(*args)  # a greenlet of this thread's hub would never run
