@@ -111,6 +111,15 @@ def start_server(port: int, env: dict[str, str], log_path: str) -> subprocess.Po
     raise SystemExit(f"server not ready; see {log_path}")
 
 
+def write_result(result: dict, out: str | None) -> None:
+    """Print a bench's result as JSON, and write it to ``out`` when given (``bench/results/...``)."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text + "\n")
+
+
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -248,11 +257,7 @@ def main() -> None:
                   "modes": {mode: run_mode(mode, root, work, args) for mode in args.modes.split(",")}}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Needs the repo's requirements and getpatter (requirements-dev.txt).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from follow import REPO, build_root  # noqa: E402
+from follow import REPO, build_root, write_result  # noqa: E402
 
 
 def run_import(root: str, db: str) -> tuple[float, str]:
@@ -71,11 +70,7 @@ def main() -> None:
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from follow import free_port, get_json, start_server, stop_server  # noqa: E402
+from follow import free_port, get_json, start_server, stop_server, write_result  # noqa: E402
 
 from patter_dash.core import speech  # noqa: E402
 from patter_dash.core.recordings import compute_peaks, read_header  # noqa: E402
@@ -173,11 +173,7 @@ def main() -> None:
             stop_server(proc)
         blocked = [line for line in (folder / "gunicorn.log").read_text(errors="replace").splitlines() if "blocked" in line.lower()]
         result["loop_blocked_reports"] = len(blocked)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

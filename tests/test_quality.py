@@ -28,6 +28,7 @@ from patter_dash.model import quality
 from tests.conftest import post, wait_for
 from tests.speech import make_conversation
 from tests.test_analytics_providers import _app, _details, _get, _pipeline, _submit
+from tests.test_history_filters import _listed
 
 needs_audio = pytest.mark.skipif(
     not (shutil.which("espeak-ng") and shutil.which("sox")),
@@ -172,15 +173,6 @@ def _stream(rng: random.Random, calls: int) -> list[tuple[str, dict[str, Any], s
             events += [_tool(call_id, 2 * t, name, None), _tool(call_id, 2 * t + 1, name, result)]
         events.append(_end(call_id, start + n * 37 + rng.uniform(5, 300)))
     return events
-
-
-def _listed(client: Any, query: str) -> list[str]:
-    found: list[str] = []
-    while True:
-        page = _get(client, f"/api/v1/calls?{query}&limit=1000&offset={len(found)}")
-        found += [c["call_id"] for c in page["data"]]
-        if len(found) >= page["pagination"]["total"]:
-            return found
 
 
 def _figure(call: dict[str, Any], name: str) -> float | None:
