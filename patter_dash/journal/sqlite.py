@@ -787,7 +787,9 @@ def _count(db: sqlite3.Connection, flt: Filter, below: int, skip: list[int]) -> 
         for done in held:
             if db.execute("SELECT 1 FROM calls_fts WHERE calls_fts MATCH ? AND rowid = ?", (match, done)).fetchone():
                 total -= 1
-        return int(total)
+        # The limit was raised by every held call, matching or not: past the limit the count is still only
+        # a lower bound, said as the limit's own figure (as the other counts stop at it).
+        return min(int(total), most)
     return int(db.execute(
         f"SELECT count(*) FROM (SELECT 1 FROM calls_fts CROSS JOIN calls ON calls.done = calls_fts.rowid "
         f"WHERE calls_fts MATCH ? AND calls_fts.rowid < ? AND {where} LIMIT ?)",
