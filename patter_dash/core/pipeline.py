@@ -334,7 +334,11 @@ class Pipeline:
         store = self.store
         store.load(restored.hours, restored.latencies, restored.calls, restored.done)
         store.aggregates.cold_rows = self.history.cold_rows
-        self._adopt_cold(e.call_id for e in restored.events)
+        if restored.named is None:
+            self._adopt_cold(e.call_id for e in restored.events)
+        else:
+            for call in restored.named:
+                store.adopt_cold(call)
         store.pin(e.call_id for e in restored.events)  # held until replayed (see _commit)
         self._seq = restored.log_seq if self.shared else max(self._seq, restored.last_seq)
         replayed: list[tuple[str, int]] = []
@@ -594,7 +598,10 @@ class Pipeline:
                         self._checkpoint(self.journal)
                 last_reap = now
             self._sleeping = True
-            if (not self._queue or (self.journal_error is not None and time.monotonic() < self._retry_at)) and not self._log_notified:
+            # A notification means "read the log now", but not while the database is out: the writer's retry
+            # comes first (the listener's reconnection notifies; spinning on it starved the loop).
+            follow_now = self._log_notified and self.journal_error is None
+            if (not self._queue or (self.journal_error is not None and time.monotonic() < self._retry_at)) and not follow_now:
                 flush_in = 0.5 if self._flush_due is None else self._flush_due - time.monotonic()
                 wakeup.wait(max(0.0, min(0.5, flush_in)))
             self._sleeping = False
@@ -796,7 +803,9 @@ class Pipeline:
             try:
                 events, trimmed = offload(journal.tail, self._seq)  # type: ignore[attr-defined]
             except JournalUnavailable as exc:
-                log.debug("patter-dash: cannot read the log now: %s", exc)
+                # The database is gone for this process's writes too: health says so and ingest answers 503
+                # now, not at its first commit; the writer's retries find it back.
+                self._journal_failed(exc)
                 return
             if trimmed > self._seq and (not events or events[0].seq > self._seq + 1):
                 self._reload(journal, trimmed)
@@ -811,7 +820,8 @@ class Pipeline:
                     for call in offload(journal.load_many, cold):
                         if self._counted_here(call):
                             store.adopt_cold(call)
-                except JournalUnavailable:
+                except JournalUnavailable as exc:
+                    self._journal_failed(exc)
                     return
             store.pin(ids)
             slices = Slices()

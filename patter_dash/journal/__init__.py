@@ -83,6 +83,9 @@ class Restored(NamedTuple):
     done: int
     #: A shared journal: the sequence number the rest of this history is as of (follow from there).
     log_seq: int = 0
+    #: A shared journal: the stored calls those events name, read with the sums. Another process may
+    #: write one whole meanwhile; read later, it would pass for counted in sums that never held it.
+    named: list[Call] | None = None
 
 
 class Filter(Protocol):

@@ -21,8 +21,8 @@ from ``calls`` (:meth:`tail` says so). Jobs that must run once hold a session
 advisory lock on a connection of their own (:meth:`runs_jobs`), which a
 process that dies (or loses its connection) leaves to the next one asking.
 
-Per process: one writer connection (commits, deletions, the secret) and a small
-:class:`psycopg_pool.ConnectionPool` of read-only connections, each read one
+Per process: one writer connection (commits, deletions, the secret) and a few
+read-only connections kept for reuse (:mod:`.pgreaders`), each read one
 ``REPEATABLE READ`` transaction (a page and its count see one history). Every
 method blocks; the pipeline runs them on native threads, off the gevent loop.
 A connection lost (server stopped, restarted, failed over) is
@@ -44,13 +44,13 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..model import quality, search
 from ..model.events import Event
 from ..model.records import Call
 from . import LOG_DELETE, Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
+from .pgreaders import Readers
 from .sqlite import SEEN_KEPT, TAG_SEPARATOR, _labels_column, _tags_column
 
 SETTING = "PATTER_DASH_DB"
@@ -110,13 +110,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 3: several processes on one database. Events stay in the log once a snapshot holds them (``folded``)
     # until every process has read them; a snapshot is kept only over an older one (``seq``: the journal
-    # number of the last event it holds), as processes write the same finished call.
+    # number of the last event it holds), as processes write the same finished call. (IF NOT EXISTS: a database
+    # brought back from version 1 by hand, as the quality test does, may hold these already.)
     """
-    ALTER TABLE events ADD COLUMN folded BOOLEAN NOT NULL DEFAULT FALSE;
+    ALTER TABLE events ADD COLUMN IF NOT EXISTS folded BOOLEAN NOT NULL DEFAULT FALSE;
     UPDATE events SET folded = TRUE WHERE call_id IN (SELECT call_id FROM calls);
-    CREATE INDEX events_unfolded ON events (id) WHERE NOT folded;
-    CREATE INDEX events_folded ON events (received_at) WHERE folded;
-    ALTER TABLE calls ADD COLUMN seq BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS events_unfolded ON events (id) WHERE NOT folded;
+    CREATE INDEX IF NOT EXISTS events_folded ON events (received_at) WHERE folded;
+    ALTER TABLE calls ADD COLUMN IF NOT EXISTS seq BIGINT NOT NULL DEFAULT 0;
     """,
 )
 #: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
@@ -155,8 +156,6 @@ TRIM_EVERY = 30.0
 #: Events read from the log at once by a follower.
 TAIL_MAX = 2_000
 CONNECT_TIMEOUT = 5
-#: How long a read waits for a pooled connection before answering "unavailable".
-READ_TIMEOUT = 5.0
 #: ``pg_database_size`` walks the database's files: asked at most this often, after a commit.
 SIZE_EVERY = 10.0
 _NUMBER_COLUMNS = "duration_ms, cost_stt, cost_tts, cost_llm, cost_telephony, cost_total, latency_ms"
@@ -191,7 +190,7 @@ class PostgresJournal:
         self.path = _display(params)
         self.sync = sync  # the server's synchronous_commit decides; kept for the interface
         self._writer_db: psycopg.Connection | None = None
-        self._pool: ConnectionPool | None = None
+        self._pool: Readers | None = None
         self._seen_written = 0
         self._size = 0
         self._size_at = 0.0
@@ -212,7 +211,7 @@ class PostgresJournal:
             db.close()
 
     def open(self) -> None:
-        """The writer connection and the readers' pool."""
+        """The writer connection (the readers connect when a read needs one)."""
         self._closing = False
         self._readers()
         try:
@@ -220,17 +219,10 @@ class PostgresJournal:
         except JournalUnavailable:
             pass  # commit reports it, and tries again each time
 
-    def _readers(self) -> ConnectionPool:
-        """The readers' pool, made on first use; it connects in the background and again after a connection is lost."""
+    def _readers(self) -> Readers:
+        """The read-only connections, made on first use (each opened when a read needs it)."""
         if self._pool is None:
-            # Not waited for: a server down at this moment makes reads unavailable, not the start fail.
-            # check_connection: a connection the server dropped (restart, failover) is replaced, not handed out.
-            self._pool = ConnectionPool(
-                self._conninfo, min_size=1, max_size=4, open=False, timeout=READ_TIMEOUT, name="patter-dash-readers",
-                configure=_read_only, check=ConnectionPool.check_connection, reconnect_timeout=0,
-                kwargs={"application_name": _process_name()},
-            )
-            self._pool.open(wait=False)
+            self._pool = Readers(self._conninfo, application_name=_process_name())
         return self._pool
 
     def close(self) -> None:
@@ -241,7 +233,7 @@ class PostgresJournal:
             jobs.close()  # the jobs lock goes with it: another process takes them at its next look
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close(timeout=5.0)
+            pool.close()
         db, self._writer_db = self._writer_db, None
         if db is not None:
             db.close()
@@ -612,14 +604,10 @@ class PostgresJournal:
 
     @contextmanager
     def _reader(self) -> Iterator[psycopg.Connection]:
-        """A pooled read-only connection, in one REPEATABLE READ transaction; failures are :class:`JournalUnavailable`."""
+        """A read-only connection, in one REPEATABLE READ transaction; failures are :class:`JournalUnavailable`."""
         try:
             with self._readers().connection() as db:
                 yield db
-        except PoolTimeout as exc:
-            raise JournalUnavailable(
-                f"cannot reach PostgreSQL at {self.path} ({SETTING}): no connection within {READ_TIMEOUT:g} s ({_first_line(exc)})"
-            ) from None
         except psycopg.Error as exc:
             raise self._unavailable(exc) from None
 
@@ -638,6 +626,9 @@ class PostgresJournal:
                 event = unpack_event(*row)
                 event.seq = seq
                 events.append(event)
+            named = [thaw(row[0]) for row in db.execute(
+                "SELECT state FROM calls WHERE call_id = ANY(%s)", (list({e.call_id for e in events}),)
+            )]
             log_seq = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]  # type: ignore[index]
             if not log_seq:  # an empty log (trimmed whole): the sequence goes on from where it is
                 log_seq = db.execute(
@@ -648,7 +639,8 @@ class PostgresJournal:
             row = db.execute("SELECT value FROM info WHERE name = 'last_seq'").fetchone()
             done = db.execute("SELECT max(done) FROM calls").fetchone()[0] or 0  # type: ignore[index]
             self._size = int(db.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
-        return Restored(hours, latencies, calls, events, seen, int(row[0]) if row else 0, int(done), int(log_seq))  # type: ignore[arg-type]
+        return Restored(hours, latencies, calls, events, seen, int(row[0]) if row else 0, int(done), int(log_seq),  # type: ignore[arg-type]
+                        named)
 
     def started_before(self, cutoff: float, limit: int) -> list[str]:
         """Ids of up to ``limit`` stored calls that started before ``cutoff`` (the retention purge)."""
@@ -755,12 +747,6 @@ def _process_name() -> str:
 def _sibling_prefix() -> str:
     """What the processes of one gunicorn master on one host share in :func:`_process_name`."""
     return f"patter-dash host={socket.gethostname()[:24]} ppid={os.getppid()} "
-
-
-def _read_only(db: psycopg.Connection) -> None:
-    """A pooled reader: each use one consistent, read-only snapshot."""
-    db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    db.read_only = True
 
 
 def _display(params: dict[str, Any]) -> str:
