@@ -39,8 +39,8 @@ setup(
         "patter_dash.templates": files_under(HERE / "templates", HERE / "templates"),
     },
     install_requires=requirements(),
-    # PATTER_DASH_DB=postgresql://...: psycopg 3 (binary wheel: libpq inside, no compiler or libpq-dev needed) and its pool.
-    extras_require={"postgres": ["psycopg[binary]==3.3.9", "psycopg-pool==3.3.3"]},
+    # PATTER_DASH_DB=postgresql://...: psycopg 3 (binary wheel: libpq inside, no compiler or libpq-dev needed).
+    extras_require={"postgres": ["psycopg[binary]==3.3.9"]},
     entry_points={"console_scripts": ["patter-dash = patter_dash.run.cli:main"]},
     classifiers=["Framework :: Flask", "Programming Language :: Python :: 3"],
 )

@@ -153,3 +153,25 @@ def test_an_embedded_app_writes_no_token_file(tmp_path: Path, monkeypatch) -> No
     dash = PatterDashboard(Flask("host"))
     assert dash.access.mode == "local" and not any(tmp_path.iterdir())
     dash.stop()
+
+
+RACE = """
+import sys
+from pathlib import Path
+from patter_dash.web.access import load_or_create_token
+sys.stdin.readline()  # all started: go together
+print(load_or_create_token(Path(sys.argv[1])))
+"""
+
+
+def test_processes_starting_together_agree_on_one_generated_token(tmp_path: Path) -> None:
+    """gunicorn -w N (several workers on PostgreSQL): none reads the file while another is still writing it."""
+    for attempt in range(5):
+        path = tmp_path / f"data-{attempt}" / "dashboard-token"
+        racers = [subprocess.Popen([sys.executable, "-c", RACE, str(path)], cwd=ROOT, stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        answers = [racer.communicate("go\n", timeout=30) for racer in racers]
+        assert all(racer.returncode == 0 for racer in racers), [err for _, err in answers]
+        tokens = {out.strip() for out, _ in answers}
+        assert tokens == {path.read_text().strip()} and len(tokens.pop()) >= 40
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and os.listdir(path.parent) == ["dashboard-token"]

@@ -273,3 +273,23 @@ def test_recordings_peaks_quality_and_streams_at_toy_size(tmp_path: Path) -> Non
     res = json.loads(out.read_text())
     assert res["peaks_seconds"] and res["quality_seconds"] and res["quality"]["interruptions"] == 3
     assert res["streams"]["errors"] == [] and res["streams"]["rss_peak_mib"] > 0 and res["loop_blocked_reports"] == 0
+
+
+def test_pgmulti_every_step_at_toy_size_and_every_process_agrees(tmp_path: Path, pg_database) -> None:
+    out = tmp_path / "pgmulti.json"
+    # The script makes a fresh database a measurement on this test's server (and drops them).
+    run([str(BENCH / "pgmulti.py"), "--fast", "--db-url", pg_database(), "--out", str(out)], timeout=240)
+    res = json.loads(out.read_text())
+    assert all(res[step]["agree"] is True for step in ("ingest", "reads", "ready", "e2e")), res
+    configs = res["ingest"]["configs"]
+    assert sorted(configs) == ["pg1", "pg2", "pg4", "sqlite1"]
+    for config in configs.values():
+        for mode in ("batched", "single"):
+            row = config[mode]
+            assert row["events_per_s"] > 0 and row["non2xx"] == row["exc"] == 0, row
+            assert row["totals"] == [row["expected"]] * config["processes"], row
+    assert len(res["reads"]["w2"]["worker_pids"]) == 2 and res["reads"]["ratio_w2_w1"]["list"] > 0
+    assert res["ready"]["sizes"]["200"]["ready_s_median"] > 0
+    e2e = res["e2e"]
+    for side in ("ingest_server", "other_server"):  # every subscriber got every event, on both processes
+        assert e2e[side]["connected"] == 10 and e2e[side]["missing"] == 0 and e2e[side]["p99_ms"] > 0

@@ -19,11 +19,11 @@ from tests.test_history_crash import keyed_call
 from tests.test_history_faults import assert_acknowledged, health
 
 
-def _views(server: LiveServer) -> dict[str, Any]:
-    """What a user reads of history (every answer a 200)."""
+def _views(server: LiveServer, detail: str = "PG-0003") -> dict[str, Any]:
+    """What a user reads of history (every answer a 200); ``detail``: a call whose detail is read."""
     seen: dict[str, Any] = {}
     for path in ("/api/v1/calls?limit=1000", "/api/v1/calls?q=says+line&limit=3&offset=2", "/api/v1/calls?direction=inbound",
-                 "/api/v1/calls/PG-0003", "/api/v1/analytics/overview", "/api/v1/analytics/costs?bucket=hour",
+                 f"/api/v1/calls/{detail}", "/api/v1/analytics/overview", "/api/v1/analytics/costs?bucket=hour",
                  "/api/v1/export/csv", "/api/v1/export/json"):
         response = server.get(path)
         assert response.status_code == 200, (path, response.text)
@@ -66,35 +66,62 @@ def test_history_in_postgres_is_served_deleted_and_kept_across_restarts(live_ser
     assert server.get("/api/v1/calls/PG-0002").status_code == 404
 
 
+class Runtime:
+    """A voice runtime's client: one event a request, each sent again after a 503 until acknowledged.
+
+    Call ``n`` goes to ``servers[n % len(servers)]`` (all of a call's events to one process).
+    """
+
+    def __init__(self, servers: list[LiveServer], prefix: str = "ING") -> None:
+        self.servers, self.prefix = servers, prefix
+        self.acked: list[dict[str, Any]] = []
+        self.refusals: list[requests.Response] = []
+        self.unexpected: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._send()
+        except Exception as exc:  # a dropped connection, a timeout: said, not a silent stop
+            self.unexpected.append(repr(exc))
+
+    def _send(self) -> None:
+        for n in range(10_000):
+            server = self.servers[n % len(self.servers)]
+            for event in keyed_call(self.prefix, n):
+                while not self._stop.is_set():
+                    response = requests.post(f"{server.url}/api/v1/ingest", json=event, timeout=10)
+                    # 200: a duplicate, stored already (a 503 may come after a commit the answer could not follow)
+                    if response.status_code in (200, 202):
+                        self.acked.append(event)
+                        break
+                    if response.status_code != 503:
+                        self.unexpected.append(f"{response.status_code} {response.text}")
+                        return
+                    self.refusals.append(response)
+                    time.sleep(0.05)
+                if self._stop.is_set():
+                    return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(20)
+
+    def reached(self, count: int) -> bool:
+        """Whether ``count`` events are acknowledged; fails at once if the runtime met anything but a 503."""
+        assert self.unexpected == []
+        return len(self.acked) >= count
+
+
 def test_postgres_stopped_mid_ingest_refuses_with_503_then_recovers_with_every_acknowledged_event_once(
     live_server, pg_server, pg_database
 ) -> None:
     url = pg_database()
     server = live_server(PATTER_DASH_DB=url)
-    acked: list[dict[str, Any]] = []
-    refusals: list[requests.Response] = []
-    unexpected: list[str] = []
-    stop = threading.Event()
-
-    def runtime() -> None:
-        """A voice runtime's client: one event a request, each sent again after a 503 until acknowledged."""
-        for n in range(10_000):
-            for event in keyed_call("ING", n):
-                while not stop.is_set():
-                    response = requests.post(f"{server.url}/api/v1/ingest", json=event, timeout=10)
-                    if response.status_code == 202:
-                        acked.append(event)
-                        break
-                    if response.status_code != 503:
-                        unexpected.append(f"{response.status_code} {response.text}")
-                        return
-                    refusals.append(response)
-                    time.sleep(0.05)
-                if stop.is_set():
-                    return
-
-    poster = threading.Thread(target=runtime, daemon=True)
-    poster.start()
+    runtime = Runtime([server])
+    acked, refusals = runtime.acked, runtime.refusals
     try:
         wait_for(lambda: len(acked) >= 30, timeout=20)
         pg_server.stop("immediate")
@@ -118,9 +145,8 @@ def test_postgres_stopped_mid_ingest_refuses_with_503_then_recovers_with_every_a
         wait_for(lambda: health(server)["status"] == "ok", timeout=20, interval=0.1)
         wait_for(lambda: len(acked) >= stalled + 30, timeout=20)
     finally:
-        stop.set()
-        poster.join(20)
-    assert unexpected == []
+        runtime.stop()
+    assert runtime.unexpected == []
     assert_acknowledged(server, acked)
 
     server.kill()  # and all of it is in PostgreSQL, not only in that process's memory

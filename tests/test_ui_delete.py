@@ -295,6 +295,23 @@ def test_the_header_says_history_is_saved_to_the_file(live_server: Any, open_pag
     guard_phone.check()
 
 
+def test_the_header_says_history_is_in_postgresql_and_whether_this_process_is_up_to_date(
+    live_server: Any, open_page: Any, pg_database: Any,
+) -> None:
+    url = pg_database()
+    server = live_server(PATTER_DASH_DB=url)
+    seed_history(server)
+    page, guard = open_page()
+    open_dashboard(page, server.url, "live")
+    badge = store_badge(page)
+    expect(badge).to_have_attribute("data-state", "ok")
+    detail = badge.locator(".pd-store-detail")
+    expect(detail).to_contain_text("up to date")
+    text = detail.inner_text()
+    assert text.startswith("PostgreSQL, ") and f": {url}" in text, text
+    guard.check()
+
+
 def test_the_header_says_history_is_in_memory(live_server: Any, open_page: Any) -> None:
     server = live_server(PATTER_DASH_DB=":memory:")
     page, guard = open_page()

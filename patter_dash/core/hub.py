@@ -1,18 +1,26 @@
 """Hub: fan-out of applied events to live readers (SSE and WebSocket).
 
 The event thread publishes each applied event once, pre-encoded, into a
-fixed-size replay ring indexed by sequence number. A subscriber is a cursor
+fixed-size replay ring in the order published. A subscriber is a cursor
 into that ring: its "queue" is the slice between its cursor and the head, so
 publishing costs O(1) whatever the number of readers, a slow reader never
 slows the publisher, and a reader that lagged more than ``max_lag`` events is
 told to reconnect (it resumes with Last-Event-ID and loses nothing that is
 still in the ring). Readers wait on one shared event that each publish sets;
 the event thread never blocks on them and they never take a lock to read.
+
+Sequence numbers only increase; they need not be consecutive. With a shared
+journal (PostgreSQL) a frame's number is the journal's global sequence, which
+has gaps (an event another process wrote that changed nothing here, a rolled
+back insert), and the frames one logged event makes (a deletion of several
+calls) share its number: only the last of them carries the SSE ``id``, so a
+reader cut off in the middle gets the whole group again, never loses part.
 """
 
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -38,18 +46,18 @@ class Frame:
 
     @classmethod
     def encode(cls, seq: int, event_type: str, call_id: str, payload: dict[str, Any],
-               call_ids: Collection[str] = ()) -> Frame:
-        head = cls._head(seq, event_type).encode()
+               call_ids: Collection[str] = (), *, with_id: bool = True) -> Frame:
+        head = cls._head(seq, event_type, with_id).encode()
         return cls(seq, event_type, call_id, b"".join((head, jsoncodec.dumpb(payload), b"\n\n")), tuple(call_ids))
 
     @staticmethod
-    def _head(seq: int, event_type: str) -> str:
-        return f"id: {seq}\nevent: {event_type}\ndata: "
+    def _head(seq: int, event_type: str, with_id: bool = True) -> str:
+        return f"id: {seq}\nevent: {event_type}\ndata: " if with_id else f"event: {event_type}\ndata: "
 
     @property
     def ws(self) -> str:
         """The same event as one WebSocket text frame (derived: WebSocket readers are few)."""
-        data = self.sse[len(self._head(self.seq, self.type).encode()) : -2].decode()
+        data = self.sse[self.sse.index(b"\ndata: ") + 7 : -2].decode()
         return f'{{"id":{self.seq},"event":"{self.type}","data":{data}}}'
 
 
@@ -60,6 +68,8 @@ class HubFull(Exception):
 @dataclass(eq=False, slots=True)
 class Subscription:
     cursor: int
+    #: Frames published before this reader's next one (a position in the ring, not a sequence number).
+    position: int = 0
     types: frozenset[str] | None = None
     call_id: str | None = None
     #: Called (from the reaper) to cut off a reader stuck in a socket write.
@@ -85,7 +95,15 @@ class Hub:
         self.replay_size = replay_size
         self.max_subscribers = max_subscribers
         self.max_lag = min(max_lag, replay_size)
-        self.head = 0
+        self._head = 0
+        #: The newest sequence number no longer resumable from (its frames left the ring, or came before it).
+        self._floor = 0
+        #: Frames published so far: frame ``p`` is at ``_ring[p % replay_size]``.
+        self._count = 0
+        #: A shared journal's sequence is global: a reader resuming from a number this
+        #: process has not reached yet (it was served by another) waits for it instead
+        #: of a reset, up to this far ahead (further is no number of this journal's).
+        self.ahead_allowed = 0
         self.overflows = 0
         self._ring: list[Frame | None] = [None] * replay_size
         self._subs: set[Subscription] = set()
@@ -99,15 +117,44 @@ class Hub:
         # one, so one call wakes every reader and readers never take a lock.
         self._tick = threading.Event()
 
+    @property
+    def head(self) -> int:
+        """The last sequence number published (or started from)."""
+        return self._head
+
+    @head.setter
+    def head(self, seq: int) -> None:
+        """Start numbering at ``seq`` (a restored history): nothing at or before it can be resumed from here."""
+        self._head = seq
+        self._floor = seq
+        # Frames held are of the numbering left behind: none of them is handed out again.
+        self._count += self.replay_size
+        self._ring = [None] * self.replay_size
+
     # ------------------------------------------------------------- publishing
 
-    def publish(self, seq: int, event_type: str, call_id: str, payload: dict[str, Any], call_ids: Collection[str] = ()) -> None:
-        """Called by the event thread only (the single writer)."""
-        frame = Frame.encode(seq, event_type, call_id, payload, call_ids)
-        self._ring[seq % self.replay_size] = frame
-        self.head = seq  # after the frame is in place: readers go by head
+    def publish(self, seq: int, event_type: str, call_id: str, payload: dict[str, Any], call_ids: Collection[str] = (),
+                *, with_id: bool = True) -> None:
+        """Called by the event thread only (the single writer); ``seq`` never below the head.
+
+        ``with_id=False``: a frame of a group sharing ``seq`` that is not its last (no SSE ``id``).
+        """
+        frame = Frame.encode(seq, event_type, call_id, payload, call_ids, with_id=with_id)
+        slot = self._count % self.replay_size
+        old = self._ring[slot]
+        if old is not None:
+            self._floor = max(self._floor, old.seq)
+        self._ring[slot] = frame
+        self._count += 1
+        self._head = seq  # after the frame is in place: readers go by head
         tick, self._tick = self._tick, threading.Event()
         tick.set()
+
+    def _position_after(self, seq: int) -> int:
+        """The position of the first frame held with a number above ``seq`` (the count: none yet)."""
+        size, count = self.replay_size, self._count
+        # Frames are in order of number: bisect the positions held by their frame's seq.
+        return bisect_right(_Seqs(self._ring, size), seq, max(0, count - size), count)
 
     def reap(self) -> int:
         """Cut off readers lagging past ``max_lag``; returns how many. Called periodically.
@@ -118,10 +165,10 @@ class Hub:
         laggards = []
         with self._lock:
             for sub in self._subs:
-                if sub.state == "open" and self.head - sub.cursor > self.max_lag and sub.cursor == sub.reaped_cursor:
+                if sub.state == "open" and self._count - sub.position > self.max_lag and sub.position == sub.reaped_cursor:
                     sub.state = "overflow"
                     laggards.append(sub)
-                sub.reaped_cursor = sub.cursor
+                sub.reaped_cursor = sub.position
         for sub in laggards:
             self.overflows += 1
             if sub.on_overflow is not None:
@@ -150,8 +197,11 @@ class Hub:
             refused = self.refusal()
             if refused:
                 raise HubFull(refused)
-            cursor = self.head if after is None else min(after, self.head)
-            sub = Subscription(cursor, frozenset(types) if types else None, call_id, on_overflow)
+            if after is None or after >= self._head:
+                cursor, position = (self._head if after is None else after), self._count
+            else:
+                cursor, position = after, self._position_after(after)
+            sub = Subscription(cursor, position, frozenset(types) if types else None, call_id, on_overflow)
             self._subs.add(sub)
             return sub
 
@@ -174,24 +224,41 @@ class Hub:
 
     def read(self, sub: Subscription, timeout: float) -> list[Frame] | str:
         """Frames after the cursor (possibly none after ``timeout``), or a verdict."""
-        tick = self._tick  # before looking at head: a publish in between sets this tick
-        if sub.state == "open" and not self._closing and self.head <= sub.cursor:
+        tick = self._tick  # before looking at the count: a publish in between sets this tick
+        if sub.state == "open" and not self._closing and self._count <= sub.position:
             tick.wait(timeout)
         if self._closing:
             return SHUTDOWN
         if sub.state == "overflow":
             return OVERFLOW
-        head, size = self.head, self.replay_size
-        if head - sub.cursor > size:
-            sub.cursor = head
+        count, size, ring = self._count, self.replay_size, self._ring
+        if count - sub.position > size:
+            sub.cursor, sub.position = self._head, count
             return RESET
-        frames = [self._ring[s % size] for s in range(sub.cursor + 1, head + 1)]
-        if frames and (frames[0] is None or frames[0].seq != sub.cursor + 1):
-            sub.cursor = head  # overwritten while we read: the resume point is gone
+        frames = [ring[p % size] for p in range(sub.position, count)]
+        if self._count - sub.position > size:
+            sub.cursor, sub.position = self._head, self._count  # overwritten while we read: the resume point is gone
             return RESET
-        sub.cursor = head
-        return [f for f in frames if f is not None and sub.wants(f)]
+        sub.position = count
+        cursor = sub.cursor
+        out = [f for f in frames if f is not None and f.seq > cursor and sub.wants(f)]
+        if frames and frames[-1] is not None:
+            sub.cursor = max(cursor, frames[-1].seq)
+        return out
 
     def check_resume(self, after: int) -> bool:
-        """Whether every event after ``after`` is still in the ring."""
-        return self.head - self.replay_size <= after <= self.head
+        """Whether every event after ``after`` is still in the ring (or, shared, yet to come here)."""
+        return self._floor <= after <= self._head + self.ahead_allowed
+
+
+class _Seqs:
+    """The ring's frame numbers by position, for :func:`bisect_right` (no list built)."""
+
+    __slots__ = ("_ring", "_size")
+
+    def __init__(self, ring: list[Frame | None], size: int) -> None:
+        self._ring, self._size = ring, size
+
+    def __getitem__(self, position: int) -> int:
+        frame = self._ring[position % self._size]
+        return -1 if frame is None else frame.seq

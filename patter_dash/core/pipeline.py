@@ -17,6 +17,15 @@ checked against the PID), never at import or in gunicorn's master, so
 ``--preload`` and forking hosts work. Under gevent a native OS thread cannot
 wake a waiting greenlet through gevent's primitives, so the wake-up goes
 through a libev async watcher, whose ``send()`` is safe from any thread.
+
+A shared journal (PostgreSQL, several processes) is one ordered log: each
+event's number is its row's, given at commit, and is also its live frame's id
+in every process. A commit first applies what other processes wrote before
+it; the rest of their events arrive through the follower (:meth:`_follow`),
+woken by the journal's ``LISTEN`` thread and at least once a second. Deletions
+and the stale-call rule's closes are events of the log too, and the jobs that
+must run once (retention, the stale-call rule, alert evaluation) run only in
+the process holding the journal's jobs lock.
 """
 
 from __future__ import annotations
@@ -31,14 +40,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..journal import Batch, Journal, JournalUnavailable
+from ..journal import LOG_CLOSE, LOG_DELETE, Batch, Journal, JournalUnavailable
 from ..model import records
 from ..model.clean import ValidationError
 from ..model.events import Event, make_event
 from ..model.redact import Redactor
 from ..model.views import CALL_DELETED, CALL_UPDATED
 from .aggregates import HOUR, contribution, latency_bin
-from .cooperative import Slices, Wakeup, gevent_active, in_background, let_others_run, offload, on_foreign_native_thread
+from .cooperative import (
+    Slices, Wakeup, gevent_active, in_background, let_others_run, native_thread, offload, on_foreign_native_thread,
+)
 from .history import History
 from .hub import Hub
 from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore, Watcher
@@ -67,6 +78,15 @@ FLUSH_DELAY = 0.2
 PURGE_BATCH = 500
 #: Seconds between two retention passes.
 PURGE_INTERVAL = 60.0
+#: A shared journal: seconds between two reads of the log when no notification came (one may be missed).
+FOLLOW_INTERVAL = 1.0
+#: Completion numbers an event's journal number leaves room for (calls one event closes; see CallStore.done_scale).
+DONE_SCALE = 1_000
+#: A shared journal: how far past its own head a resuming reader's Last-Event-ID may be (another
+#: process served it; this one gets there within a moment) before it is taken for a stranger's.
+AHEAD_ALLOWED = 10_000_000
+#: Stale calls closed by one close pass at most.
+CLOSE_BATCH = 500
 
 
 #: What one reader encodes between two pauses: this many calls, or this much transcript text.
@@ -176,6 +196,8 @@ class Pipeline:
         self.redactor = Redactor(redact, redact_key or os.urandom(32))
         self._own_redact_key = redact_key is not None
         self.journal = journal
+        #: Several processes share the journal (PostgreSQL): numbers come from its log.
+        self.shared = bool(journal is not None and getattr(journal, "shared", False))
         self.call_timeout = call_timeout
         self.retention_days = retention_days
         self._hub_options = dict(replay_size=replay_size, max_subscribers=max_subscribers, max_lag=subscriber_queue)
@@ -187,7 +209,7 @@ class Pipeline:
         self.on_deleted: list[Callable[[list[str]], None]] = []
         self._store_options = dict(
             max_completed=max_calls, max_call_text=max_call_text, max_active=max_active_calls, keep_history=journal is not None,
-            watchers=self.watchers,
+            watchers=self.watchers, done_scale=DONE_SCALE if self.shared else 0,
         )
         self._queue: deque[Pending] = deque()
         self._pid: int | None = None
@@ -215,6 +237,16 @@ class Pipeline:
         #: Small facts for the journal's info table (:meth:`remember`) not written yet; None deletes the row.
         self._info: dict[str, Any] = {}
         self._last_purge = 0.0
+        #: Shared journal: a notification came (read the log now), the highest number known written,
+        #: since when this process is behind it, when the log was last read, and whether this process
+        #: runs the once-only jobs.
+        self._log_notified = False
+        self._log_tip = 0
+        self._behind_since: float | None = None
+        self._followed_at = 0.0
+        self._listening = False
+        self.runs_jobs = not self.shared
+        self.follow_stats = {"followed": 0, "skipped": 0, "reloads": 0}
         self._flush_due: float | None = None
         self._checkpointing = False
         self._checkpointed_at = 0  # journal_stats["commits"] when the last checkpoint was asked for
@@ -254,9 +286,15 @@ class Pipeline:
             # across restarts: a reader resuming from before a restart gets a
             # reset instead of silently skipping the new process's first events.
             self._seq = self.hub.head = int(time.time() * 1_000_000)
+            if self.shared:
+                self.hub.ahead_allowed = AHEAD_ALLOWED
             if self.journal is not None:
                 self._restore(self.journal)
             self._wakeup = Wakeup()
+            if self.shared and not self._listening:
+                self._listening = True
+                journal = self.journal
+                native_thread(lambda: journal.listen(self._notified), "patter-dash-listen")  # type: ignore[union-attr]
             self._thread = threading.Thread(target=self._run, name="patter-dash-events", daemon=True)
             self._thread.start()
             # Under gevent the event "thread" is a greenlet of this OS thread: see submit().
@@ -296,18 +334,37 @@ class Pipeline:
         store = self.store
         store.load(restored.hours, restored.latencies, restored.calls, restored.done)
         store.aggregates.cold_rows = self.history.cold_rows
-        self._adopt_cold(e.call_id for e in restored.events)
+        if restored.named is None:
+            self._adopt_cold(e.call_id for e in restored.events)
+        else:
+            for call in restored.named:
+                store.adopt_cold(call)
         store.pin(e.call_id for e in restored.events)  # held until replayed (see _commit)
-        self._seq = max(self._seq, restored.last_seq)
+        self._seq = restored.log_seq if self.shared else max(self._seq, restored.last_seq)
         replayed: list[tuple[str, int]] = []
+        keys: set[str] = set()
         for n, event in enumerate(restored.events, 1):
-            event.seq = self._seq + 1
+            if self.shared:
+                # Numbered by the log. Two processes may have taken one id at once: the first counts.
+                if event.key is not None and event.key in keys:
+                    continue
+                if event.type == LOG_CLOSE:
+                    store.close_logged(event.call_id, event.seq)
+                    continue
+                if event.type == LOG_DELETE:  # its calls are gone from disk already, totals included
+                    for call_id in event.data.get("call_ids") or ():
+                        store.delete(call_id)
+                    continue
+            else:
+                event.seq = self._seq + 1
             try:
                 applied = store.apply(event)
             except Exception:  # it failed when it arrived too: the rest of history still loads
                 log.exception("patter-dash: a stored event could not be replayed")
                 continue
-            if applied.changed:
+            if event.key is not None:
+                keys.add(event.key)
+            if applied.changed and not self.shared:
                 self._seq = event.seq
             if event.key is not None:
                 replayed.append((event.key, applied.call.seq))
@@ -322,7 +379,7 @@ class Pipeline:
         self._unwritten_seen.extend(replayed)
         while len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
-        self.hub.head = self._seq
+        self.hub.head = self._log_tip = self._seq
         try:
             # A file that cannot be written (read-only, disk full) is known before the first
             # ingest: health says so at once and ingest is refused, instead of failing later.
@@ -515,14 +572,21 @@ class Pipeline:
             if self.journal is None:
                 self._drain()
             else:
+                # While the database is down the writer's retries find it back; a commit then catches up first.
+                if self.shared and self.journal_error is None and (
+                    self._log_notified or time.monotonic() - self._followed_at >= FOLLOW_INTERVAL
+                ):
+                    self._follow(self.journal)
                 self._drain_journaled(self.journal)
                 self._flush_when_idle(self.journal)
             self._maybe_freeze()
             now = time.monotonic()
             if now - last_reap >= 1.0:
                 self.hub.reap()
+                if self.shared:
+                    self._check_jobs(self.journal)  # type: ignore[arg-type]
                 self._close_stale()
-                for tick in self.on_tick:
+                for tick in self.on_tick if self.runs_jobs else ():
                     try:
                         tick(time.time())
                     except Exception:  # an observer's bug must not stop the writer
@@ -534,7 +598,10 @@ class Pipeline:
                         self._checkpoint(self.journal)
                 last_reap = now
             self._sleeping = True
-            if not self._queue or (self.journal_error is not None and time.monotonic() < self._retry_at):
+            # A notification means "read the log now", but not while the database is out: the writer's retry
+            # comes first (the listener's reconnection notifies; spinning on it starved the loop).
+            follow_now = self._log_notified and self.journal_error is None
+            if (not self._queue or (self.journal_error is not None and time.monotonic() < self._retry_at)) and not follow_now:
                 flush_in = 0.5 if self._flush_due is None else self._flush_due - time.monotonic()
                 wakeup.wait(max(0.0, min(0.5, flush_in)))
             self._sleeping = False
@@ -658,7 +725,8 @@ class Pipeline:
                 if key is not None:
                     keys.add(key)
         snapshots = [(call, call.done, _counted(call)) for call in self._unwritten.values()]
-        return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq, info=dict(self._info))
+        return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq, info=dict(self._info),
+                     after=self._seq if self.shared else None)
 
     def _commit(self, journal: Journal, batch: Batch, accepted: list[Pending]) -> None:
         """Write ``batch`` off the loop; fetch the finished calls its events name that are only on disk."""
@@ -669,6 +737,8 @@ class Pipeline:
 
         def write() -> list[records.Call]:
             journal.commit(batch)  # first: a call pushed out before it was written is read back fresh
+            if batch.before:  # other processes' events, applied ahead of these: their finished calls too
+                cold.extend({e.call_id for e in batch.before} - set(store.completed) - set(store.active) - ids)
             return journal.load_many(cold) if cold else []
 
         try:
@@ -684,9 +754,14 @@ class Pipeline:
         # longer held would start a new one.
         store.pin(ids)
         for call in found:
-            store.adopt_cold(call)
+            if self._counted_here(call):
+                store.adopt_cold(call)
         self._unwritten.clear()
         self._unwritten_seen = []
+        if batch.before:
+            store.pin(e.call_id for e in batch.before)
+            for event in batch.before:
+                self._apply_logged(event)
         for name, value in batch.info.items():
             if self._info.get(name, self) is value:  # not changed again while this was written
                 del self._info[name]
@@ -696,6 +771,132 @@ class Pipeline:
         stats["last_commit_ms"] = round((time.monotonic() - started) * 1000, 2)
         if stats["commits"] - self._checkpointed_at >= CHECKPOINT_EVERY:
             self._checkpoint(journal)
+
+    # ----------------------------------------------------- shared journal
+
+    def _notified(self, number: int) -> None:
+        """The LISTEN thread: a commit (``number``: its highest event) or a (re)connection (0). Any thread."""
+        if number > self._log_tip:
+            self._log_tip = number
+        self._log_notified = True
+        if self._wakeup is not None:
+            self._wakeup.send()
+
+    def _check_jobs(self, journal: Journal) -> None:
+        """Take (or keep) the jobs lock if it is free; about once a second."""
+        try:
+            held = offload(journal.runs_jobs)  # type: ignore[attr-defined]
+        except Exception:  # a lost database: not the jobs' process until it is back
+            log.exception("patter-dash: could not look at the jobs lock")
+            held = False
+        if held != self.runs_jobs:
+            log.info("patter-dash: this process %s the jobs (retention, stale calls, alerts)",
+                     "now runs" if held else "no longer runs")
+            self._last_purge = 0.0
+        self.runs_jobs = held
+
+    def _follow(self, journal: Journal) -> None:
+        """Read what other processes wrote past this process's position and apply it, in order."""
+        self._log_notified = False
+        self._followed_at = time.monotonic()
+        while not self._stopping:
+            try:
+                events, trimmed = offload(journal.tail, self._seq)  # type: ignore[attr-defined]
+            except JournalUnavailable as exc:
+                # The database is gone for this process's writes too: health says so and ingest answers 503
+                # now, not at its first commit; the writer's retries find it back.
+                self._journal_failed(exc)
+                return
+            if trimmed > self._seq and (not events or events[0].seq > self._seq + 1):
+                self._reload(journal, trimmed)
+                return
+            if not events:
+                break
+            store = self.store
+            ids = {e.call_id for e in events if e.call_id}
+            cold = [i for i in ids if i not in store.completed and i not in store.active]
+            if cold:
+                try:
+                    for call in offload(journal.load_many, cold):
+                        if self._counted_here(call):
+                            store.adopt_cold(call)
+                except JournalUnavailable as exc:
+                    self._journal_failed(exc)
+                    return
+            store.pin(ids)
+            slices = Slices()
+            for event in events:
+                self._apply_logged(event)
+                if slices.pause_if_due():
+                    self._maybe_freeze()
+            store.release()
+            self._log_tip = max(self._log_tip, self._seq)
+            if len(events) < 2_000:
+                break
+        self._behind_since = None if self._log_tip <= self._seq else (self._behind_since or time.monotonic())
+
+    def _counted_here(self, call: records.Call) -> bool:
+        """Whether a finished call read back from disk is one this process counted (it applied its end).
+
+        Shared: another process may have written the call whole before this one
+        read its events; taken back then, it would never be counted here. Its
+        completion number says which event finished it: one past this process's
+        position is left for the events to build, as every process does.
+        """
+        return not self.shared or call.done // DONE_SCALE <= self._seq
+
+    def _apply_logged(self, event: Event) -> list[str] | None:
+        """Apply one event read from the shared log (another process's, or this one's operation); once, in order."""
+        if event.seq <= self._seq:
+            self.follow_stats["skipped"] += 1
+            return None
+        self.follow_stats["followed"] += 1
+        if event.type == LOG_DELETE:
+            self._seq = event.seq
+            return self._forget_logged(event)
+        if event.type == LOG_CLOSE:
+            self._seq = event.seq
+            if self.store.close_logged(event.call_id, event.seq):
+                self._announce_closed(event.seq, last_has_id=True)
+            return None
+        held = self.store.get(event.call_id)
+        if held is not None and held.seq >= event.seq:  # read back from disk already holding it
+            self._seq = event.seq
+            return None
+        try:
+            self._apply(event, own=False)
+        except Exception:  # never wedges the follower: counted, logged with its number, passed
+            self.counters["errors"] += 1
+            log.exception("patter-dash: event %d of the log could not be applied (skipped)", event.seq)
+        return None
+
+    def _forget_logged(self, event: Event) -> list[str]:
+        """A deletion read from the log: out of memory and totals here (the journal did the disk)."""
+        store = self.store
+        deleted = []
+        for call_id in event.data.get("call_ids") or ():
+            if store.delete(call_id, self._unwritten.pop(call_id, None)) is not None:
+                deleted.append(call_id)
+        for row in event.data.get("rows") or ():
+            call_id, started_at, status, duration_ms, *cost = row
+            if call_id not in deleted:
+                store.uncount(started_at, status, (duration_ms, cost[:5], cost[5]))
+                deleted.append(call_id)
+        if deleted:
+            self.deletions += 1
+            self.hub.publish(event.seq, CALL_DELETED, deleted[0] if len(deleted) == 1 else "",
+                             {"seq": event.seq, "type": CALL_DELETED, "call_ids": deleted}, deleted)
+        return deleted
+
+    def _reload(self, journal: Journal, trimmed: int) -> None:
+        """Fallen behind what the log keeps: load the memory window again from the calls (readers get a reset)."""
+        log.warning("patter-dash: this process fell behind the log (at %d, trimmed to %d): reloading history",
+                    self._seq, trimmed)
+        self.follow_stats["reloads"] += 1
+        self.store = CallStore(**self._store_options)
+        self.store.make_lock()
+        self._unwritten.clear()
+        self._restore(journal)
 
     def _checkpoint(self, journal: Journal) -> None:
         """Have the WAL copied into the file beside the commits, not waited for (its fsync is nobody's wait)."""
@@ -747,6 +948,14 @@ class Pipeline:
     def _delete(self, call_ids: list[Any], journal: Journal | None) -> list[str] | None:
         """Delete calls: journal first, then memory and totals; the ids that existed (None: the journal failed)."""
         ids = [i for i in dict.fromkeys(call_ids) if isinstance(i, str) and i]
+        if self.shared and journal is not None and ids:
+            # An event of the log: every process deletes the calls from its memory as it reads it.
+            event = Event(LOG_DELETE, "", {"call_ids": ids}, None, time.time())
+            try:
+                self._commit(journal, self._batch([event]), [])
+            except JournalUnavailable:
+                return None
+            return self._apply_logged(event) or []
         store = self.store
         on_disk: list[tuple[Any, ...]] = []
         if journal is not None and ids:
@@ -791,11 +1000,14 @@ class Pipeline:
                 self._commit(journal, self._batch([event]), [Pending(event.type, changes, event=event)])
             except JournalUnavailable:
                 return None
-        event.seq = self._seq + 1
+        if self.shared:
+            self._seq = max(self._seq, event.seq)  # numbered by the commit; followers apply it as theirs
+        else:
+            event.seq = self._seq + 1
         applied = self.store.apply(event)
         self.store.release()
         if applied.changed:
-            self._seq = event.seq
+            self._seq = max(self._seq, event.seq)
             self.hub.publish(event.seq, CALL_UPDATED, call_id, self._payload(event, applied))
         return applied.call
 
@@ -830,7 +1042,7 @@ class Pipeline:
 
     def _purge(self, journal: Journal) -> None:
         """Retention: delete calls started before the cutoff, a small batch at a time."""
-        if not self.retention_days or self.journal_error is not None:
+        if not self.retention_days or self.journal_error is not None or not self.runs_jobs:
             return
         now = time.monotonic()
         if now - self._last_purge < PURGE_INTERVAL:
@@ -842,8 +1054,29 @@ class Pipeline:
             log.exception("patter-dash: the retention purge failed")
 
     def _close_stale(self) -> None:
-        if self.call_timeout and self.store.close_stale(time.time() - self.call_timeout):
-            self._announce_closed()
+        if not self.call_timeout:
+            return
+        if not self.shared:
+            if self.store.close_stale(time.time() - self.call_timeout):
+                self._announce_closed()
+            return
+        if not self.runs_jobs or self.journal is None or self.journal_error is not None:
+            return
+        # One process decides; the close is an event of the log (one a call), so every process closes it alike.
+        cutoff = time.time() - self.call_timeout
+        stale = []
+        for call in self.store.least_recent():
+            if call.last_event_at >= cutoff or len(stale) >= CLOSE_BATCH:
+                break
+            stale.append(Event(LOG_CLOSE, call.call_id, {"flag": "stale_timeout"}, None, time.time()))
+        if not stale:
+            return
+        try:
+            self._commit(self.journal, self._batch(stale), [])
+        except JournalUnavailable:
+            return
+        for event in stale:
+            self._apply_logged(event)
 
     def _maybe_freeze(self) -> None:
         """Every :data:`FREEZE_EVERY` applied events, hide what exists from the collector.
@@ -880,31 +1113,46 @@ class Pipeline:
             if ticket.remaining == 0:
                 ticket.done.set()
 
-    def _apply(self, event: Event) -> Ack:
+    def _apply(self, event: Event, *, own: bool = True) -> Ack:
+        """Apply and publish one event; ``own=False``: another process's, read from a shared journal."""
+        if self.shared:
+            # Numbered by the log; past it whatever happens next (a failed event is not read again).
+            self._seq = max(self._seq, event.seq)
         if event.key is not None:
             seen = self._seen.get(event.key)
             if seen is not None:
                 self.counters["duplicates"] += 1
                 return Ack(seen, True)
-        event.seq = self._seq + 1
+        if self.shared and not event.seq:  # not written: a repeat of an id within its batch
+            self.counters["duplicates"] += 1
+            return Ack(0, True)
+        if not self.shared:
+            event.seq = self._seq + 1
         applied = self.store.apply(event)
         call, changed = applied.call, applied.changed
-        if changed:
+        if changed and not self.shared:
             self._seq = event.seq  # only now: readers take a gap in ids for a lost event
         if event.key is not None:  # only once applied: a failed event may be retried
             self._seen[event.key] = call.seq
-            if self.journal is not None:
+            if self.journal is not None and own:  # the process that took it keeps its id
                 self._unwritten_seen.append((event.key, call.seq))
             if len(self._seen) > SEEN_IDS:
                 self._seen.popitem(last=False)
         if not changed:
             self.counters["duplicates"] += 1
             return Ack(call.seq, True)
-        self.counters["accepted"] += 1
-        self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, applied))
-        self._announce_closed()
-        for hook in self.on_event:
-            hook(event, call)
+        if own:
+            self.counters["accepted"] += 1
+        if self.shared:
+            # Calls closed to make room for this one come first, in its group (the frame with the id ends it).
+            self._announce_closed(event.seq)
+            self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, applied))
+        else:
+            self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, applied))
+            self._announce_closed()
+        if self.runs_jobs:
+            for hook in self.on_event:
+                hook(event, call)
         return Ack(event.seq, False)
 
     def announce(self, event_type: str, payload: dict[str, Any], call_id: str = "") -> int:
@@ -912,19 +1160,31 @@ class Pipeline:
 
         Event thread only (an ``on_tick`` or ``on_event`` hook): the hub has one writer.
         """
+        if self.shared:
+            # Not an event of the log: it rides with the last one's number, without an id of its own.
+            payload["seq"] = self._seq
+            self.hub.publish(self._seq, event_type, call_id, payload, with_id=False)
+            return self._seq
         self._seq += 1
         payload["seq"] = self._seq
         self.hub.publish(self._seq, event_type, call_id, payload)
         return self._seq
 
-    def _announce_closed(self) -> None:
-        for closed in self.store.take_closed():
+    def _announce_closed(self, group: int | None = None, *, last_has_id: bool = False) -> None:
+        """Publish the calls closed without a call_end; ``group``: a shared journal's number they share."""
+        closed_calls = self.store.take_closed()
+        for n, closed in enumerate(closed_calls, 1):
             # A live call closed without its call_end (room, timeout) ends on every
             # open page as if its status said so.
-            self._seq = closed.seq = self._seq + 1
-            payload = {"seq": self._seq, "type": "call_status", "call_id": closed.call_id,
+            if group is None:
+                self._seq = closed.seq = self._seq + 1
+                seq = self._seq
+            else:
+                seq = closed.seq = group
+            payload = {"seq": seq, "type": "call_status", "call_id": closed.call_id,
                        "call": records.summary(closed, time.time(), with_metrics=False)}
-            self.hub.publish(self._seq, "call_status", closed.call_id, payload)
+            self.hub.publish(seq, "call_status", closed.call_id, payload,
+                             with_id=group is None or (last_has_id and n == len(closed_calls)))
 
     @staticmethod
     def _payload(event: Event, applied: Applied) -> dict[str, Any]:
@@ -981,6 +1241,19 @@ class Pipeline:
             "history": self._history_view(),
         }
 
+    def log_view(self) -> dict[str, Any]:
+        """A shared journal: where this process is in the log, how far behind, and whether it runs the jobs."""
+        behind = max(0, self._log_tip - self._seq)
+        since = self._behind_since
+        return {
+            "position": self._seq,
+            "written": max(self._log_tip, self._seq),
+            "behind": behind,
+            "behind_seconds": round(time.monotonic() - since, 3) if behind and since is not None else 0.0,
+            "runs_jobs": self.runs_jobs,
+            **self.follow_stats,
+        }
+
     def _history_view(self) -> dict[str, Any]:
         """Where history is kept and how it is doing (health and the UI header)."""
         journal = self.journal
@@ -996,6 +1269,7 @@ class Pipeline:
             # Events fed but not yet on disk (queued, or held while the journal cannot write).
             "lag": len(self._queue),
             **self.journal_stats,
+            **({"database": "ok" if self.journal_error is None else "unreachable", "log": self.log_view()} if self.shared else {}),
         }
 
 

@@ -259,8 +259,12 @@ class CallStore:
         max_active: int = MAX_ACTIVE_CALLS,
         keep_history: bool = False,
         watchers: list[Watcher] | None = None,
+        done_scale: int = 0,
     ) -> None:
         self.max_completed = max_completed
+        #: A shared journal: completion numbers come from the event's journal number (``seq * done_scale``
+        #: and up), so every process gives a call the same one (history pages merge memory and disk by it).
+        self.done_scale = done_scale
         #: Readers of completions (Prometheus metrics): a list the owner shares, so a store made
         #: again (a forked worker) keeps them. Called only when a call completes or ends, never per line.
         self.watchers: list[Watcher] = [] if watchers is None else watchers
@@ -303,6 +307,8 @@ class CallStore:
         what the call already holds (a re-delivered line, a second ``call_end``).
         """
         with self.lock:
+            if self.done_scale:
+                self.done = max(self.done, event.seq * self.done_scale)
             call = self._find_or_create(event)
             new = call.seq == 0
             held = len(call.transcript)
@@ -380,6 +386,19 @@ class CallStore:
                 self._close(call, "stale_timeout")
                 closed += 1
         return closed
+
+    def close_logged(self, call_id: str, seq: int, flag: str = "stale_timeout") -> bool:
+        """Close one live call as a shared journal's close event says (the stale-call rule, decided by one process)."""
+        with self.lock:
+            call = self.active.get(call_id)
+            if call is None:
+                return False
+            if self.done_scale:
+                self.done = max(self.done, seq * self.done_scale)
+            self._idle.pop(call_id, None)
+            self._close(call, flag)
+            call.seq = seq
+            return True
 
     def least_recent(self) -> Iterator[Call]:
         """Live calls, the longest idle first (the event thread's own read: no lock)."""

@@ -57,6 +57,11 @@ class Batch:
     last_seq: int = 0
     #: Rows of the info table to set (a None value deletes the row): small facts such as a follower's cursor.
     info: dict[str, Any] = field(default_factory=dict)
+    #: A shared journal (PostgreSQL): the last journal sequence number this process applied. The
+    #: snapshots describe the calls as of it; the commit sets each written event's ``seq`` to its
+    #: number and fills :attr:`before` with what other processes wrote after it, ahead of these.
+    after: int | None = None
+    before: list[Event] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.events or self.snapshots or self.seen or self.info)
@@ -76,6 +81,11 @@ class Restored(NamedTuple):
     last_seq: int
     #: The highest completion number written.
     done: int
+    #: A shared journal: the sequence number the rest of this history is as of (follow from there).
+    log_seq: int = 0
+    #: A shared journal: the stored calls those events name, read with the sums. Another process may
+    #: write one whole meanwhile; read later, it would pass for counted in sums that never held it.
+    named: list[Call] | None = None
 
 
 class Filter(Protocol):
@@ -95,9 +105,17 @@ class Filter(Protocol):
     def bounds(self) -> list[tuple[str, float | None, float | None]]: ...  # (column, lowest, highest), both included
 
 
+#: Event types of a shared journal's log that are not call events: a deletion (its rows, for every
+#: process's totals) and the close of silent live calls (the stale-call rule, decided by one process).
+LOG_DELETE = "__delete__"
+LOG_CLOSE = "__close__"
+
+
 class Journal(Protocol):
     engine: str
     path: str
+    #: Whether several processes share it (each follows the others' events): PostgreSQL.
+    shared: bool
 
     def check(self) -> None: ...
     def open(self) -> None: ...

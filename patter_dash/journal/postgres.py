@@ -1,4 +1,4 @@
-"""PostgreSQL journal: ``PATTER_DASH_DB=postgresql://...`` (one dashboard process in this release).
+"""PostgreSQL journal: ``PATTER_DASH_DB=postgresql://...``, shared by any number of dashboard processes.
 
 The same tables and meaning as :mod:`.sqlite` (``events``, ``calls``, ``seen``,
 ``info``), in the schema the URL's connection lands in (``search_path``; add
@@ -9,8 +9,20 @@ same substring test over the same folded text (:meth:`Call.search_text`): a
 (wildcards escaped: every character is itself), ``strpos`` scans for the
 shorter ones, as SQLite's FTS5 trigram index and ``instr`` do.
 
-One writer connection (commits, deletions, the secret) and a small
-:class:`psycopg_pool.ConnectionPool` of read-only connections, each read one
+The ``events`` table is the one ordered log every process follows: each
+commit takes a transaction-scoped advisory lock before it inserts, so numbers
+become visible in order (a reader that sees number n sees every number below
+it), reads what others wrote since this process's position (applied first),
+and notifies the processes that ``LISTEN`` (:meth:`listen`). Events a
+snapshot in ``calls`` describes are marked ``folded``, not deleted: another
+process may still be reading them; folded rows older than :data:`LOG_KEPT`
+seconds are trimmed, and a process that fell further behind than that reloads
+from ``calls`` (:meth:`tail` says so). Jobs that must run once hold a session
+advisory lock on a connection of their own (:meth:`runs_jobs`), which a
+process that dies (or loses its connection) leaves to the next one asking.
+
+Per process: one writer connection (commits, deletions, the secret) and a few
+read-only connections kept for reuse (:mod:`.pgreaders`), each read one
 ``REPEATABLE READ`` transaction (a page and its count see one history). Every
 method blocks; the pipeline runs them on native threads, off the gevent loop.
 A connection lost (server stopped, restarted, failed over) is
@@ -32,12 +44,13 @@ from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..model import quality, search
+from ..model.events import Event
 from ..model.records import Call
-from . import Batch, Filter, JournalError, JournalUnavailable, Restored, wait_on_this_thread
+from . import LOG_DELETE, Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
+from .pgreaders import Readers
 from .sqlite import SEEN_KEPT, TAG_SEPARATOR, _labels_column, _tags_column
 
 SETTING = "PATTER_DASH_DB"
@@ -95,6 +108,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE calls ADD COLUMN talk_over_ms BIGINT;
     ALTER TABLE calls ADD COLUMN tool_failures BIGINT;
     """,
+    # 3: several processes on one database. Events stay in the log once a snapshot holds them (``folded``)
+    # until every process has read them; a snapshot is kept only over an older one (``seq``: the journal
+    # number of the last event it holds), as processes write the same finished call. (IF NOT EXISTS: a database
+    # brought back from version 1 by hand, as the quality test does, may hold these already.)
+    """
+    ALTER TABLE events ADD COLUMN IF NOT EXISTS folded BOOLEAN NOT NULL DEFAULT FALSE;
+    UPDATE events SET folded = TRUE WHERE call_id IN (SELECT call_id FROM calls);
+    CREATE INDEX IF NOT EXISTS events_unfolded ON events (id) WHERE NOT folded;
+    CREATE INDEX IF NOT EXISTS events_folded ON events (received_at) WHERE folded;
+    ALTER TABLE calls ADD COLUMN IF NOT EXISTS seq BIGINT NOT NULL DEFAULT 0;
+    """,
 )
 #: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
 _FILLS: dict[int, Any] = {}
@@ -118,14 +142,20 @@ _FILLS[2] = _fill_quality
 SCHEMA_VERSION = len(MIGRATIONS)
 #: The oldest server this release runs on (trusted extensions: a database owner may create pg_trgm).
 MIN_SERVER = 130000
-#: Advisory lock keys (per database): migrating, and the one process that writes.
+#: Advisory lock keys (per database): migrating; appending to the log (per transaction: numbers
+#: become visible in order); the jobs that run in one process at a time (per session).
 MIGRATE_LOCK = 0x50445348_0001
-WRITER_LOCK = 0x50445348_0002
-#: How long a new process waits for a sibling still holding the writer lock (gunicorn replacing a worker).
-SIBLING_WAIT = 30.0
+LOG_LOCK = 0x50445348_0003
+JOBS_LOCK = 0x50445348_0004
+#: The channel a commit NOTIFYs with its highest number; every process LISTENs.
+CHANNEL = "patter_dash_log"
+#: Seconds folded events stay in the log for processes still reading it (then trimmed).
+LOG_KEPT = 600.0
+#: Seconds between two trims of the log (by whichever process commits).
+TRIM_EVERY = 30.0
+#: Events read from the log at once by a follower.
+TAIL_MAX = 2_000
 CONNECT_TIMEOUT = 5
-#: How long a read waits for a pooled connection before answering "unavailable".
-READ_TIMEOUT = 5.0
 #: ``pg_database_size`` walks the database's files: asked at most this often, after a commit.
 SIZE_EVERY = 10.0
 _NUMBER_COLUMNS = "duration_ms, cost_stt, cost_tts, cost_llm, cost_telephony, cost_total, latency_ms"
@@ -147,6 +177,7 @@ class PostgresJournal:
     """The journal in a PostgreSQL database (``PATTER_DASH_DB=postgresql://user:password@host:port/database``)."""
 
     engine = "postgres"
+    shared = True
 
     def __init__(self, url: str, *, sync: str = "normal") -> None:
         try:
@@ -159,10 +190,15 @@ class PostgresJournal:
         self.path = _display(params)
         self.sync = sync  # the server's synchronous_commit decides; kept for the interface
         self._writer_db: psycopg.Connection | None = None
-        self._pool: ConnectionPool | None = None
+        self._pool: Readers | None = None
         self._seen_written = 0
         self._size = 0
         self._size_at = 0.0
+        self._trimmed_at = time.monotonic()
+        self._jobs_db: psycopg.Connection | None = None
+        self._jobs_held = False
+        #: Set by :meth:`close`: a :meth:`listen` loop ends.
+        self._closing = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -175,30 +211,29 @@ class PostgresJournal:
             db.close()
 
     def open(self) -> None:
-        """The writer connection (holding the writer lock) and the readers' pool."""
+        """The writer connection (the readers connect when a read needs one)."""
+        self._closing = False
         self._readers()
         try:
             self._writer(starting=True)
         except JournalUnavailable:
             pass  # commit reports it, and tries again each time
 
-    def _readers(self) -> ConnectionPool:
-        """The readers' pool, made on first use; it connects in the background and again after a connection is lost."""
+    def _readers(self) -> Readers:
+        """The read-only connections, made on first use (each opened when a read needs it)."""
         if self._pool is None:
-            # Not waited for: a server down at this moment makes reads unavailable, not the start fail.
-            # check_connection: a connection the server dropped (restart, failover) is replaced, not handed out.
-            self._pool = ConnectionPool(
-                self._conninfo, min_size=1, max_size=4, open=False, timeout=READ_TIMEOUT, name="patter-dash-readers",
-                configure=_read_only, check=ConnectionPool.check_connection, reconnect_timeout=0,
-                kwargs={"application_name": _process_name()},
-            )
-            self._pool.open(wait=False)
+            self._pool = Readers(self._conninfo, application_name=_process_name())
         return self._pool
 
     def close(self) -> None:
+        self._closing = True
+        jobs, self._jobs_db = self._jobs_db, None
+        self._jobs_held = False
+        if jobs is not None:
+            jobs.close()  # the jobs lock goes with it: another process takes them at its next look
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close(timeout=5.0)
+            pool.close()
         db, self._writer_db = self._writer_db, None
         if db is not None:
             db.close()
@@ -297,9 +332,8 @@ class PostgresJournal:
     def _writer(self, *, starting: bool = False) -> psycopg.Connection:
         """The writer connection, opened (and the writer lock taken) again after it was lost.
 
-        ``starting``: another server holding the database refuses this one
-        (:class:`JournalError`, as SQLite's lock file does); later, taken over
-        while this one was cut off, it is one more reason writing fails now.
+        ``starting``: a database that cannot be used refuses to start
+        (:class:`JournalError`); later it is one more reason writing fails now.
         """
         db = self._writer_db
         if db is not None and not db.closed and not db.broken:
@@ -313,7 +347,6 @@ class PostgresJournal:
             raise JournalUnavailable(str(exc)) from None
         try:
             self._migrate(db)
-            self._take_writer_lock(db)
             db.autocommit = False
         except JournalError as exc:
             db.close()
@@ -325,32 +358,6 @@ class PostgresJournal:
             raise self._unavailable(exc) from None
         self._writer_db = db
         return db
-
-    def _take_writer_lock(self, db: psycopg.Connection) -> None:
-        """One process writes a database: another server on it is refused, a restarting sibling waited for.
-
-        A session lock: it goes with the connection, so a killed process or a
-        lost connection frees it (and this process takes it again on reconnect).
-        """
-        deadline = time.monotonic() + SIBLING_WAIT
-        while not db.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()[0]:  # type: ignore[index]
-            row = db.execute(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database()) "
-                "AND (l.classid::bigint << 32 | l.objid::bigint) = %s",
-                (WRITER_LOCK,),
-            ).fetchone()
-            holder = row[0] if row else ""
-            # Another worker of this master on this host (not this process: a second journal here is another server).
-            sibling = (holder.startswith(_sibling_prefix()) and os.getppid() != 1
-                       and holder.rsplit(" pid=", 1)[-1] != str(os.getpid()))
-            if not sibling or time.monotonic() > deadline:
-                raise JournalError(
-                    f"the database at {self.path} is in use by another patter-dash server ({holder or 'another process'}). "
-                    f"One server writes one database in this release: stop the other, or give this one its own {SETTING}."
-                )
-            wait_on_this_thread(0.1)
 
     def _unavailable(self, exc: BaseException) -> JournalUnavailable:
         return JournalUnavailable(f"cannot reach PostgreSQL at {self.path} ({SETTING}): {_first_line(exc)}")
@@ -372,28 +379,77 @@ class PostgresJournal:
         self._note_size(db)
 
     def commit(self, batch: Batch) -> None:
+        """Write ``batch`` as one transaction, in the log's order (see the module's docstring)."""
         with self._transaction() as db:
-            self._write(db, batch)
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK,))
+            gone: set[str] = set()
+            if batch.after is not None:
+                batch.before = self._read_log(db, batch.after, None)
+                for event in batch.before:
+                    if event.type == LOG_DELETE:
+                        gone.update(event.data.get("call_ids") or ())
+            self._write(db, batch, gone)
+            if time.monotonic() - self._trimmed_at >= TRIM_EVERY:
+                self._trimmed_at = time.monotonic()
+                self._trim(db)
 
-    def _write(self, db: psycopg.Connection, batch: Batch) -> None:
+    @staticmethod
+    def _read_log(db: psycopg.Connection, after: int, limit: int | None) -> list[Event]:
+        rows = db.execute(
+            "SELECT id, type, call_id, key, received_at, data FROM events WHERE id > %s ORDER BY id"
+            + (" LIMIT %s" if limit else ""),
+            (after, limit) if limit else (after,),
+        ).fetchall()
+        out = []
+        for seq, kind, call_id, key, received_at, data in rows:
+            event = unpack_event(kind, call_id, key, received_at, data)
+            event.seq = seq
+            out.append(event)
+        return out
+
+    @staticmethod
+    def _trim(db: psycopg.Connection) -> None:
+        """Drop folded events older than :data:`LOG_KEPT`; remember the highest number dropped."""
+        gone = db.execute(
+            "WITH gone AS (DELETE FROM events WHERE folded AND received_at < %s RETURNING id) SELECT max(id) FROM gone",
+            (time.time() - LOG_KEPT,),
+        ).fetchone()[0]  # type: ignore[index]
+        if gone is not None:
+            db.execute(
+                "INSERT INTO info (name, value) VALUES ('log_trimmed', %s) ON CONFLICT (name) DO UPDATE "
+                "SET value = GREATEST(info.value::bigint, EXCLUDED.value::bigint)::text",
+                (str(gone),),
+            )
+
+    def _write(self, db: psycopg.Connection, batch: Batch, gone: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        snapshots = [s for s in batch.snapshots if s[0].call_id not in gone]  # deleted meanwhile by another process
         with db.cursor() as cur:
-            if batch.snapshots:
+            if snapshots:
                 rows = [
                     (
                         call.call_id, done, call.started_at, call.status, call.direction, call.caller, call.callee,
                         call.meta_value("provider_mode") or "", *counted, freeze(call), call.search_text(),
                         _tags_column(call.tags), bool(call.notes), _labels_column(call), *quality.columns(call),
+                        call.seq,
                     )
-                    for call, done, counted in batch.snapshots
+                    for call, done, counted in snapshots
                 ]
-                names = _CALL_COLUMNS.split(", ")
+                names = [*_CALL_COLUMNS.split(", "), "seq"]
+                # Every process writes the calls it saw finish: a snapshot replaces only an older one.
                 cur.executemany(
-                    f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join(['%s'] * len(names))}) "
-                    f"ON CONFLICT (call_id) DO UPDATE SET {', '.join(f'{n} = EXCLUDED.{n}' for n in names[1:])}",
+                    f"INSERT INTO calls ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
+                    f"ON CONFLICT (call_id) DO UPDATE SET {', '.join(f'{n} = EXCLUDED.{n}' for n in names[1:])} "
+                    "WHERE calls.seq <= EXCLUDED.seq",
                     rows,
                 )
-                # The snapshot holds what these events did; they were all applied before it was taken.
-                cur.execute("DELETE FROM events WHERE call_id = ANY(%s)", ([call.call_id for call, _, _ in batch.snapshots],))
+                # The snapshot holds what these events did (those up to this process's position), so a starting
+                # process does not replay them; they stay for the processes still reading the log.
+                ids = [call.call_id for call, _, _ in snapshots]
+                if batch.after is None:
+                    cur.execute("UPDATE events SET folded = TRUE WHERE call_id = ANY(%s) AND NOT folded", (ids,))
+                else:
+                    cur.execute("UPDATE events SET folded = TRUE WHERE call_id = ANY(%s) AND id <= %s AND NOT folded",
+                                (ids, batch.after))
             if batch.seen:
                 cur.executemany(
                     "INSERT INTO seen (key, seq) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET seq = EXCLUDED.seq",
@@ -405,11 +461,20 @@ class PostgresJournal:
                     cur.execute(
                         "DELETE FROM seen WHERE seq < (SELECT seq FROM seen ORDER BY seq DESC LIMIT 1 OFFSET %s)", (SEEN_KEPT,)
                     )
+            for event in batch.events:
+                if event.type == LOG_DELETE:
+                    self._delete_in(cur, event)
             if batch.events:
                 cur.executemany(
-                    "INSERT INTO events (call_id, type, key, received_at, data) VALUES (%s, %s, %s, %s, %s)",
-                    [(e.call_id, e.type, e.key, e.received_at, pack_event(e)) for e in batch.events],
+                    "INSERT INTO events (call_id, type, key, received_at, data, folded) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    # A deletion is done on disk as it is written: never replayed, only read by followers.
+                    [(e.call_id, e.type, e.key, e.received_at, pack_event(e), e.type == LOG_DELETE) for e in batch.events],
+                    returning=True,
                 )
+                for event in batch.events:
+                    event.seq = cur.fetchone()[0]  # type: ignore[index]
+                    cur.nextset()
+                cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(batch.events[-1].seq)))
             if batch.last_seq:
                 cur.execute(
                     "INSERT INTO info (name, value) VALUES ('last_seq', %s) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
@@ -458,6 +523,70 @@ class PostgresJournal:
                        (row_name, os.urandom(32).hex()))
             return bytes.fromhex(db.execute("SELECT value FROM info WHERE name = %s", (row_name,)).fetchone()[0])  # type: ignore[index]
 
+    @staticmethod
+    def _delete_in(cur: psycopg.Cursor[Any], event: Event) -> None:
+        """A deletion in the log: the calls and their events go; the rows that existed ride in the event (totals)."""
+        call_ids = _storable(event.data.get("call_ids") or ())
+        found = cur.execute(
+            f"DELETE FROM calls WHERE call_id = ANY(%s) RETURNING call_id, started_at, status, {_NUMBER_COLUMNS}",
+            (call_ids,),
+        ).fetchall()
+        cur.execute("DELETE FROM events WHERE call_id = ANY(%s)", (call_ids,))
+        event.data["rows"] = [list(row) for row in found]
+
+    def tail(self, after: int, limit: int = TAIL_MAX) -> tuple[list[Event], int]:
+        """Events numbered above ``after``, in order (at most ``limit``), and the highest number trimmed."""
+        with self._reader() as db:
+            events = self._read_log(db, after, limit)
+            row = db.execute("SELECT value FROM info WHERE name = 'log_trimmed'").fetchone()
+        return events, int(row[0]) if row else 0
+
+    def runs_jobs(self) -> bool:
+        """Whether this process holds the jobs lock now (taken if free); asked about once a second.
+
+        A session lock on a connection of its own: a process killed, or cut
+        off from the server, loses it with the connection, and the next
+        process to ask takes it.
+        """
+        db = self._jobs_db
+        try:
+            if db is None or db.closed or db.broken:
+                self._jobs_held = False
+                if db is not None:
+                    db.close()
+                self._jobs_db = db = psycopg.connect(self._conninfo, application_name=_process_name() + " jobs",
+                                                     autocommit=True)
+            if self._jobs_held:
+                db.execute("SELECT 1")  # still connected, so still held
+            else:
+                self._jobs_held = bool(db.execute("SELECT pg_try_advisory_lock(%s)", (JOBS_LOCK,)).fetchone()[0])  # type: ignore[index]
+        except psycopg.Error:
+            self._jobs_held = False
+            if self._jobs_db is not None:
+                self._jobs_db.close()
+                self._jobs_db = None
+        return self._jobs_held
+
+    def listen(self, notified: Any) -> None:
+        """LISTEN for commits until :meth:`close`, calling ``notified(number)`` for each; blocks (a thread of its own).
+
+        A lost connection is opened again (every second); the follower's
+        timer covers what was missed meanwhile.
+        """
+        while not self._closing:
+            try:
+                with psycopg.connect(self._conninfo, application_name=_process_name() + " listen", autocommit=True) as db:
+                    db.execute(f"LISTEN {CHANNEL}")
+                    notified(0)  # connected: whatever was missed before is read now
+                    while not self._closing:
+                        for note in db.notifies(timeout=1.0):
+                            try:
+                                notified(int(note.payload))
+                            except ValueError:
+                                continue
+            except psycopg.Error:
+                time.sleep(1.0)
+
     def forget(self, call_ids: list[str]) -> list[tuple[Any, ...]]:
         """Delete calls and their events; the (call_id, started_at, status, numbers...) rows that existed."""
         call_ids = _storable(call_ids)
@@ -475,14 +604,10 @@ class PostgresJournal:
 
     @contextmanager
     def _reader(self) -> Iterator[psycopg.Connection]:
-        """A pooled read-only connection, in one REPEATABLE READ transaction; failures are :class:`JournalUnavailable`."""
+        """A read-only connection, in one REPEATABLE READ transaction; failures are :class:`JournalUnavailable`."""
         try:
             with self._readers().connection() as db:
                 yield db
-        except PoolTimeout as exc:
-            raise JournalUnavailable(
-                f"cannot reach PostgreSQL at {self.path} ({SETTING}): no connection within {READ_TIMEOUT:g} s ({_first_line(exc)})"
-            ) from None
         except psycopg.Error as exc:
             raise self._unavailable(exc) from None
 
@@ -496,16 +621,26 @@ class PostgresJournal:
             )]
             newest = db.execute("SELECT state FROM calls ORDER BY done DESC LIMIT %s", (keep,)).fetchall()
             calls = [thaw(row[0]) for row in reversed(newest)]
-            events = [
-                unpack_event(*row)
-                for row in db.execute("SELECT type, call_id, key, received_at, data FROM events ORDER BY id")
-            ]
+            events = []
+            for seq, *row in db.execute("SELECT id, type, call_id, key, received_at, data FROM events WHERE NOT folded ORDER BY id"):
+                event = unpack_event(*row)
+                event.seq = seq
+                events.append(event)
+            named = [thaw(row[0]) for row in db.execute(
+                "SELECT state FROM calls WHERE call_id = ANY(%s)", (list({e.call_id for e in events}),)
+            )]
+            log_seq = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]  # type: ignore[index]
+            if not log_seq:  # an empty log (trimmed whole): the sequence goes on from where it is
+                log_seq = db.execute(
+                    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq"
+                ).fetchone()[0]  # type: ignore[index]
             seen = [tuple(r) for r in db.execute("SELECT key, seq FROM seen ORDER BY seq DESC LIMIT %s", (SEEN_KEPT,))]
             seen.reverse()
             row = db.execute("SELECT value FROM info WHERE name = 'last_seq'").fetchone()
             done = db.execute("SELECT max(done) FROM calls").fetchone()[0] or 0  # type: ignore[index]
             self._size = int(db.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
-        return Restored(hours, latencies, calls, events, seen, int(row[0]) if row else 0, int(done))  # type: ignore[arg-type]
+        return Restored(hours, latencies, calls, events, seen, int(row[0]) if row else 0, int(done), int(log_seq),  # type: ignore[arg-type]
+                        named)
 
     def started_before(self, cutoff: float, limit: int) -> list[str]:
         """Ids of up to ``limit`` stored calls that started before ``cutoff`` (the retention purge)."""
@@ -612,12 +747,6 @@ def _process_name() -> str:
 def _sibling_prefix() -> str:
     """What the processes of one gunicorn master on one host share in :func:`_process_name`."""
     return f"patter-dash host={socket.gethostname()[:24]} ppid={os.getppid()} "
-
-
-def _read_only(db: psycopg.Connection) -> None:
-    """A pooled reader: each use one consistent, read-only snapshot."""
-    db.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    db.read_only = True
 
 
 def _display(params: dict[str, Any]) -> str:

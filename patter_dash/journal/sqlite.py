@@ -198,6 +198,7 @@ class SQLiteJournal:
     """The journal in one SQLite file (``PATTER_DASH_DB``)."""
 
     engine = "sqlite"
+    shared = False
 
     def __init__(self, path: str, *, sync: str = "normal") -> None:
         self.path = str(Path(path).expanduser())

@@ -559,9 +559,10 @@ class PatterLogsState(_Record):
     root: Annotated[str, Meta(description="The log root followed (it holds calls/YYYY/MM/DD/<call id>/).")]
     mode: Annotated[Literal["notify", "poll"], Meta(description="notify: inotify; poll: stats of the recent day folders every 0.5 s.")]
     poll_reason: Annotated[str | None, Meta(description="Why it polls (the setting, or inotify unavailable).")]
-    status: Annotated[Literal["starting", "catching_up", "following", "waiting", "stopped"],
+    status: Annotated[Literal["starting", "catching_up", "following", "waiting", "standby", "stopped"],
                       Meta(description="catching_up: reading what changed while the server was down; waiting: the "
-                                       "root has no calls/ folder yet (see waiting_for).")]
+                                       "root has no calls/ folder yet (see waiting_for); standby: another process "
+                                       "sharing this PostgreSQL history follows (the one running the jobs).")]
     waiting_for: str | None
     calls_followed: Annotated[Count, Meta(description="Calls read into the history since start.")]
     folders_read: Annotated[Count, Meta(description="Call folders read since start (at start, only those changed since the last run).")]

@@ -62,6 +62,8 @@ POLL_INTERVAL = 0.5
 TICK_INTERVAL = 1.0
 #: Seconds before a round that could not be written (queue full, history down) is tried again.
 RETRY_DELAY = 1.0
+#: Seconds between two looks at whether this process now runs the jobs (and so follows), while another does.
+STANDBY_LOOK = 1.0
 #: Call folders read and applied at once (a catch-up of a busy day goes in steps of this many).
 READ_CHUNK = 500
 #: Days before today that are always followed (calls that started before midnight UTC).
@@ -383,12 +385,21 @@ class Follower:
 
     def _main(self) -> None:
         try:
-            self._load_cursor()
             self._setup_notify()
-            caught_up = everything = False
+            caught_up = everything = cursor_loaded = False
             next_tick = 0.0
             while not self._stopping:
+                if not self.pipeline.runs_jobs:
+                    # Several processes share the history (PostgreSQL): one follows, the one running the
+                    # jobs. Another takes over where the cursor it shares says, once it holds them.
+                    self.status, caught_up, cursor_loaded = "standby", False, False
+                    self._changes.clear()
+                    self._wait(STANDBY_LOOK)
+                    continue
                 now = time.monotonic()
+                if not cursor_loaded:
+                    self._load_cursor()
+                    cursor_loaded = True
                 if not caught_up:
                     caught_up = self._catch_up()
                     next_tick = now + self._interval()

@@ -20,7 +20,8 @@ log = logging.getLogger("gunicorn.error")
 SETTINGS: dict[str, Any] = {
     "bind": [os.environ.get("PATTER_DASH_BIND", "127.0.0.1:8000")],
     "worker_class": "gevent",
-    # Calls live in memory in one process; a second worker would split them.
+    # Calls live in memory in each process: more workers need a journal they share
+    # (PATTER_DASH_DB=postgresql://...), which on_starting checks.
     "workers": 1,
     # Live subscribers (PATTER_DASH_MAX_SUBSCRIBERS, default 1000) + REST + ingest.
     "worker_connections": int(os.environ.get("PATTER_DASH_WORKER_CONNECTIONS", "2000")),
@@ -49,14 +50,23 @@ def _is_loopback(address: str) -> bool:
 
 
 def on_starting(server: Any) -> None:
-    if server.cfg.workers != 1:
+    if server.cfg.workers != 1 and not _shared_journal(server):
         raise SystemExit(
-            f"patter-dash: refusing to start with {server.cfg.workers} workers: calls are kept in memory "
-            "in one process, so more workers would split them. Run with -w 1 (the shipped default)."
+            f"patter-dash: refusing to start with {server.cfg.workers} workers: calls are kept in memory in each "
+            "process, and an SQLite history (or none) is one process's, so more workers would split them. Run with "
+            "-w 1 (the shipped default), or put the history in PostgreSQL (PATTER_DASH_DB=postgresql://...), where "
+            "every worker follows one shared log and -w N works."
         )
     exposed = [address for address in server.cfg.bind if not _is_loopback(address)]
     if exposed:
         _announce_access(server, exposed)
+
+
+def _shared_journal(server: Any) -> bool:
+    """Whether the app's history is a journal several processes share (PostgreSQL)."""
+    from ..journal import is_postgres_url
+
+    return is_postgres_url({**os.environ, **server.cfg.env}.get("PATTER_DASH_DB"))
 
 
 def _announce_access(server: Any, exposed: list[str]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,20 +56,26 @@ def resolve(settings: Settings) -> Access:
 def load_or_create_token(path: Path) -> str:
     """The token kept in ``path``, created once (0600) if there is none yet.
 
-    Created exclusively, so the gunicorn master and its worker (or two workers
-    starting together) agree on one token.
+    Written whole to a file of its own, then linked to ``path`` (which fails if
+    it exists): the gunicorn master and its workers starting together agree on
+    one token, and none reads a file another is still writing.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text().strip()
-        if not token:
-            raise ValueError(f"{path} is empty: delete it to have a new token generated") from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
+    if not path.exists():
+        token = secrets.token_urlsafe(32)
+        fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(token + "\n")
+            os.link(draft, path)
+            return token
+        except FileExistsError:
+            pass  # another process made it first: its token counts
+        finally:
+            os.unlink(draft)
+    token = path.read_text().strip()
+    if not token:
+        raise ValueError(f"{path} is empty: delete it to have a new token generated")
     return token
 
 

@@ -1,8 +1,8 @@
 """What only the PostgreSQL journal has: its URL, its server, its schema shared with other processes.
 
 Every refusal names ``PATTER_DASH_DB`` and never shows the password; the
-schema is made once when several processes start together; a second server on
-one database is refused, as a second one on one SQLite file is.
+schema is made once when several processes start together; several processes
+write one ordered log, and one of them at a time holds the jobs lock.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from patter_dash.journal import Batch, JournalError, JournalUnavailable, open_journal
 from patter_dash.journal.postgres import SCHEMA_VERSION
-from patter_dash.model.events import make_event
+from patter_dash.model.events import Event, make_event
 from patter_dash.run.cli import main as cli
 
 from .conftest import query
@@ -88,20 +88,34 @@ def test_processes_starting_together_migrate_once(pg_database: Any) -> None:
     assert query(url, "SELECT version FROM patter_dash_schema ORDER BY version") == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 
-def test_one_server_writes_one_database(pg_database: Any) -> None:
+def test_several_processes_write_one_ordered_log_and_one_of_them_runs_the_jobs(pg_database: Any) -> None:
+    """Two journals on one database: numbers in commit order, each commit hands back what the other wrote first."""
     url = pg_database()
     first, second = open_journal(url), open_journal(url)
     assert first is not None and second is not None
     first.check()
     first.open()
+    second.open()
     try:
-        with pytest.raises(JournalError, match="in use by another patter-dash server"):
-            second.open()
+        mine = [Event("call_start", "A", {"call_id": "A", "caller": "+1"}, "a1", 1.0),
+                Event("call_start", "B", {"call_id": "B", "caller": "+2"}, "b1", 2.0)]
+        first.commit(Batch(events=mine, after=0))
+        assert [e.seq for e in mine] == sorted(e.seq for e in mine) and mine[0].seq > 0
+        theirs = [Event("call_end", "A", {"call_id": "A"}, "a2", 3.0)]
+        batch = Batch(events=theirs, after=0)
+        second.commit(batch)
+        # The first process's events, in order, ahead of the second's own (numbered after them).
+        assert [(e.seq, e.type, e.call_id, e.key) for e in batch.before] == [(e.seq, e.type, e.call_id, e.key) for e in mine]
+        assert theirs[0].seq > mine[-1].seq
+        tail, trimmed = first.tail(mine[-1].seq)
+        assert [(e.seq, e.key) for e in tail] == [(theirs[0].seq, "a2")] and trimmed == 0
+
+        assert first.runs_jobs() and not second.runs_jobs() and first.runs_jobs()  # one holder, kept
+        first.close()  # its connection gone, the lock is free: the next to ask takes it
+        assert second.runs_jobs()
     finally:
         second.close()
         first.close()
-    second.open()  # the first one gone: its lock went with its connection
-    second.close()
 
 
 def test_a_lost_connection_is_unavailable_then_written_again(pg_server: Any, pg_database: Any) -> None:

@@ -135,7 +135,9 @@ def test_an_id_known_only_from_a_replayed_event_outlives_the_next_restart(new_db
     assert second.submit([make_event("call_start", {"call_id": "CA-replayed"}, "start-key", now=ARRIVAL)])[0].duplicate
     second.submit([make_event("call_end", {"call_id": "CA-replayed", "metrics": {"duration_seconds": 5}}, None, now=ARRIVAL + 5)])
     second.stop()
-    assert query(path, "SELECT count(*) FROM events")[0][0] == 0  # folded into the call's row
+    # Folded into the call's row (PostgreSQL keeps folded events a while for the other processes reading the log).
+    unfolded = " WHERE NOT folded" if path.startswith("postgresql://") else ""
+    assert query(path, f"SELECT count(*) FROM events{unfolded}")[0][0] == 0
 
     third = _pipeline(path)
     try:

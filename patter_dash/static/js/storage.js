@@ -3,7 +3,8 @@
  *
  * Owns: the #pd-store badge, drawn from /api/v1/health's history block: in
  * memory (lost when the server restarts), saved to a file (engine, size and
- * path), or not saved (the file cannot be written now, and why). Polled every
+ * path), or not saved (the file cannot be written now, and why); on a
+ * database several processes share, also how far this process is behind. Polled every
  * 30 s (every 10 s while not saved) and when the stream reconnects; a change
  * from one state to another is handed to opts.onChange to be said aloud.
  * Every word of it may come from the server: textContent only.
@@ -13,7 +14,7 @@ import { setText } from "./dom.js";
 import * as fmt from "./format.js";
 import { urls, getJSON } from "./api.js";
 
-const ENGINES = { sqlite: "SQLite" };
+const ENGINES = { sqlite: "SQLite", postgres: "PostgreSQL" };
 const POLL_MS = 30000;
 const POLL_DEGRADED_MS = 10000;
 
@@ -59,6 +60,12 @@ export class StorageBadge {
       label = state === "degraded" ? "not saved" : "saved";
       const where = [ENGINES[mode] || mode || "file"];
       if (typeof history.bytes === "number") where.push(fmt.bytes(history.bytes));
+      // Shared with other processes (PostgreSQL): how far this one is behind the others' events.
+      const log = history.log && typeof history.log === "object" ? history.log : null;
+      if (log && typeof log.behind === "number") {
+        where.push(log.behind > 0 ? `${fmt.num(log.behind)} events behind` : "up to date");
+      }
+      if (history.database === "unreachable") where.push("database unreachable");
       detail = where.join(", ");
       if (history.path != null && history.path !== "") detail += `: ${String(history.path)}`;
       if (state === "degraded" && history.error) detail = `${String(history.error)}; ${detail}`;
