@@ -388,9 +388,22 @@ def step_ready(args: argparse.Namespace, dbs: Databases, work: str, cache: dict[
         db = preloaded(cache, dbs, work, n, args)
         runs = [time_ready(db, work, f"ready{n}-{r}", n, args.settle_timeout) for r in range(args.ready_runs)]
         times = [r["ready_s"] for r in runs if r["caught_up"]]
-        out[str(n)] = {"runs": runs, "ready_s_median": statistics.median(times) if times else None}
+        out[str(n)] = {"runs": runs, "ready_s_median": statistics.median(times) if times else None, **stored_bytes(db, n)}
         log(f"ready {n:,}: {[r['ready_s'] for r in runs]} s")
     return {"sizes": out, "agree": all(r["caught_up"] for row in out.values() for r in row["runs"])}
+
+
+def stored_bytes(db: str, n: int) -> dict:
+    """What ``n`` stored calls take in PostgreSQL: the database, and per call the calls table (indexes
+    included) and what the events log still holds (folded rows are kept 10 minutes, then trimmed)."""
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True, connect_timeout=10) as conn:
+        database, calls, events = conn.execute(
+            "SELECT pg_database_size(current_database()), pg_total_relation_size('calls'), "
+            "pg_total_relation_size('events')").fetchone()
+    return {"database_bytes": database, "calls_bytes_per_call": round(calls / n),
+            "events_bytes_per_call": round(events / n)}
 
 
 # ------------------------------------------------------------------------ e2e

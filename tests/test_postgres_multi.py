@@ -233,3 +233,32 @@ def test_postgres_stopped_under_two_processes_both_refuse_then_both_recover_with
     _converges(servers[1], views, "ING-0003")
     for server in servers:
         assert_acknowledged(server, runtime.acked)
+
+
+def test_retention_purges_once_in_the_process_running_the_jobs_and_every_process_follows(live_server, pg_database) -> None:
+    from patter_dash.journal.codec import unpack_event
+    from tests.test_history_delete import DAY, NOW, ended, listed, started
+
+    from tests.journal.conftest import query
+
+    url = pg_database()
+    seeding = live_server(PATTER_DASH_DB=url, PATTER_DASH_RETENTION_DAYS="0")  # keep forever while seeding
+    old = [f"old{i}" for i in range(6)]
+    seeding.post_events([ended(c, NOW - 10 * DAY + i * 60, cost=0.5) for i, c in enumerate(old)]
+                        + [ended(f"new{i}", NOW - DAY + i * 60, cost=0.25) for i in range(2)])
+    seeding.post_events([started("poke")])  # the next transaction writes the finished calls whole
+    seeding.stop()
+
+    config = {"PATTER_DASH_DB": url, "PATTER_DASH_RETENTION_DAYS": "5"}
+    servers = [live_server(**config), live_server(**config)]
+    for server in servers:
+        wait_for(lambda: sorted(listed(server)) == ["new0", "new1"], timeout=15, interval=0.2)
+        overview = server.get("/api/v1/analytics/overview").json()["data"]
+        assert overview["total_calls"] == 2 and overview["total_cost"] == 0.5
+        assert server.get("/api/v1/calls/old0").status_code == 404
+    # Once: one process purged, and its deletions are events of the log that the other applied.
+    deleted = [call_id for kind, call_id, key, at, data in query(
+        url, "SELECT type, call_id, key, received_at, data FROM events WHERE type = '__delete__'")
+        for call_id in unpack_event(kind, call_id, key, at, bytes(data)).data["call_ids"]]
+    assert sorted(deleted) == old
+    assert [health(s)["history"]["log"]["runs_jobs"] for s in servers].count(True) == 1

@@ -43,7 +43,7 @@ from typing import Any
 from ..journal import LOG_CLOSE, LOG_DELETE, Batch, Journal, JournalUnavailable
 from ..model import records
 from ..model.clean import ValidationError
-from ..model.events import Event, make_event
+from ..model.events import EVENT_TYPES, Event, make_event
 from ..model.redact import Redactor
 from ..model.views import CALL_DELETED, CALL_UPDATED
 from .aggregates import HOUR, contribution, latency_bin
@@ -346,7 +346,7 @@ class Pipeline:
         for n, event in enumerate(restored.events, 1):
             if self.shared:
                 # Numbered by the log. Two processes may have taken one id at once: the first counts.
-                if event.key is not None and event.key in keys:
+                if (event.key is not None and event.key in keys) or event.type not in _LOGGED_TYPES:
                     continue
                 if event.type == LOG_CLOSE:
                     store.close_logged(event.call_id, event.seq)
@@ -851,6 +851,12 @@ class Pipeline:
             self.follow_stats["skipped"] += 1
             return None
         self.follow_stats["followed"] += 1
+        if event.type not in _LOGGED_TYPES:  # never wedges the follower: counted, logged with its number, passed
+            self._seq = event.seq
+            self.counters["errors"] += 1
+            log.warning("patter-dash: event %d of the log is of no type this release reads (%.40r): skipped",
+                        event.seq, event.type)
+            return None
         if event.type == LOG_DELETE:
             self._seq = event.seq
             return self._forget_logged(event)
@@ -1271,6 +1277,10 @@ class Pipeline:
             **self.journal_stats,
             **({"database": "ok" if self.journal_error is None else "unreachable", "log": self.log_view()} if self.shared else {}),
         }
+
+
+#: What a shared journal's log holds: call events, and the deletions and closes every process applies.
+_LOGGED_TYPES = frozenset((*EVENT_TYPES, LOG_DELETE, LOG_CLOSE))
 
 
 def _counted(call: records.Call) -> tuple[Any, ...]:

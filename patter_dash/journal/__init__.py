@@ -109,6 +109,8 @@ class Filter(Protocol):
 #: process's totals) and the close of silent live calls (the stale-call rule, decided by one process).
 LOG_DELETE = "__delete__"
 LOG_CLOSE = "__close__"
+#: The type a reader gives a log row it cannot decode (written by something else, or damaged).
+UNREADABLE = "__unreadable__"
 
 
 class Journal(Protocol):

@@ -35,6 +35,7 @@ a newer release) is :class:`JournalError`, naming ``PATTER_DASH_DB``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -48,10 +49,12 @@ from psycopg import conninfo as pg_conninfo
 from ..model import quality, search
 from ..model.events import Event
 from ..model.records import Call
-from . import LOG_DELETE, Batch, Filter, JournalError, JournalUnavailable, Restored
+from . import LOG_DELETE, UNREADABLE, Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
 from .pgreaders import Readers
 from .sqlite import SEEN_KEPT, TAG_SEPARATOR, _labels_column, _tags_column
+
+log = logging.getLogger("patter_dash")
 
 SETTING = "PATTER_DASH_DB"
 #: Schema versions in order; each entry migrates from the one before (index + 1 = version).
@@ -400,12 +403,7 @@ class PostgresJournal:
             + (" LIMIT %s" if limit else ""),
             (after, limit) if limit else (after,),
         ).fetchall()
-        out = []
-        for seq, kind, call_id, key, received_at, data in rows:
-            event = unpack_event(kind, call_id, key, received_at, data)
-            event.seq = seq
-            out.append(event)
-        return out
+        return [_logged(*row) for row in rows]
 
     @staticmethod
     def _trim(db: psycopg.Connection) -> None:
@@ -621,11 +619,9 @@ class PostgresJournal:
             )]
             newest = db.execute("SELECT state FROM calls ORDER BY done DESC LIMIT %s", (keep,)).fetchall()
             calls = [thaw(row[0]) for row in reversed(newest)]
-            events = []
-            for seq, *row in db.execute("SELECT id, type, call_id, key, received_at, data FROM events WHERE NOT folded ORDER BY id"):
-                event = unpack_event(*row)
-                event.seq = seq
-                events.append(event)
+            events = [_logged(*row) for row in db.execute(
+                "SELECT id, type, call_id, key, received_at, data FROM events WHERE NOT folded ORDER BY id"
+            )]
             named = [thaw(row[0]) for row in db.execute(
                 "SELECT state FROM calls WHERE call_id = ANY(%s)", (list({e.call_id for e in events}),)
             )]
@@ -747,6 +743,18 @@ def _process_name() -> str:
 def _sibling_prefix() -> str:
     """What the processes of one gunicorn master on one host share in :func:`_process_name`."""
     return f"patter-dash host={socket.gethostname()[:24]} ppid={os.getppid()} "
+
+
+def _logged(seq: int, kind: str, call_id: str, key: str | None, received_at: float, data: bytes) -> Event:
+    """A row of the log as an event numbered ``seq``; one that cannot be decoded (written by something else,
+    or damaged) comes back as :data:`UNREADABLE`, which readers count and pass, never stopping on it."""
+    try:
+        event = unpack_event(kind, call_id, key, received_at, bytes(data))
+    except Exception:
+        log.warning("patter-dash: event %d of the log cannot be decoded (skipped)", seq)
+        event = Event(UNREADABLE, call_id, {}, None, received_at)
+    event.seq = seq
+    return event
 
 
 def _display(params: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ write one ordered log, and one of them at a time holds the jobs lock.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -147,3 +148,38 @@ def test_backup_points_at_pg_dump(pg_database: Any, tmp_path: Any, capsys: Any) 
     assert cli(["backup", "--db", url, str(tmp_path / "copy.db")]) == 2
     err = capsys.readouterr().err
     assert "pg_dump" in err and not (tmp_path / "copy.db").exists()
+
+
+def test_a_log_row_no_process_can_read_is_counted_and_passed_never_stopping_the_others(pg_database: Any) -> None:
+    """Rows another program (or a damaged disk) put in the log: an undecodable one and one of an unknown type.
+
+    A process following the log goes past both (counted as errors, logged with their numbers) and applies
+    what comes after; a process starting while they are there (unfolded) starts and serves the same.
+    """
+    from tests.journal.test_restore import _pipeline
+
+    url = pg_database()
+    writer, follower = _pipeline(url, 100), _pipeline(url, 100)
+    try:
+        call = [make_event("call_start", {"call_id": "CA-ok", "caller": "+15550001111"}, "ok-s"),
+                make_event("call_end", {"call_id": "CA-ok", "metrics": {"call_id": "CA-ok", "duration_seconds": 3.0}}, "ok-e")]
+        writer.submit(call[:1])
+        query(url, "INSERT INTO events (call_id, type, key, received_at, data) VALUES "
+                   "('CA-ok', 'transcript', NULL, 1, '\\xdeadbeef'::bytea), ('CA-ok', 'weird', NULL, 1, '\\x'::bytea)")
+        writer.submit(call[1:])
+        last = query(url, "SELECT max(id) FROM events")[0][0]
+        for pipeline in (writer, follower):
+            deadline = time.monotonic() + 10
+            while pipeline._seq < last and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert pipeline._seq == last
+            assert pipeline.store.get("CA-ok").status == "completed"
+        assert follower.counters["errors"] == 2 and follower.store.aggregates.total.calls == 1
+        late = _pipeline(url, 100)  # the two rows are still in the log, unfolded
+        try:
+            assert late.store.get("CA-ok").status == "completed" and late.store.aggregates.total.calls == 1
+        finally:
+            late.stop()
+    finally:
+        writer.stop()
+        follower.stop()
