@@ -5,6 +5,9 @@ Owns the figures of ``PATTER_DASH_DB=postgresql://...`` shared by several real
 gunicorn + gevent servers (``gunicorn -c gunicorn.conf.py wsgi:app``, the shipped
 config, on free loopback ports: no token needed). Steps (``--only``, comma list):
 
+* ``pgwrite``: no dashboard, the journal's commit alone (200 events a
+  transaction) from 1, 2 and 4 writers at once: what PostgreSQL itself takes.
+
 * ``ingest``: events/s acknowledged (2xx) / wall time with 1, 2 and 4 processes
   (separate servers, ``-w 1`` each) on one fresh database, the client's
   connections dealt round-robin over them: ``batched`` (``POST /api/v1/ingest``,
@@ -78,7 +81,7 @@ from harness.workloads import log, wrk  # noqa: E402
 HOST = "127.0.0.1"
 INGEST = "/api/v1/ingest"
 READ_PATHS = {"list": "/api/v1/calls?limit=50", "overview": "/api/v1/analytics/overview"}
-STEPS = ("ingest", "reads", "ready", "e2e")
+STEPS = ("pgwrite", "ingest", "reads", "ready", "e2e")
 # Call ids per use (BatchFeeder stamps its base into every id): no two runs of one database share one.
 INGEST_BASE, PRELOAD_BASE, E2E_BASE = 60_000_000, 61_000_000, 62_000_000
 #: Seconds a stopping server gets before SIGKILL (``--stop-grace``), and how many servers needed it.
@@ -294,6 +297,48 @@ def ingest_config(db: str, work: str, name: str, processes: int, args: argparse.
             log(f"ingest {name} {mode}: {row['events_per_s']:,.0f} events/s, agree={row['agree']} "
                 f"(totals {row['totals']} of {sent}, {row['settle_s']} s) errs={row['non2xx']}+{row['exc']}")
     return out
+
+
+def step_pgwrite(args: argparse.Namespace, dbs: Databases) -> dict:
+    """What PostgreSQL itself takes, no dashboard: the journal's commit alone, 200 events a transaction,
+    from 1, 2 and 4 writers at once (a connection each, as each process has one), for ``--dur`` s.
+
+    Each commit takes the log's lock and first reads what the others wrote since its position, as a
+    process's commit does: the figure is the ceiling of the shared log on this server, whatever the
+    number of dashboard processes feeding it.
+    """
+    from patter_dash.journal import Batch, open_journal
+    from patter_dash.model.events import make_event
+
+    out: dict[str, Any] = {}
+    for writers in (1, 2, 4):
+        db = dbs.new(f"write{writers}")
+        journals = [open_journal(db) for _ in range(writers)]
+        journals[0].check()
+        for journal in journals:
+            journal.open()
+        deadline = time.monotonic() + args.dur
+
+        def write(w: int) -> int:
+            written, position = 0, 0
+            while time.monotonic() < deadline:
+                events = [make_event("transcript", {"call_id": f"W{w}-{written // 2000}", "role": "user",
+                                                    "text": f"line {written + k} of a caller"}, None) for k in range(200)]
+                batch = Batch(events=events, after=position)
+                journals[w].commit(batch)
+                position = events[-1].seq
+                written += len(events)
+            return written
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(writers) as pool:
+            total = sum(pool.map(write, range(writers)))
+        wall = time.perf_counter() - t0
+        for journal in journals:
+            journal.close()
+        out[str(writers)] = {"events": total, "events_per_s": round(total / wall)}
+        log(f"pgwrite {writers} writer(s): {total / wall:,.0f} events/s")
+    return {"writers": out, "agree": True}
 
 
 def step_ingest(args: argparse.Namespace, dbs: Databases, work: str) -> dict:
@@ -531,6 +576,8 @@ def step_e2e(args: argparse.Namespace, dbs: Databases, work: str) -> dict:
 def table(res: dict) -> str:
     """The figures a reader wants first, one a line."""
     lines = []
+    for writers, w in (res.get("pgwrite") or {}).get("writers", {}).items():
+        lines.append(f"pgwrite {writers} writer(s), journal alone: {w['events_per_s']:>9,.0f} ev/s")
     for name, c in (res.get("ingest") or {}).get("configs", {}).items():
         lines.append(f"ingest {name:8} batched {c['batched']['events_per_s']:>9,.0f} ev/s  "
                      f"single {c['single']['events_per_s']:>7,.0f} ev/s  agree {c['batched']['agree'] and c['single']['agree']}")
@@ -599,7 +646,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="pgmulti-")
     dbs = Databases(args.db_url)
     cache: dict[int, str] = {}  # calls stored -> its database, shared by reads and ready
-    steps = {"ingest": lambda: step_ingest(args, dbs, work), "reads": lambda: step_reads(args, dbs, work, cache),
+    steps = {"pgwrite": lambda: step_pgwrite(args, dbs), "ingest": lambda: step_ingest(args, dbs, work), "reads": lambda: step_reads(args, dbs, work, cache),
              "ready": lambda: step_ready(args, dbs, work, cache), "e2e": lambda: step_e2e(args, dbs, work)}
     try:
         for step in args.steps:

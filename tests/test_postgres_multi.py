@@ -262,3 +262,37 @@ def test_retention_purges_once_in_the_process_running_the_jobs_and_every_process
         for call_id in unpack_event(kind, call_id, key, at, bytes(data)).data["call_ids"]]
     assert sorted(deleted) == old
     assert [health(s)["history"]["log"]["runs_jobs"] for s in servers].count(True) == 1
+
+
+def test_alerts_are_evaluated_and_delivered_once_by_the_process_running_the_jobs(live_server, pg_database, tmp_path) -> None:
+    """The rule's event reaches the process that did not take it: one firing, one resolution, one delivery each."""
+    from tests.ops.receiver import Receiver
+    from tests.ops.test_alerts import SECRET, start, turn, write
+
+    hook = Receiver(secret=SECRET)
+    try:
+        path = write(tmp_path, f"""
+[[destinations]]
+name = "hook"
+type = "webhook"
+url = "{hook.url}"
+secret = "{SECRET}"
+
+[[rules]]
+name = "slow-turn"
+kind = "turn_latency"
+threshold = 1000
+cooldown = 0
+""")
+        config = {"PATTER_DASH_DB": pg_database(), "PATTER_DASH_ALERTS": path}
+        servers = [live_server(**config), live_server(**config)]
+        jobs = wait_for(lambda: [s for s in servers if health(s)["history"]["log"]["runs_jobs"]], timeout=10, interval=0.2)
+        other = servers[1 - servers.index(jobs[0])]
+        other.post_events([start("slow", "+1"), turn("slow", 0, 2000)])  # taken by the process not running the jobs
+        hook.wait_for(lambda n: n["state"] == "firing")
+        other.post_events([turn("slow", 1, 100)])
+        hook.wait_for(lambda n: n["state"] == "resolved")
+        time.sleep(1.5)  # a second process delivering would have by now
+        assert [n["state"] for n in hook.accepted] == ["firing", "resolved"]
+    finally:
+        hook.close()
