@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from tests.conftest import LiveServer, wait_for
+from tests.ops.test_alerts import SECRET, receivers, slow_turn_rule, start, turn, webhook_rules  # noqa: F401 (a fixture)
 from tests.sse import SSEClient
 from tests.test_history_crash import keyed_call
 from tests.test_history_faults import assert_acknowledged, health
@@ -264,35 +265,17 @@ def test_retention_purges_once_in_the_process_running_the_jobs_and_every_process
     assert [health(s)["history"]["log"]["runs_jobs"] for s in servers].count(True) == 1
 
 
-def test_alerts_are_evaluated_and_delivered_once_by_the_process_running_the_jobs(live_server, pg_database, tmp_path) -> None:
+def test_alerts_are_evaluated_and_delivered_once_by_the_process_running_the_jobs(live_server, pg_database, receivers,
+                                                                                 tmp_path) -> None:
     """The rule's event reaches the process that did not take it: one firing, one resolution, one delivery each."""
-    from tests.ops.receiver import Receiver
-    from tests.ops.test_alerts import SECRET, start, turn, write
-
-    hook = Receiver(secret=SECRET)
-    try:
-        path = write(tmp_path, f"""
-[[destinations]]
-name = "hook"
-type = "webhook"
-url = "{hook.url}"
-secret = "{SECRET}"
-
-[[rules]]
-name = "slow-turn"
-kind = "turn_latency"
-threshold = 1000
-cooldown = 0
-""")
-        config = {"PATTER_DASH_DB": pg_database(), "PATTER_DASH_ALERTS": path}
-        servers = [live_server(**config), live_server(**config)]
-        jobs = wait_for(lambda: [s for s in servers if health(s)["history"]["log"]["runs_jobs"]], timeout=10, interval=0.2)
-        other = servers[1 - servers.index(jobs[0])]
-        other.post_events([start("slow", "+1"), turn("slow", 0, 2000)])  # taken by the process not running the jobs
-        hook.wait_for(lambda n: n["state"] == "firing")
-        other.post_events([turn("slow", 1, 100)])
-        hook.wait_for(lambda n: n["state"] == "resolved")
-        time.sleep(1.5)  # a second process delivering would have by now
-        assert [n["state"] for n in hook.accepted] == ["firing", "resolved"]
-    finally:
-        hook.close()
+    hook = receivers(secret=SECRET)
+    config = {"PATTER_DASH_DB": pg_database(), "PATTER_DASH_ALERTS": webhook_rules(tmp_path, hook, slow_turn_rule())}
+    servers = [live_server(**config), live_server(**config)]
+    jobs = wait_for(lambda: [s for s in servers if health(s)["history"]["log"]["runs_jobs"]], timeout=10, interval=0.2)
+    other = servers[1 - servers.index(jobs[0])]
+    other.post_events([start("slow", "+1"), turn("slow", 0, 2000)])  # taken by the process not running the jobs
+    hook.wait_for(lambda n: n["state"] == "firing")
+    other.post_events([turn("slow", 1, 100)])
+    hook.wait_for(lambda n: n["state"] == "resolved")
+    time.sleep(1.5)  # a second process delivering would have by now
+    assert [n["state"] for n in hook.accepted] == ["firing", "resolved"]

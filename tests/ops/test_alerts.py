@@ -48,6 +48,28 @@ def write(tmp_path: Path, text: str, name: str = "alerts.toml") -> str:
     return str(path)
 
 
+def webhook_rules(tmp_path: Path, hook: Receiver, rules: str, destination: str = "hook") -> str:
+    """An alerts file: one webhook ``destination`` signed with :data:`SECRET` to ``hook``, then ``rules`` (TOML)."""
+    return write(tmp_path, f"""
+[[destinations]]
+name = "{destination}"
+type = "webhook"
+url = "{hook.url}"
+secret = "{SECRET}"
+""" + rules)
+
+
+def slow_turn_rule(threshold: int = 1000, cooldown: int = 0) -> str:
+    """The rule most tests use: a turn slower than ``threshold`` ms fires, a faster one resolves."""
+    return f"""
+[[rules]]
+name = "slow-turn"
+kind = "turn_latency"
+threshold = {threshold}
+cooldown = {cooldown}
+"""
+
+
 def alerts(server: Any) -> dict[str, Any]:
     response = server.get("/api/v1/alerts")
     assert response.status_code == 200, response.text
@@ -220,19 +242,7 @@ def test_every_rule_kind_fires_and_resolves_signed_on_the_stream(live_server, re
 
 def test_cooldown_holds_back_a_flapping_rule(live_server, receivers, tmp_path) -> None:
     hook = receivers(secret=SECRET)
-    path = write(tmp_path, f"""
-[[destinations]]
-name = "hook"
-type = "webhook"
-url = "{hook.url}"
-secret = "{SECRET}"
-
-[[rules]]
-name = "slow-turn"
-kind = "turn_latency"
-threshold = 1000
-cooldown = 600
-""")
+    path = webhook_rules(tmp_path, hook, slow_turn_rule(cooldown=600))
     server = live_server(PATTER_DASH_ALERTS=path)
     server.post_events([start("flap", "+1"), turn("flap", 0, 2000), turn("flap", 1, 100), turn("flap", 2, 2000), turn("flap", 3, 2000)])
     hook.wait_for(lambda n: n["state"] == "resolved")

@@ -18,7 +18,7 @@ from playwright.sync_api import expect  # noqa: E402
 
 from tests.conftest import ROOT  # noqa: E402
 from tests.ops.receiver import Receiver  # noqa: E402
-from tests.ops.test_alerts import SECRET, start, turn  # noqa: E402
+from tests.ops.test_alerts import SECRET, slow_turn_rule, start, turn, webhook_rules  # noqa: E402
 from tests.test_ui_a11y import assert_no_axe_violations  # noqa: E402
 from tests.test_ui_browser import browser, open_dashboard, open_page  # noqa: E402,F401
 
@@ -30,20 +30,7 @@ HOSTILE = '<img src=x onerror="window.__pwned=1">&amp;'
 def test_alerts_view_and_header_badge(live_server: Any, open_page: Any, tmp_path: Path, theme: str) -> None:
     hook = Receiver(secret=SECRET)
     try:
-        path = tmp_path / "alerts.toml"
-        path.write_text(f"""
-[[destinations]]
-name = "ops-hook"
-type = "webhook"
-url = "{hook.url}"
-secret = "{SECRET}"
-
-[[rules]]
-name = "slow-turn"
-kind = "turn_latency"
-threshold = 1200
-cooldown = 60
-scope = {{ direction = "inbound" }}
+        path = webhook_rules(tmp_path, hook, slow_turn_rule(1200, 60) + """scope = { direction = "inbound" }
 
 [[rules]]
 name = "failures"
@@ -51,8 +38,8 @@ kind = "failure_rate"
 threshold = 20
 window = 900
 min_calls = 3
-""")
-        server = live_server(PATTER_DASH_ALERTS=str(path))
+""", destination="ops-hook")
+        server = live_server(PATTER_DASH_ALERTS=path)
         page, guard = open_page(color_scheme=theme, viewport=(1280, 900))
         open_dashboard(page, server.url, "live")
         badge = page.locator("#pd-firing")
