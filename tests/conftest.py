@@ -104,15 +104,6 @@ class LiveServer:
     def worker_pid(self) -> int:
         return requests.get(f"{self.url}/api/v1/health", headers=self.headers, timeout=5).json()["pid"]
 
-    def wait_workers(self, count: int, timeout: float = 30.0) -> set[int]:
-        """Until ``count`` distinct workers have answered (``-w N``: each boots in its own time); their pids."""
-        pids: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(pids) < count:
-            assert time.monotonic() < deadline, f"{len(pids)} of {count} workers answered"
-            pids.add(self.worker_pid())  # a new connection each time: the kernel deals them to the workers
-        return pids
-
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.get(self.url + path, headers={**self.headers, **kwargs.pop("headers", {})}, timeout=kwargs.pop("timeout", 10), **kwargs)
 

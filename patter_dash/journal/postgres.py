@@ -625,11 +625,13 @@ class PostgresJournal:
             named = [thaw(row[0]) for row in db.execute(
                 "SELECT state FROM calls WHERE call_id = ANY(%s)", (list({e.call_id for e in events}),)
             )]
-            log_seq = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]  # type: ignore[index]
-            if not log_seq:  # an empty log (trimmed whole): the sequence goes on from where it is
-                log_seq = db.execute(
-                    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq"
-                ).fetchone()[0]  # type: ignore[index]
+            # Where this snapshot's history stands in the log: its newest row, or what the trim took past it.
+            # Never the id sequence: it counts numbers taken by transactions not committed yet, and a
+            # process starting from one of those skipped the events committed under it (a call short).
+            log_seq = db.execute(
+                "SELECT GREATEST((SELECT coalesce(max(id), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM calls), "
+                "(SELECT coalesce(max(value::bigint), 0) FROM info WHERE name = 'log_trimmed'))"
+            ).fetchone()[0]  # type: ignore[index]
             seen = [tuple(r) for r in db.execute("SELECT key, seq FROM seen ORDER BY seq DESC LIMIT %s", (SEEN_KEPT,))]
             seen.reverse()
             row = db.execute("SELECT value FROM info WHERE name = 'last_seq'").fetchone()

@@ -183,3 +183,34 @@ def test_a_log_row_no_process_can_read_is_counted_and_passed_never_stopping_the_
     finally:
         writer.stop()
         follower.stop()
+
+
+def test_a_process_starting_while_another_commits_applies_what_that_commit_holds(pg_database: Any) -> None:
+    """A commit in flight has taken its numbers, not yet visible, when a process starts: it must follow them.
+
+    The start took its position from the id sequence once, which counts numbers of uncommitted
+    transactions: the events committed under it were never applied (one worker of a -w 2 server a call short).
+    """
+    import psycopg
+
+    from patter_dash.journal.codec import pack_event
+    from tests.journal.test_restore import _pipeline
+
+    url = pg_database()
+    _pipeline(url, 100).stop()  # the schema
+    call = [make_event("call_start", {"call_id": "CA-flight", "caller": "+15550001111"}, "f-s"),
+            make_event("call_end", {"call_id": "CA-flight", "metrics": {"call_id": "CA-flight", "duration_seconds": 3.0}}, "f-e")]
+    with psycopg.connect(url) as other:  # another process's commit, between taking its numbers and committing
+        for event in call:
+            other.execute("INSERT INTO events (call_id, type, key, received_at, data) VALUES (%s, %s, %s, %s, %s)",
+                          (event.call_id, event.type, event.key, event.received_at, pack_event(event)))
+        starting = _pipeline(url, 100)
+        other.commit()
+    try:
+        deadline = time.monotonic() + 10
+        while starting.store.get("CA-flight") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert starting.store.get("CA-flight").status == "completed"
+        assert starting.store.aggregates.total.calls == 1
+    finally:
+        starting.stop()
