@@ -333,7 +333,7 @@ class PostgresJournal:
             raise JournalError(f"cannot set up the database at {self.path} ({SETTING}): {_first_line(exc)}") from None
 
     def _writer(self, *, starting: bool = False) -> psycopg.Connection:
-        """The writer connection, opened (and the writer lock taken) again after it was lost.
+        """The writer connection, opened again after it was lost.
 
         ``starting``: a database that cannot be used refuses to start
         (:class:`JournalError`); later it is one more reason writing fails now.
@@ -738,7 +738,7 @@ class PostgresJournal:
 
 
 def _process_name() -> str:
-    """``application_name``: who holds a connection (the writer lock's holder is named by it)."""
+    """``application_name``: who holds a connection (pg_stat_activity names each process's connections by it)."""
     return f"{_sibling_prefix()}pid={os.getpid()}"[:63]
 
 
