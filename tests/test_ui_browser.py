@@ -1096,8 +1096,10 @@ def test_stream_reset_reloads_the_snapshot(live_server: Any, open_page: Any) -> 
     page.click("a.pd-tab[data-view=analytics]")
     expect(calls_tile).to_have_text("3")
     expect(page.locator("#pd-tiles [data-tile=active] .pd-tile-value")).to_have_text("1")
-    # the reset alone did it: one EventSource, opened once, never dropped
-    assert stream_log(page) == ["new", "open", "reset"], stream_log(page)
+    # the reset alone did it: one EventSource, opened once, never dropped (a page that fell behind again
+    # while the burst was still being applied, on a loaded machine, is told to reset again: same stream)
+    log = stream_log(page)
+    assert log[:3] == ["new", "open", "reset"] and set(log[3:]) <= {"reset"}, log
     assert conn_states(page)[-1] == "live"
     # and the stream goes on from there
     page.click("a.pd-tab[data-view=live]")
