@@ -5,7 +5,9 @@ Real gunicorn + gevent servers (one of them ``-w 2``) and a real PostgreSQL
 details, search, analytics, exports), deletions reach every process, a late
 server catches up to the same history, an SSE reader moving to another
 process resumes exactly with Last-Event-ID, and the jobs that run once move
-when the process holding them is killed.
+when the process holding them is killed. Also: PostgreSQL stopped under two
+processes (both refuse, both recover, every acknowledged event once), Patter
+log following in one process at a time, retention and alert delivery once.
 """
 
 from __future__ import annotations
