@@ -18,7 +18,9 @@ from typing import Any
 import requests
 
 from tests.conftest import LiveServer, wait_for
-from tests.ops.test_alerts import SECRET, receivers, slow_turn_rule, start, turn, webhook_rules  # noqa: F401 (a fixture)
+from tests.ops.test_alerts import (  # noqa: F401 (receivers: a fixture)
+    SECRET, alerts, receivers, rule, slow_turn_rule, start, turn, webhook_rules,
+)
 from tests.sse import SSEClient
 from tests.test_history_crash import keyed_call
 from tests.test_history_faults import assert_acknowledged, health
@@ -267,17 +269,81 @@ def test_retention_purges_once_in_the_process_running_the_jobs_and_every_process
     assert [health(s)["history"]["log"]["runs_jobs"] for s in servers].count(True) == 1
 
 
-def test_alerts_are_evaluated_and_delivered_once_by_the_process_running_the_jobs(live_server, pg_database, receivers,
-                                                                                 tmp_path) -> None:
-    """The rule's event reaches the process that did not take it: one firing, one resolution, one delivery each."""
+def _alert_frames(stream: SSEClient, count: int) -> list[dict[str, Any]]:
+    frames = []
+    while len(frames) < count:
+        frame = stream.next_event(timeout=10)
+        assert frame is not None, frames
+        frames.append(frame)
+    return frames
+
+
+def _shown(server: LiveServer) -> tuple[Any, ...]:
+    """What a page shows of the slow-turn rule: its state, what fires, its history, its counts."""
+    state = alerts(server)
+    held = rule(state, "slow-turn")
+    return (state.firing, held.state, [(f.call_id, f.since) for f in held.firing],
+            [(n.id, n.state, n.call_id) for n in held.history], held.notified)
+
+
+def test_alerts_are_evaluated_and_delivered_once_and_every_process_shows_them_live(live_server, pg_database, receivers,
+                                                                                   tmp_path) -> None:
+    """The rule's event reaches the process that did not take it: one firing, one resolution, one delivery each;
+    both processes answer the same alerts, and a page on either gets the frames under the log's numbers."""
     hook = receivers(secret=SECRET)
     config = {"PATTER_DASH_DB": pg_database(), "PATTER_DASH_ALERTS": webhook_rules(tmp_path, hook, slow_turn_rule())}
     servers = [live_server(**config), live_server(**config)]
     jobs = wait_for(lambda: [s for s in servers if health(s)["history"]["log"]["runs_jobs"]], timeout=10, interval=0.2)
     other = servers[1 - servers.index(jobs[0])]
-    other.post_events([start("slow", "+1"), turn("slow", 0, 2000)])  # taken by the process not running the jobs
-    hook.wait_for(lambda n: n["state"] == "firing")
-    other.post_events([turn("slow", 1, 100)])
-    hook.wait_for(lambda n: n["state"] == "resolved")
-    time.sleep(1.5)  # a second process delivering would have by now
+    streams = [SSEClient(f"{s.url}/api/v1/events?types=alert_firing,alert_resolved", timeout=15) for s in (jobs[0], other)]
+    try:
+        other.post_events([start("slow", "+1"), turn("slow", 0, 2000)])  # taken by the process not running the jobs
+        fired = hook.wait_for(lambda n: n["state"] == "firing")[0]
+        wait_for(lambda: all(_shown(s)[:2] == (1, "firing") for s in servers), timeout=5, interval=0.1)
+        assert _shown(jobs[0]) == _shown(other)
+        other.post_events([turn("slow", 1, 100)])
+        resolved = hook.wait_for(lambda n: n["state"] == "resolved")[0]
+        time.sleep(1.5)  # a second process delivering would have by now
+        assert [n["state"] for n in hook.accepted] == ["firing", "resolved"]
+        wait_for(lambda: all(_shown(s)[:2] == (0, "ok") for s in servers), timeout=5, interval=0.1)
+        assert _shown(jobs[0]) == _shown(other)
+        assert _shown(other)[3] == [(resolved["id"], "resolved", "slow"), (fired["id"], "firing", "slow")]
+        assert [alerts(s).decided_here for s in (jobs[0], other)] == [True, False]
+        # The deciding process's delivery counts, as of its last second.
+        wait_for(lambda: [d.delivered for d in alerts(other).destinations if d.name == "hook"] == [2], timeout=5, interval=0.2)
+        # Both pages got both frames, with the webhook's bodies and the same ids: the log's numbers.
+        frames = [_alert_frames(stream, 2) for stream in streams]
+        assert [[f["data"]["id"] for f in side] for side in frames] == [[fired["id"], resolved["id"]]] * 2
+        assert [f["id"] for f in frames[0]] == [f["id"] for f in frames[1]] and all(f["id"] for f in frames[0])
+        assert [f["data"]["seq"] for f in frames[1]] == [int(f["id"]) for f in frames[1]]
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_the_process_taking_the_jobs_over_goes_on_from_the_firing_state(live_server, pg_database, receivers,
+                                                                         tmp_path) -> None:
+    """kill -9 of the deciding process while a rule fires: the next one neither fires it again nor forgets it;
+    it resolves it, once. A process started afterwards shows the same alerts."""
+    hook = receivers(secret=SECRET)
+    config = {"PATTER_DASH_DB": pg_database(), "PATTER_DASH_ALERTS": webhook_rules(tmp_path, hook, slow_turn_rule())}
+    servers = [live_server(**config), live_server(**config)]
+    jobs = wait_for(lambda: [s for s in servers if health(s)["history"]["log"]["runs_jobs"]], timeout=10, interval=0.2)[0]
+    other = servers[1 - servers.index(jobs)]
+    other.post_events([start("slow", "+1"), turn("slow", 0, 2000)])
+    fired = hook.wait_for(lambda n: n["state"] == "firing")[0]
+    wait_for(lambda: _shown(other)[:2] == (1, "firing"), timeout=5, interval=0.1)
+    jobs.kill()
+    wait_for(lambda: health(other)["history"]["log"]["runs_jobs"], timeout=10, interval=0.2)
+    other.post_events([turn("slow", 1, 2500)])  # still slow: still the same firing
+    time.sleep(1.5)
+    assert [n["id"] for n in hook.accepted] == [fired["id"]]
+    late = live_server(**config)
+    assert _shown(late) == _shown(other) and _shown(late)[:2] == (1, "firing")
+    other.post_events([turn("slow", 2, 100)])
+    resolved = hook.wait_for(lambda n: n["state"] == "resolved")[0]
+    assert resolved["since"] == fired["since"]  # the same firing, resolved
+    time.sleep(1.0)
     assert [n["state"] for n in hook.accepted] == ["firing", "resolved"]
+    wait_for(lambda: _shown(late) == _shown(other), timeout=5, interval=0.1)
+    assert _shown(late)[:2] == (0, "ok") and _shown(late)[4] == 2

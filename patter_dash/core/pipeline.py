@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..journal import LOG_CLOSE, LOG_DELETE, Batch, Journal, JournalUnavailable
+from ..journal import LOG_ANNOUNCE, LOG_CLOSE, LOG_DELETE, Batch, Journal, JournalUnavailable
 from ..model import records
 from ..model.clean import ValidationError
 from ..model.events import EVENT_TYPES, Event, make_event
@@ -87,6 +87,8 @@ DONE_SCALE = 1_000
 AHEAD_ALLOWED = 10_000_000
 #: Stale calls closed by one close pass at most.
 CLOSE_BATCH = 500
+#: A shared journal: announcements held while the database is out, at most (then the oldest go).
+ANNOUNCE_HELD = 10_000
 
 
 #: What one reader encodes between two pauses: this many calls, or this much transcript text.
@@ -263,6 +265,14 @@ class Pipeline:
         #: Called on the event thread about once a second with ``time.time()`` (windowed alert rules);
         #: may :meth:`announce`. Runs between batches, never inside one.
         self.on_tick: list[Callable[[float], None]] = []
+        #: A shared journal: told of each frame announced through the log (``type``, payload), by any
+        #: process, this one's own included, on the event thread before the frame is published.
+        self.on_announced: list[Callable[[str, dict[str, Any]], None]] = []
+        #: (prefix, callback): the journal's info rows under ``prefix`` (see :meth:`remember`), read
+        #: at each restore and handed over before the event thread starts (an alert's state).
+        self.on_restore: list[tuple[str, Callable[[dict[str, Any]], None]]] = []
+        #: A shared journal: announcements not written to the log yet (see :meth:`announce`).
+        self._announcing: list[Event] = []
 
     # --------------------------------------------------------------- lifecycle
 
@@ -328,9 +338,12 @@ class Pipeline:
             journal.open()
             if self.redactor.active and not self._own_redact_key:
                 self._adopt_redact_key(journal)
-            return journal.restore(keep)
+            # After the history: rows written since come back again from the log, which their readers allow.
+            return journal.restore(keep), [journal.info(prefix) for prefix, _ in self.on_restore]
 
-        restored = offload(read)
+        restored, infos = offload(read)
+        for (_, hand_over), rows in zip(self.on_restore, infos):
+            hand_over(rows)
         store = self.store
         store.load(restored.hours, restored.latencies, restored.calls, restored.done)
         store.aggregates.cold_rows = self.history.cold_rows
@@ -346,7 +359,7 @@ class Pipeline:
         for n, event in enumerate(restored.events, 1):
             if self.shared:
                 # Numbered by the log. Two processes may have taken one id at once: the first counts.
-                if (event.key is not None and event.key in keys) or event.type not in _LOGGED_TYPES:
+                if (event.key is not None and event.key in keys) or event.type not in _REPLAYED_TYPES:
                     continue
                 if event.type == LOG_CLOSE:
                     store.close_logged(event.call_id, event.seq)
@@ -579,6 +592,8 @@ class Pipeline:
                     self._follow(self.journal)
                 self._drain_journaled(self.journal)
                 self._flush_when_idle(self.journal)
+                if self._announcing and self.journal_error is None:
+                    self._write_announced(self.journal)
             self._maybe_freeze()
             now = time.monotonic()
             if now - last_reap >= 1.0:
@@ -586,7 +601,7 @@ class Pipeline:
                 if self.shared:
                     self._check_jobs(self.journal)  # type: ignore[arg-type]
                 self._close_stale()
-                for tick in self.on_tick if self.runs_jobs else ():
+                for tick in self.on_tick:
                     try:
                         tick(time.time())
                     except Exception:  # an observer's bug must not stop the writer
@@ -612,6 +627,8 @@ class Pipeline:
                 self._drain_journaled(self.journal, flush=True)
             except JournalUnavailable:
                 pass
+            if self._announcing:
+                self._write_announced(self.journal)
 
     def _flush_when_idle(self, journal: Journal) -> None:
         """Write what applying derived on its own when no event waits, at most every :data:`FLUSH_DELAY`.
@@ -865,6 +882,10 @@ class Pipeline:
             if self.store.close_logged(event.call_id, event.seq):
                 self._announce_closed(event.seq, last_has_id=True)
             return None
+        if event.type == LOG_ANNOUNCE:
+            self._seq = event.seq
+            self._announced(event)
+            return None
         held = self.store.get(event.call_id)
         if held is not None and held.seq >= event.seq:  # read back from disk already holding it
             self._seq = event.seq
@@ -957,11 +978,8 @@ class Pipeline:
         if self.shared and journal is not None and ids:
             # An event of the log: every process deletes the calls from its memory as it reads it.
             event = Event(LOG_DELETE, "", {"call_ids": ids}, None, time.time())
-            try:
-                self._commit(journal, self._batch([event]), [])
-            except JournalUnavailable:
-                return None
-            return self._apply_logged(event) or []
+            done = self._log(journal, [event])
+            return None if done is None else done[0] or []
         store = self.store
         on_disk: list[tuple[Any, ...]] = []
         if journal is not None and ids:
@@ -1075,14 +1093,8 @@ class Pipeline:
             if call.last_event_at >= cutoff or len(stale) >= CLOSE_BATCH:
                 break
             stale.append(Event(LOG_CLOSE, call.call_id, {"flag": "stale_timeout"}, None, time.time()))
-        if not stale:
-            return
-        try:
-            self._commit(self.journal, self._batch(stale), [])
-        except JournalUnavailable:
-            return
-        for event in stale:
-            self._apply_logged(event)
+        if stale:
+            self._log(self.journal, stale)
 
     def _maybe_freeze(self) -> None:
         """Every :data:`FREEZE_EVERY` applied events, hide what exists from the collector.
@@ -1156,25 +1168,58 @@ class Pipeline:
         else:
             self.hub.publish(event.seq, event.type, event.call_id, self._payload(event, applied))
             self._announce_closed()
-        if self.runs_jobs:
-            for hook in self.on_event:
-                hook(event, call)
+        for hook in self.on_event:
+            hook(event, call)
         return Ack(event.seq, False)
 
-    def announce(self, event_type: str, payload: dict[str, Any], call_id: str = "") -> int:
-        """Publish a frame that is not a call event (an alert) on the live stream; its seq.
+    def announce(self, event_type: str, payload: dict[str, Any], call_id: str = "") -> None:
+        """Publish a frame that is not a call event (an alert) on the live stream.
 
         Event thread only (an ``on_tick`` or ``on_event`` hook): the hub has one writer.
+        A shared journal writes it to the log first (by the event thread, once
+        this hook's batch is applied): every process publishes it as it reads
+        it, under the log's number, and tells :attr:`on_announced`.
         """
         if self.shared:
-            # Not an event of the log: it rides with the last one's number, without an id of its own.
-            payload["seq"] = self._seq
-            self.hub.publish(self._seq, event_type, call_id, payload, with_id=False)
-            return self._seq
+            self._announcing.append(Event(LOG_ANNOUNCE, call_id, {"type": event_type, "payload": payload}, None, time.time()))
+            if len(self._announcing) > ANNOUNCE_HELD:
+                log.warning("patter-dash: the log cannot be written; an announcement (%s) is dropped",
+                            self._announcing.pop(0).data["type"])
+            return
         self._seq += 1
         payload["seq"] = self._seq
         self.hub.publish(self._seq, event_type, call_id, payload)
-        return self._seq
+
+    def _write_announced(self, journal: Journal) -> None:
+        """Write the held announcements to the log as one transaction; each is published as it is applied."""
+        held, self._announcing = self._announcing, []
+        if self._log(journal, held) is None:
+            self._announcing[:0] = held  # kept in order for the next try (the database is out)
+
+    def _log(self, journal: Journal, events: list[Event]) -> list[list[str] | None] | None:
+        """Write operations of the shared log (closes, deletions, announcements), then apply each here.
+
+        What applying each answered (a deletion: the calls it removed); None when the log could not be written.
+        """
+        try:
+            self._commit(journal, self._batch(events), [])
+        except JournalUnavailable:
+            return None
+        return [self._apply_logged(event) for event in events]
+
+    def _announced(self, event: Event) -> None:
+        """An announcement read from the log: told to :attr:`on_announced`, then published under its number."""
+        kind, payload = event.data.get("type"), event.data.get("payload")
+        if not isinstance(kind, str) or not isinstance(payload, dict):
+            self.counters["errors"] += 1
+            log.warning("patter-dash: announcement %d of the log has no type or payload (skipped)", event.seq)
+            return
+        for hook in self.on_announced:
+            try:
+                hook(kind, dict(payload))
+            except Exception:  # an observer's bug must not stop the follower
+                log.exception("patter-dash: a hook failed on announcement %d", event.seq)
+        self.hub.publish(event.seq, kind, event.call_id, {**payload, "seq": event.seq})
 
     def _announce_closed(self, group: int | None = None, *, last_has_id: bool = False) -> None:
         """Publish the calls closed without a call_end; ``group``: a shared journal's number they share."""
@@ -1279,8 +1324,10 @@ class Pipeline:
         }
 
 
-#: What a shared journal's log holds: call events, and the deletions and closes every process applies.
-_LOGGED_TYPES = frozenset((*EVENT_TYPES, LOG_DELETE, LOG_CLOSE))
+#: What a shared journal's log holds: call events, and the deletions, closes and announcements every process applies.
+_LOGGED_TYPES = frozenset((*EVENT_TYPES, LOG_DELETE, LOG_CLOSE, LOG_ANNOUNCE))
+#: What a starting process replays of the log's unfolded rows (an announcement's state comes with on_restore).
+_REPLAYED_TYPES = _LOGGED_TYPES - {LOG_ANNOUNCE}
 
 
 def _counted(call: records.Call) -> tuple[Any, ...]:

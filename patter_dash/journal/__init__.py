@@ -106,9 +106,11 @@ class Filter(Protocol):
 
 
 #: Event types of a shared journal's log that are not call events: a deletion (its rows, for every
-#: process's totals) and the close of silent live calls (the stale-call rule, decided by one process).
+#: process's totals), the close of silent live calls (the stale-call rule, decided by one process) and
+#: a frame announced on every process's live stream (an alert's firing or resolution).
 LOG_DELETE = "__delete__"
 LOG_CLOSE = "__close__"
+LOG_ANNOUNCE = "__announce__"
 #: The type a reader gives a log row it cannot decode (written by something else, or damaged).
 UNREADABLE = "__unreadable__"
 

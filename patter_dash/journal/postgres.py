@@ -49,7 +49,7 @@ from psycopg import conninfo as pg_conninfo
 from ..model import quality, search
 from ..model.events import Event
 from ..model.records import Call
-from . import LOG_DELETE, UNREADABLE, Batch, Filter, JournalError, JournalUnavailable, Restored
+from . import LOG_ANNOUNCE, LOG_DELETE, UNREADABLE, Batch, Filter, JournalError, JournalUnavailable, Restored
 from .codec import freeze, pack_event, thaw, unpack_event
 from .pgreaders import Readers
 from .sqlite import SEEN_KEPT, TAG_SEPARATOR, _labels_column, _tags_column
@@ -158,6 +158,8 @@ LOG_KEPT = 600.0
 TRIM_EVERY = 30.0
 #: Events read from the log at once by a follower.
 TAIL_MAX = 2_000
+#: Rows of the log that are done as they are written: followers read them, a starting process never replays them.
+_DONE_WHEN_WRITTEN = frozenset((LOG_DELETE, LOG_ANNOUNCE))
 CONNECT_TIMEOUT = 5
 #: ``pg_database_size`` walks the database's files: asked at most this often, after a commit.
 SIZE_EVERY = 10.0
@@ -465,8 +467,9 @@ class PostgresJournal:
             if batch.events:
                 cur.executemany(
                     "INSERT INTO events (call_id, type, key, received_at, data, folded) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                    # A deletion is done on disk as it is written: never replayed, only read by followers.
-                    [(e.call_id, e.type, e.key, e.received_at, pack_event(e), e.type == LOG_DELETE) for e in batch.events],
+                    # A deletion or an announcement is done as it is written: never replayed, only read by followers.
+                    [(e.call_id, e.type, e.key, e.received_at, pack_event(e), e.type in _DONE_WHEN_WRITTEN)
+                     for e in batch.events],
                     returning=True,
                 )
                 for event in batch.events:

@@ -826,6 +826,11 @@ class AlertsState(_Record):
     enabled: Annotated[bool, Meta(description="false: no PATTER_DASH_ALERTS file.")]
     firing: Annotated[Count, Meta(description="Rules firing now.")]
     evaluated_at: float | None
+    decided_here: Annotated[bool, Meta(description=(
+        "Whether this process decides the transitions and delivers them: always, but for several processes on "
+        "PostgreSQL, where the one running the jobs does. The others show its transitions as they read them "
+        "from the log, and its suppressed and destinations counts as of the last second."
+    ))]
     rules: list[AlertRule]
     destinations: list[AlertDestination]
 

@@ -24,10 +24,22 @@ Where the work happens, all on the event thread, never on a request:
 Transitions found under the store's lock are queued and published after the
 event that caused them (the hub has one writer and the event's own frame
 comes first). Delivery is the couriers' business, on their own workers.
+
+With a journal, the rules' state (firing instances, each rule's history and
+count) is kept in its info table, written with the transitions, and read
+back at start: a restart neither forgets what fires nor sends it again.
+
+Several processes on one PostgreSQL: every process feeds the windows and
+computes the values, but only the one running the jobs decides transitions
+and delivers them. Each transition is an event of the shared log: every
+process mirrors it into its own state and publishes its frame under the
+log's number, so every page shows the same alerts, and the process that
+takes the jobs over goes on from the same firing state with full windows.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -38,6 +50,7 @@ from collections import deque
 from typing import Any
 
 from ..core.aggregates import NANO
+from ..core.cooperative import offload
 from ..core.pipeline import Pipeline
 from ..model.events import Event
 from ..model.records import FAILED_STATUSES, Call
@@ -55,6 +68,14 @@ FIRING_SHOWN = 100
 #: Stuck calls looked at per rule and tick (oldest first).
 STUCK_SCAN = 1_000
 _STEP = math.log(1.01)  # latency histogram bucket width: 1 %
+#: The journal's info rows that keep the rules' state (see :meth:`Pipeline.remember`): each rule's
+#: history and count, each firing instance, and the deciding process's own counts and deliveries.
+INFO = "alert:"
+_HISTORY_ROW = "alert:h:"
+_FIRING_ROW = "alert:f:"
+_STATUS_ROW = "alert:status"
+#: Notification ids remembered, so that one read back from the shared log is not counted twice.
+SEEN_NOTIFICATIONS = 10_000
 _PROVIDERS = ("stt_provider", "llm_provider", "tts_provider", "telephony_provider")
 _MODELS = ("stt_model", "llm_model", "tts_model")
 
@@ -174,6 +195,8 @@ class RuleState:
         self.notified = 0
         self.suppressed = 0
         self.last_start = time.time()  # no_calls: counted from when this process started watching
+        #: Since when this process has fed the window: before a whole one, "no data" proves nothing.
+        self.watched_from = self.last_start
 
 
 class Alerts:
@@ -183,6 +206,7 @@ class Alerts:
         self.pipeline = pipeline
         self.config = config
         self.states = [RuleState(rule, config.history) for rule in config.rules]
+        self._by_name = {state.rule.name: state for state in self.states}
         self._by_kind: dict[str, list[RuleState]] = {}
         for state in self.states:
             self._by_kind.setdefault(state.rule.kind, []).append(state)
@@ -197,17 +221,21 @@ class Alerts:
         self.failures = 0
         self.evaluated_at: float | None = None
         self.lock = threading.Lock()
+        self._seen: dict[str, None] = {}  # notification ids counted here (insertion-ordered: the oldest go first)
+        self._status_written: Any = None
         pipeline.watchers.append(self.watch)
         pipeline.on_event.append(self.on_event)
         pipeline.on_tick.append(self.tick)
         pipeline.on_start.append(self.started)
+        pipeline.on_announced.append(self.announced)
+        pipeline.on_restore.append((INFO, self.load))
 
     def started(self) -> None:
         self.lock = threading.Lock()  # greenlet-aware once gevent patched threading (--preload)
         self._id_prefix = secrets.token_hex(8)  # a worker forked again from a preloaded master counts anew
         now = time.time()
         for state in self.states:
-            state.last_start = now
+            state.last_start = state.watched_from = now
         for courier in self.couriers.values():
             courier.start()
 
@@ -298,6 +326,7 @@ class Alerts:
                         self._stuck(state, now)
                 self.evaluated_at = now
             self._flush()
+            self._write_status()
         except Exception:
             self._failed()
 
@@ -320,6 +349,8 @@ class Alerts:
         if value is not None and enough and value > rule.threshold:
             self._fire(state, None, now, value)
         elif None in state.firing:
+            if (value is None or not enough) and now - state.watched_from < rule.window:
+                return  # firing when this process started: it has not watched a whole window yet
             self._resolve(state, None, now, value, "back within the threshold" if value is not None else "no data in the window")
 
     def _stuck(self, state: RuleState, now: float) -> None:
@@ -332,7 +363,14 @@ class Alerts:
 
     # ------------------------------------------------------- transitions
 
+    @property
+    def decides(self) -> bool:
+        """Whether this process decides transitions (the one running the jobs; always, without a shared journal)."""
+        return self.pipeline.runs_jobs
+
     def _fire(self, state: RuleState, key: str | None, now: float, value: float) -> None:
+        if not self.decides:
+            return
         held = state.firing.get(key)
         if held is not None:
             held.value = value
@@ -345,6 +383,8 @@ class Alerts:
         self._notify(state, "firing", key, now, value, "")
 
     def _resolve(self, state: RuleState, key: str | None, now: float, value: float | None, reason: str) -> None:
+        if not self.decides:
+            return
         held = state.firing.pop(key, None)
         if held is None:
             return
@@ -370,22 +410,124 @@ class Alerts:
             "at": now,
             "message": _message(rule, what, call_id, value, reason),
         }
-        state.notified += 1
-        state.history.appendleft(notification)
         self._pending.append((state, notification["type"], notification))
 
     def _flush(self) -> None:
-        """Publish and hand out what the hooks found (event thread, outside the store's lock)."""
+        """Count, keep, publish and hand out what the hooks found (event thread, outside the store's lock).
+
+        The journal's rows go with the next transaction, so on a shared log
+        they are written no later than the transitions' own events.
+        """
         if not self._pending:
             return
         with self.lock:
             pending, self._pending = self._pending, []
+            for state, _, notification in pending:
+                self._record(state, notification)
+            rows = self._rows(pending)
+        self.pipeline.remember(rows)
         for state, kind, notification in pending:
             self.pipeline.announce(kind, dict(notification), notification["call_id"] or "")
             for name in state.rule.destinations:
                 courier = self.couriers.get(name)
                 if courier is not None:
                     courier.post(notification["id"], notification)
+
+    def _record(self, state: RuleState, notification: dict[str, Any]) -> bool:
+        """Count a notification into its rule's history, once (False: counted already)."""
+        if notification["id"] in self._seen:
+            return False
+        self._seen[notification["id"]] = None
+        if len(self._seen) > SEEN_NOTIFICATIONS:
+            del self._seen[next(iter(self._seen))]
+        state.notified += 1
+        state.history.appendleft(notification)
+        return True
+
+    @staticmethod
+    def _rows(pending: list[tuple[RuleState, str, dict[str, Any]]]) -> dict[str, Any]:
+        """The info rows these transitions change: their rules' histories and counts, their firing instances."""
+        rows: dict[str, Any] = {}
+        for state, _, notification in pending:
+            rule = state.rule.name
+            rows[_HISTORY_ROW + json.dumps(rule)] = {"notified": state.notified, "history": list(state.history)}
+            firing = notification["state"] == "firing"
+            rows[_FIRING_ROW + json.dumps([rule, notification["call_id"]])] = (
+                [notification["since"], notification["value"]] if firing else None
+            )
+        return rows
+
+    # ------------------------------------------------------ shared state
+
+    def announced(self, kind: str, notification: dict[str, Any]) -> None:
+        """A transition read from the shared log (any process's; this one's own is counted already): mirrored."""
+        with self.lock:
+            state = self._by_name.get(notification.get("rule"))  # type: ignore[arg-type]
+            if state is None or not self._record(state, notification):
+                return  # a rule this process's file does not have, or a transition counted here already
+            self._mirror(state, notification)
+
+    @staticmethod
+    def _mirror(state: RuleState, notification: dict[str, Any]) -> None:
+        key, since = notification["call_id"], notification["since"]
+        if notification["state"] == "firing":
+            held = state.firing.get(key)
+            if held is None or held.since != since:
+                state.firing[key] = Instance(key, since, notification["value"])
+        else:
+            held = state.firing.get(key)
+            if held is not None and held.since == since:
+                del state.firing[key]
+            state.resolved_at[key] = notification["at"]
+
+    def load(self, rows: dict[str, Any]) -> None:
+        """The state kept in the journal, read at start (before the event thread runs): replaces this process's."""
+        try:
+            with self.lock:
+                for state in self.states:
+                    state.firing.clear()
+                    state.history.clear()
+                    state.notified = 0
+                self._seen.clear()
+                for name, value in rows.items():
+                    self._load_row(name, value)
+                for state in self.states:
+                    for notification in reversed(state.history):
+                        self._seen[notification["id"]] = None
+        except Exception:  # a row of another release: the rules start from nothing rather than not at all
+            log.exception("patter-dash: the stored alert state could not be read; the rules start anew")
+
+    def _load_row(self, name: str, value: Any) -> None:
+        if name.startswith(_HISTORY_ROW):
+            state = self._by_name.get(json.loads(name[len(_HISTORY_ROW):]))
+            if state is not None:
+                state.notified = int(value["notified"])
+                kept = [n for n in value["history"] if isinstance(n, dict) and "id" in n]
+                state.history.extend(kept[: state.history.maxlen])  # newest first, as kept
+        elif name.startswith(_FIRING_ROW):
+            rule, call_id = json.loads(name[len(_FIRING_ROW):])
+            state = self._by_name.get(rule)
+            if state is not None:
+                since, at = value
+                state.firing[call_id] = Instance(call_id, float(since), None if at is None else float(at))
+        elif name == _STATUS_ROW:
+            for rule, suppressed in value.get("suppressed", {}).items():
+                if rule in self._by_name:
+                    self._by_name[rule].suppressed = int(suppressed)
+
+    def _status(self) -> dict[str, Any]:
+        """What only the deciding process counts: the firings held back, and its deliveries."""
+        return {"suppressed": {state.rule.name: state.suppressed for state in self.states},
+                "destinations": [courier.view() for courier in self.couriers.values()]}
+
+    def _write_status(self) -> None:
+        """The deciding process's counts for the other processes' views, when they changed (about once a second)."""
+        if self.pipeline.journal is None or not self.decides:
+            return
+        status = self._status()
+        if status != self._status_written:
+            self._status_written = status
+            self.pipeline.remember({_STATUS_ROW: status})
 
     def _failed(self) -> None:
         self.failures += 1
@@ -395,16 +537,31 @@ class Alerts:
     # ------------------------------------------------------------ reading
 
     def view(self, now: float | None = None) -> dict[str, Any]:
+        """GET /api/v1/alerts. Off the deciding process, its counts and deliveries come from the journal (blocking)."""
         now = time.time() if now is None else now
+        status = self._status() if self.decides else self._stored_status()
         with self.lock:
             rules = [self._rule_view(state, now) for state in self.states]
+        for rule in rules:
+            rule["suppressed"] = status["suppressed"].get(rule["name"], 0)
         return {
             "enabled": True,
             "firing": sum(1 for r in rules if r["state"] == "firing"),
             "evaluated_at": self.evaluated_at,
+            "decided_here": self.decides,
             "rules": rules,
-            "destinations": [courier.view() for courier in self.couriers.values()],
+            "destinations": status["destinations"],
         }
+
+    def _stored_status(self) -> dict[str, Any]:
+        journal = self.pipeline.journal
+        try:
+            stored = offload(journal.info, _STATUS_ROW).get(_STATUS_ROW) if journal is not None else None
+        except Exception:  # the database is out: health says so; the view shows what this process knows
+            stored = None
+        if not isinstance(stored, dict):
+            return {"suppressed": {}, "destinations": []}
+        return {"suppressed": stored.get("suppressed") or {}, "destinations": stored.get("destinations") or []}
 
     @staticmethod
     def _rule_view(state: RuleState, now: float) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from .context import current_dashboard
 
 bp = Blueprint("alerts", __name__)
 
-_DISABLED = {"enabled": False, "firing": 0, "evaluated_at": None, "rules": [], "destinations": []}
+_DISABLED = {"enabled": False, "firing": 0, "evaluated_at": None, "decided_here": True, "rules": [], "destinations": []}
 
 
 @bp.get("/alerts")

@@ -334,6 +334,40 @@ threshold = 1000
     assert hook_view.delivered == 1 and hook_view.pending == 0
 
 
+def test_what_fires_and_each_rules_history_survive_a_restart(live_server, receivers, tmp_path) -> None:
+    """With a history file, a restart neither forgets a firing rule nor sends it again; it resolves it, once."""
+    hook = receivers(secret=SECRET)
+    path = webhook_rules(tmp_path, hook, slow_turn_rule() + """
+[[rules]]
+name = "p95"
+kind = "p95_latency"
+threshold = 1500
+window = 30
+cooldown = 0
+""")
+    server = live_server(PATTER_DASH_ALERTS=path)
+    server.post_events([start("r-1", "+1"), turn("r-1", 0, 3000)])
+    fired = hook.wait_for(lambda n: n["rule"] == "slow-turn" and n["state"] == "firing")[0]
+    hook.wait_for(lambda n: n["rule"] == "p95" and n["state"] == "firing")
+    before = alerts(server)
+    server.stop()
+    server.start()
+    after = alerts(server)
+    for name in ("slow-turn", "p95"):
+        kept, back = rule(before, name), rule(after, name)
+        assert back.state == "firing" and back.notified == 1
+        assert (back.firing, back.history) == (kept.firing, kept.history)
+    # p95's window is empty after the restart, but it has not watched one whole window yet: still firing.
+    server.post_events([turn("r-1", 1, 2500)])  # still slow: the same firing, not a new one
+    server.post_events([turn("r-1", 2, 100)])
+    resolved = hook.wait_for(lambda n: n["rule"] == "slow-turn" and n["state"] == "resolved")[0]
+    assert resolved["since"] == fired["since"]
+    time.sleep(1.0)
+    assert [(n["rule"], n["state"]) for n in hook.accepted] == [("slow-turn", "firing"), ("p95", "firing"),
+                                                                ("slow-turn", "resolved")]
+    assert rule(alerts(server), "p95").state == "firing"
+
+
 def test_no_alerts_file_answers_disabled(live_server) -> None:
     server = live_server()
     state = alerts(server)
