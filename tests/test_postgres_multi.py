@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import msgspec
 import requests
 
 from tests.conftest import LiveServer, wait_for
@@ -347,3 +348,23 @@ def test_the_process_taking_the_jobs_over_goes_on_from_the_firing_state(live_ser
     assert [n["state"] for n in hook.accepted] == ["firing", "resolved"]
     wait_for(lambda: _shown(late) == _shown(other), timeout=5, interval=0.1)
     assert _shown(late)[:2] == (0, "ok") and _shown(late)[4] == 2
+
+
+def test_a_notification_pending_when_the_deciding_process_dies_is_sent_by_the_next_one(live_server, pg_database,
+                                                                                       receivers, tmp_path) -> None:
+    hook = receivers(secret=SECRET, mode="fail")
+    rules = webhook_rules(tmp_path, hook, slow_turn_rule()).replace('secret = "', 'max_attempts = 100\nsecret = "')
+    config = {"PATTER_DASH_DB": pg_database(), "PATTER_DASH_ALERTS": rules}
+    servers = [live_server(**config), live_server(**config)]
+    jobs = wait_for(lambda: [s for s in servers if health(s)["history"]["log"]["runs_jobs"]], timeout=10, interval=0.2)[0]
+    other = servers[1 - servers.index(jobs)]
+    other.post_events([start("slow", "+1"), turn("slow", 0, 2000)])
+    wait_for(lambda: hook.requests, timeout=10, interval=0.05)  # tried, refused: pending in the outbox
+    tried = msgspec.json.decode(hook.requests[0]["body"])
+    jobs.kill()
+    hook.mode = "ok"
+    delivered = hook.wait_for(lambda n: n["id"] == tried["id"], timeout=20)
+    time.sleep(1.5)  # nothing more comes
+    assert [n["id"] for n in hook.accepted] == [tried["id"]] and len(delivered) == 1
+    assert hook.bad_signatures == 0
+    wait_for(lambda: [(d.delivered, d.pending) for d in alerts(other).destinations] == [(1, 0)], timeout=5, interval=0.2)

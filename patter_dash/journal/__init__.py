@@ -115,6 +115,17 @@ LOG_ANNOUNCE = "__announce__"
 UNREADABLE = "__unreadable__"
 
 
+class Outbox(Protocol):
+    """The ``alert_outbox`` rows of a history: notifications not yet delivered (ops/outbox.py).
+
+    Its own connection; every call blocks (through offload) and a failure is :class:`JournalUnavailable`.
+    """
+
+    def sync(self, destination: str, add: list[tuple[str, bytes]], remove: list[int]) -> list[int]: ...
+    def pending(self, destination: str) -> list[tuple[int, str, bytes]]: ...
+    def close(self) -> None: ...
+
+
 class Journal(Protocol):
     engine: str
     path: str
@@ -144,6 +155,7 @@ class Journal(Protocol):
     def backup(self, target: str) -> None: ...
     def secret(self, name: str) -> bytes: ...
     def info(self, prefix: str) -> dict[str, Any]: ...  # the info rows whose name starts with prefix
+    def outbox(self) -> Outbox: ...
 
 
 def is_postgres_url(value: str | None) -> bool:

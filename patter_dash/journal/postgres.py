@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -121,6 +122,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS events_unfolded ON events (id) WHERE NOT folded;
     CREATE INDEX IF NOT EXISTS events_folded ON events (received_at) WHERE folded;
     ALTER TABLE calls ADD COLUMN IF NOT EXISTS seq BIGINT NOT NULL DEFAULT 0;
+    """,
+    # 4: alert notifications not yet delivered (ops/outbox.py): sent after a restart, or by the process
+    # that takes the jobs over
+    """
+    CREATE TABLE IF NOT EXISTS alert_outbox (
+        id BIGSERIAL PRIMARY KEY,
+        destination TEXT NOT NULL,
+        letter_id TEXT NOT NULL,
+        body BYTEA NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    );
     """,
 )
 #: Python steps of a migration, by the version they complete (what SQL alone cannot compute).
@@ -501,6 +513,9 @@ class PostgresJournal:
                 continue  # a row this release did not write (last_seq, secrets)
         return out
 
+    def outbox(self) -> PostgresOutbox:
+        return PostgresOutbox(self._conninfo, self.path)
+
     def _note_size(self, db: psycopg.Connection) -> None:
         """Refresh :meth:`bytes_on_disk`'s figure now and then, on the writer's thread (health reads it on the loop)."""
         now = time.monotonic()
@@ -836,3 +851,48 @@ def _where(flt: Filter, below: int, skip: list[int]) -> tuple[str, list[Any]]:
         clauses.append("done <> ALL(%s)")
         args.append(skip)
     return " AND ".join(clauses), args
+
+
+class PostgresOutbox:
+    """The ``alert_outbox`` rows (the :class:`~patter_dash.journal.Outbox` of PostgreSQL), on a connection of its own."""
+
+    def __init__(self, conninfo: str, path: str) -> None:
+        self._conninfo = conninfo
+        self.path = path
+        self._db: psycopg.Connection | None = None
+        self._lock = threading.Lock()  # native threads of the offload pool share the connection
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        with self._lock:
+            try:
+                if self._db is None or self._db.closed or self._db.broken:
+                    self._db = psycopg.connect(self._conninfo, application_name=_process_name() + " outbox", autocommit=True)
+                with self._db.transaction():
+                    yield self._db
+            except psycopg.Error as exc:
+                raise JournalUnavailable(f"cannot use the alert outbox at {self.path} ({SETTING}): {_first_line(exc)}") from None
+
+    def sync(self, destination: str, add: list[tuple[str, bytes]], remove: list[int]) -> list[int]:
+        """One transaction: delete ``remove`` rows, insert ``add`` (letter id, body); the new rows' ids."""
+        with self._connection() as db:
+            if remove:
+                db.execute("DELETE FROM alert_outbox WHERE id = ANY(%s)", (remove,))
+            now = time.time()
+            return [
+                db.execute("INSERT INTO alert_outbox (destination, letter_id, body, created_at) VALUES (%s, %s, %s, %s) "
+                           "RETURNING id", (destination, letter_id, body, now)).fetchone()[0]  # type: ignore[index]
+                for letter_id, body in add
+            ]
+
+    def pending(self, destination: str) -> list[tuple[int, str, bytes]]:
+        with self._connection() as db:
+            rows = db.execute("SELECT id, letter_id, body FROM alert_outbox WHERE destination = %s ORDER BY id",
+                              (destination,)).fetchall()
+        return [(int(row), letter_id, bytes(body)) for row, letter_id, body in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -192,6 +193,67 @@ def _read_only_reason(path: str) -> str | None:
     if not os.access(directory, os.W_OK | os.X_OK):
         return f"{path} is read-only: its directory {directory} cannot be written (SQLite needs to create {os.path.basename(path)}-wal there)"
     return None
+
+
+class SQLiteOutbox:
+    """The ``alert_outbox`` rows of one history file (the :class:`~patter_dash.journal.Outbox` of SQLite)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # native threads of the offload pool share the connection
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            # As the journal's own connection: WAL, and no fsync per transaction (the OS keeps a
+            # committed row through a killed process); a per-notification fsync would stall the
+            # journal's writer behind this connection's lock.
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._db = db
+        return self._db
+
+    def sync(self, destination: str, add: list[tuple[str, bytes]], remove: list[int]) -> list[int]:
+        """One transaction: delete ``remove`` rows, insert ``add`` (letter id, body); the new rows' ids."""
+        with self._lock, _outbox_errors(self.path):
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if remove:
+                    db.executemany("DELETE FROM alert_outbox WHERE id = ?", [(row,) for row in remove])
+                rows = []
+                now = time.time()
+                for letter_id, body in add:
+                    cur = db.execute("INSERT INTO alert_outbox (destination, letter_id, body, created_at) VALUES (?, ?, ?, ?)",
+                                     (destination, letter_id, body, now))
+                    rows.append(int(cur.lastrowid or 0))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return rows
+
+    def pending(self, destination: str) -> list[tuple[int, str, bytes]]:
+        with self._lock, _outbox_errors(self.path):
+            return self._conn().execute(
+                "SELECT id, letter_id, body FROM alert_outbox WHERE destination = ? ORDER BY id", (destination,)
+            ).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+
+@contextmanager
+def _outbox_errors(path: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise JournalUnavailable(f"cannot use the alert outbox of {path}: {exc}") from None
 
 
 class SQLiteJournal:
@@ -525,6 +587,9 @@ class SQLiteJournal:
             except (TypeError, ValueError):
                 continue  # a row this release did not write
         return out
+
+    def outbox(self) -> SQLiteOutbox:
+        return SQLiteOutbox(self.path)
 
     def secret(self, name: str) -> bytes:
         """A random 32-byte secret kept in the file under ``name``, made the first time it is asked for.

@@ -55,7 +55,7 @@ from ..core.pipeline import Pipeline
 from ..model.events import Event
 from ..model.records import FAILED_STATUSES, Call
 from .alert_config import AlertConfig, Rule
-from .outbox import Courier, OutboxTable
+from .outbox import Courier
 
 log = logging.getLogger("patter_dash")
 
@@ -210,9 +210,8 @@ class Alerts:
         self._by_kind: dict[str, list[RuleState]] = {}
         for state in self.states:
             self._by_kind.setdefault(state.rule.kind, []).append(state)
-        journal = pipeline.journal
-        path = getattr(journal, "path", None) if getattr(journal, "engine", None) == "sqlite" else None
-        self.table = OutboxTable(path) if path else None
+        self.table = pipeline.journal.outbox() if pipeline.journal is not None else None
+        self._adopted = False  # whether the couriers took over the table's pending notifications
         self.couriers = {d.name: Courier(d, self.table) for d in config.destinations}
         self._pending: list[tuple[RuleState, str, dict[str, Any]]] = []
         # Notification ids: random per process, then a counter (unique across restarts, cheaper than uuid4).
@@ -236,12 +235,22 @@ class Alerts:
         now = time.time()
         for state in self.states:
             state.last_start = state.watched_from = now
+        # With several processes, only the one deciding sends; it takes over what is pending when it starts to.
+        self._adopted = not self.pipeline.shared
         for courier in self.couriers.values():
-            courier.start()
+            courier.start(adopt=self._adopted)
 
     def stop(self) -> None:
         for courier in self.couriers.values():
             courier.stop()
+
+    def _adopt_when_deciding(self) -> None:
+        """Once a second: a process that now decides sends what the one before it left pending."""
+        decides = self.decides
+        if decides and not self._adopted:
+            for courier in self.couriers.values():
+                courier.adopt()
+        self._adopted = decides
 
     def _kind(self, kind: str) -> list[RuleState]:
         return self._by_kind.get(kind, [])
@@ -327,6 +336,7 @@ class Alerts:
                 self.evaluated_at = now
             self._flush()
             self._write_status()
+            self._adopt_when_deciding()
         except Exception:
             self._failed()
 

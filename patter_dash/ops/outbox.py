@@ -8,12 +8,13 @@ cooperates) that POSTs the head, retrying with exponential backoff
 ``max_attempts``, then drops it (counted, logged). The event thread only
 appends to a deque: a hanging or failing endpoint never slows ingest.
 
-With an SQLite history (``PATTER_DASH_DB``) each notification is written to
-the ``alert_outbox`` table by the worker (through
+With a history (``PATTER_DASH_DB``) each notification is written to the
+``alert_outbox`` table by the worker (through
 :func:`~patter_dash.core.cooperative.offload`) before it is sent, and deleted
-once delivered or given up, so a restart sends what was pending. Delivery is
-at least once: a notification sent just before a crash, not yet deleted,
-is sent again; its ``id`` lets a receiver drop the repeat.
+once delivered or given up, so a restart sends what was pending, and on
+PostgreSQL so does the process that takes the jobs over (:meth:`Courier.adopt`).
+Delivery is at least once: a notification sent just before a crash, not yet
+deleted, is sent again; its ``id`` lets a receiver drop the repeat.
 
 Webhook requests carry ``X-Patter-Dash-Timestamp`` (Unix seconds, fresh at each
 attempt) and ``X-Patter-Dash-Signature: sha256=<hex HMAC-SHA256 of
@@ -26,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import sqlite3
 import threading
 import time
 import urllib.error
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.cooperative import offload
+from ..journal import JournalUnavailable, Outbox
 from ..model import jsoncodec
 from .alert_config import Destination
 
@@ -82,62 +83,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
-class OutboxTable:
-    """The ``alert_outbox`` rows of one SQLite history file (its own connection; blocking: call through offload)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()  # native threads of the offload pool share the connection
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-            # As the journal's own connection: WAL, and no fsync per transaction (the OS keeps a
-            # committed row through a killed process); a per-notification fsync would stall the
-            # journal's writer behind this connection's lock.
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._db = db
-        return self._db
-
-    def sync(self, destination: str, add: list[tuple[str, bytes]], remove: list[int]) -> list[int]:
-        """One transaction: delete ``remove`` rows, insert ``add`` (letter id, body); the new rows' ids."""
-        with self._lock:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if remove:
-                    db.executemany("DELETE FROM alert_outbox WHERE id = ?", [(row,) for row in remove])
-                rows = []
-                now = time.time()
-                for letter_id, body in add:
-                    cur = db.execute("INSERT INTO alert_outbox (destination, letter_id, body, created_at) VALUES (?, ?, ?, ?)",
-                                     (destination, letter_id, body, now))
-                    rows.append(int(cur.lastrowid or 0))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            return rows
-
-    def pending(self, destination: str) -> list[tuple[int, str, bytes]]:
-        with self._lock:
-            return self._conn().execute(
-                "SELECT id, letter_id, body FROM alert_outbox WHERE destination = ? ORDER BY id", (destination,)
-            ).fetchall()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-
 class Courier:
     """Delivers one destination's notifications in order, one at a time, from a background worker."""
 
-    def __init__(self, destination: Destination, table: OutboxTable | None = None) -> None:
+    def __init__(self, destination: Destination, table: Outbox | None = None) -> None:
         self.destination = destination
         self.table = table
         self.queue: deque[Letter] = deque()
@@ -149,6 +98,8 @@ class Courier:
         #: Written to the outbox table by the worker, in one transaction per turn of its loop.
         self._unsaved: list[Letter] = []
         self._doomed: list[int] = []
+        #: Read the table's pending rows at the worker's next turn (see adopt).
+        self._adopting = False
 
     # ----------------------------------------------------- event thread side
 
@@ -177,10 +128,14 @@ class Courier:
 
     # ---------------------------------------------------------- worker side
 
-    def start(self) -> None:
-        """Start the worker in this process (the serving one: gevent has patched threading by now)."""
+    def start(self, adopt: bool = True) -> None:
+        """Start the worker in this process (the serving one: gevent has patched threading by now).
+
+        ``adopt``: send what the table holds from before (see :meth:`adopt`).
+        """
         self._wake = threading.Event()
         self._stopping = False
+        self._adopting = adopt
         self._thread = threading.Thread(target=self._run, name=f"patter-dash-alerts-{self.destination.name}", daemon=True)
         self._thread.start()
 
@@ -189,19 +144,34 @@ class Courier:
         if self._wake is not None:
             self._wake.set()
 
+    def adopt(self) -> None:
+        """Send the notifications the table holds that this courier does not (a restart's, or those of
+        the process that ran the jobs before this one); from any thread."""
+        self._adopting = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def _adopt_pending(self) -> None:
+        self._adopting = False
+        if self.table is None:
+            return
+        try:
+            rows = offload(self.table.pending, self.destination.name)
+        except JournalUnavailable as exc:
+            log.error("patter-dash alerts: cannot read the pending outbox of %s: %s", self.destination.name, exc)
+            return
+        held = {letter.row for letter in self.queue}
+        found = [Letter(letter_id, bytes(body), row=row) for row, letter_id, body in rows if row not in held]
+        if found:
+            log.info("patter-dash alerts: %s: %d notifications pending from before", self.destination.name, len(found))
+            self.queue.extendleft(reversed(found))  # older than anything queued here since
+
     def _run(self) -> None:
-        if self.table is not None:
-            try:
-                rows = offload(self.table.pending, self.destination.name)
-            except sqlite3.Error as exc:
-                log.error("patter-dash alerts: cannot read the pending outbox of %s: %s", self.destination.name, exc)
-                rows = []
-            if rows:
-                log.info("patter-dash alerts: %s: %d notifications pending from before the restart", self.destination.name, len(rows))
-            self.queue.extendleft(reversed([Letter(letter_id, bytes(body), row=row) for row, letter_id, body in rows]))
         wake = self._wake
         assert wake is not None
         while not self._stopping:
+            if self._adopting:
+                self._adopt_pending()
             if not self.queue:
                 wake.wait(5.0)
                 wake.clear()
@@ -240,7 +210,7 @@ class Courier:
             return
         try:
             rows = offload(self.table.sync, self.destination.name, [(l.id, l.body) for l in unsaved], doomed)
-        except sqlite3.Error as exc:
+        except JournalUnavailable as exc:
             log.error("patter-dash alerts: cannot write the outbox (%s); sending from memory", exc)
             rows = [-1] * len(unsaved)
         for letter, row in zip(unsaved, rows):
