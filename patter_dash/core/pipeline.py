@@ -21,11 +21,9 @@ through a libev async watcher, whose ``send()`` is safe from any thread.
 A shared journal (PostgreSQL, several processes) is one ordered log: each
 event's number is its row's, given at commit, and is also its live frame's id
 in every process. A commit first applies what other processes wrote before
-it; the rest of their events arrive through the follower (:meth:`_follow`),
-woken by the journal's ``LISTEN`` thread and at least once a second. Deletions
-and the stale-call rule's closes are events of the log too, and the jobs that
-must run once (retention, the stale-call rule, alert evaluation) run only in
-the process holding the journal's jobs lock.
+it; the rest of their events arrive through the follower of
+:mod:`.shared_log`, this class's base, which also writes the deletions,
+closes and announcements every process applies.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from typing import Any
 from ..journal import LOG_ANNOUNCE, LOG_CLOSE, LOG_DELETE, Batch, Journal, JournalUnavailable
 from ..model import records
 from ..model.clean import ValidationError
-from ..model.events import EVENT_TYPES, Event, make_event
+from ..model.events import Event, make_event
 from ..model.redact import Redactor
 from ..model.views import CALL_DELETED, CALL_UPDATED
 from .aggregates import HOUR, contribution, latency_bin
@@ -52,6 +50,7 @@ from .cooperative import (
 )
 from .history import History
 from .hub import Hub
+from .shared_log import AHEAD_ALLOWED, ANNOUNCE_HELD, DONE_SCALE, FOLLOW_INTERVAL, REPLAYED_TYPES, SharedLog
 from .store import MAX_ACTIVE_CALLS, MAX_CALL_TEXT, Applied, CallStore, Watcher
 
 log = logging.getLogger("patter_dash")
@@ -78,17 +77,8 @@ FLUSH_DELAY = 0.2
 PURGE_BATCH = 500
 #: Seconds between two retention passes.
 PURGE_INTERVAL = 60.0
-#: A shared journal: seconds between two reads of the log when no notification came (one may be missed).
-FOLLOW_INTERVAL = 1.0
-#: Completion numbers an event's journal number leaves room for (calls one event closes; see CallStore.done_scale).
-DONE_SCALE = 1_000
-#: A shared journal: how far past its own head a resuming reader's Last-Event-ID may be (another
-#: process served it; this one gets there within a moment) before it is taken for a stranger's.
-AHEAD_ALLOWED = 10_000_000
 #: Stale calls closed by one close pass at most.
 CLOSE_BATCH = 500
-#: A shared journal: announcements held while the database is out, at most (then the oldest go).
-ANNOUNCE_HELD = 10_000
 
 
 #: What one reader encodes between two pauses: this many calls, or this much transcript text.
@@ -175,7 +165,7 @@ OPERATIONS = (DELETE, DELETE_BEFORE, ANNOTATE)
 NOT_FOUND = "not found"
 
 
-class Pipeline:
+class Pipeline(SharedLog):
     def __init__(
         self,
         *,
@@ -359,7 +349,7 @@ class Pipeline:
         for n, event in enumerate(restored.events, 1):
             if self.shared:
                 # Numbered by the log. Two processes may have taken one id at once: the first counts.
-                if (event.key is not None and event.key in keys) or event.type not in _REPLAYED_TYPES:
+                if (event.key is not None and event.key in keys) or event.type not in REPLAYED_TYPES:
                     continue
                 if event.type == LOG_CLOSE:
                     store.close_logged(event.call_id, event.seq)
@@ -789,142 +779,6 @@ class Pipeline:
         if stats["commits"] - self._checkpointed_at >= CHECKPOINT_EVERY:
             self._checkpoint(journal)
 
-    # ----------------------------------------------------- shared journal
-
-    def _notified(self, number: int) -> None:
-        """The LISTEN thread: a commit (``number``: its highest event) or a (re)connection (0). Any thread."""
-        if number > self._log_tip:
-            self._log_tip = number
-        self._log_notified = True
-        if self._wakeup is not None:
-            self._wakeup.send()
-
-    def _check_jobs(self, journal: Journal) -> None:
-        """Take (or keep) the jobs lock if it is free; about once a second."""
-        try:
-            held = offload(journal.runs_jobs)  # type: ignore[attr-defined]
-        except Exception:  # a lost database: not the jobs' process until it is back
-            log.exception("patter-dash: could not look at the jobs lock")
-            held = False
-        if held != self.runs_jobs:
-            log.info("patter-dash: this process %s the jobs (retention, stale calls, alerts)",
-                     "now runs" if held else "no longer runs")
-            self._last_purge = 0.0
-        self.runs_jobs = held
-
-    def _follow(self, journal: Journal) -> None:
-        """Read what other processes wrote past this process's position and apply it, in order."""
-        self._log_notified = False
-        self._followed_at = time.monotonic()
-        while not self._stopping:
-            try:
-                events, trimmed = offload(journal.tail, self._seq)  # type: ignore[attr-defined]
-            except JournalUnavailable as exc:
-                # The database is gone for this process's writes too: health says so and ingest answers 503
-                # now, not at its first commit; the writer's retries find it back.
-                self._journal_failed(exc)
-                return
-            if trimmed > self._seq and (not events or events[0].seq > self._seq + 1):
-                self._reload(journal, trimmed)
-                return
-            if not events:
-                break
-            store = self.store
-            ids = {e.call_id for e in events if e.call_id}
-            cold = [i for i in ids if i not in store.completed and i not in store.active]
-            if cold:
-                try:
-                    for call in offload(journal.load_many, cold):
-                        if self._counted_here(call):
-                            store.adopt_cold(call)
-                except JournalUnavailable as exc:
-                    self._journal_failed(exc)
-                    return
-            store.pin(ids)
-            slices = Slices()
-            for event in events:
-                self._apply_logged(event)
-                if slices.pause_if_due():
-                    self._maybe_freeze()
-            store.release()
-            self._log_tip = max(self._log_tip, self._seq)
-            if len(events) < 2_000:
-                break
-        self._behind_since = None if self._log_tip <= self._seq else (self._behind_since or time.monotonic())
-
-    def _counted_here(self, call: records.Call) -> bool:
-        """Whether a finished call read back from disk is one this process counted (it applied its end).
-
-        Shared: another process may have written the call whole before this one
-        read its events; taken back then, it would never be counted here. Its
-        completion number says which event finished it: one past this process's
-        position is left for the events to build, as every process does.
-        """
-        return not self.shared or call.done // DONE_SCALE <= self._seq
-
-    def _apply_logged(self, event: Event) -> list[str] | None:
-        """Apply one event read from the shared log (another process's, or this one's operation); once, in order."""
-        if event.seq <= self._seq:
-            self.follow_stats["skipped"] += 1
-            return None
-        self.follow_stats["followed"] += 1
-        if event.type not in _LOGGED_TYPES:  # never wedges the follower: counted, logged with its number, passed
-            self._seq = event.seq
-            self.counters["errors"] += 1
-            log.warning("patter-dash: event %d of the log is of no type this release reads (%.40r): skipped",
-                        event.seq, event.type)
-            return None
-        if event.type == LOG_DELETE:
-            self._seq = event.seq
-            return self._forget_logged(event)
-        if event.type == LOG_CLOSE:
-            self._seq = event.seq
-            if self.store.close_logged(event.call_id, event.seq):
-                self._announce_closed(event.seq, last_has_id=True)
-            return None
-        if event.type == LOG_ANNOUNCE:
-            self._seq = event.seq
-            self._announced(event)
-            return None
-        held = self.store.get(event.call_id)
-        if held is not None and held.seq >= event.seq:  # read back from disk already holding it
-            self._seq = event.seq
-            return None
-        try:
-            self._apply(event, own=False)
-        except Exception:  # never wedges the follower: counted, logged with its number, passed
-            self.counters["errors"] += 1
-            log.exception("patter-dash: event %d of the log could not be applied (skipped)", event.seq)
-        return None
-
-    def _forget_logged(self, event: Event) -> list[str]:
-        """A deletion read from the log: out of memory and totals here (the journal did the disk)."""
-        store = self.store
-        deleted = []
-        for call_id in event.data.get("call_ids") or ():
-            if store.delete(call_id, self._unwritten.pop(call_id, None)) is not None:
-                deleted.append(call_id)
-        for row in event.data.get("rows") or ():
-            call_id, started_at, status, duration_ms, *cost = row
-            if call_id not in deleted:
-                store.uncount(started_at, status, (duration_ms, cost[:5], cost[5]))
-                deleted.append(call_id)
-        if deleted:
-            self.deletions += 1
-            self.hub.publish(event.seq, CALL_DELETED, deleted[0] if len(deleted) == 1 else "",
-                             {"seq": event.seq, "type": CALL_DELETED, "call_ids": deleted}, deleted)
-        return deleted
-
-    def _reload(self, journal: Journal, trimmed: int) -> None:
-        """Fallen behind what the log keeps: load the memory window again from the calls (readers get a reset)."""
-        log.warning("patter-dash: this process fell behind the log (at %d, trimmed to %d): reloading history",
-                    self._seq, trimmed)
-        self.follow_stats["reloads"] += 1
-        self.store = CallStore(**self._store_options)
-        self.store.make_lock()
-        self._unwritten.clear()
-        self._restore(journal)
-
     def _checkpoint(self, journal: Journal) -> None:
         """Have the WAL copied into the file beside the commits, not waited for (its fsync is nobody's wait)."""
         if self._checkpointing:
@@ -1190,37 +1044,6 @@ class Pipeline:
         payload["seq"] = self._seq
         self.hub.publish(self._seq, event_type, call_id, payload)
 
-    def _write_announced(self, journal: Journal) -> None:
-        """Write the held announcements to the log as one transaction; each is published as it is applied."""
-        held, self._announcing = self._announcing, []
-        if self._log(journal, held) is None:
-            self._announcing[:0] = held  # kept in order for the next try (the database is out)
-
-    def _log(self, journal: Journal, events: list[Event]) -> list[list[str] | None] | None:
-        """Write operations of the shared log (closes, deletions, announcements), then apply each here.
-
-        What applying each answered (a deletion: the calls it removed); None when the log could not be written.
-        """
-        try:
-            self._commit(journal, self._batch(events), [])
-        except JournalUnavailable:
-            return None
-        return [self._apply_logged(event) for event in events]
-
-    def _announced(self, event: Event) -> None:
-        """An announcement read from the log: told to :attr:`on_announced`, then published under its number."""
-        kind, payload = event.data.get("type"), event.data.get("payload")
-        if not isinstance(kind, str) or not isinstance(payload, dict):
-            self.counters["errors"] += 1
-            log.warning("patter-dash: announcement %d of the log has no type or payload (skipped)", event.seq)
-            return
-        for hook in self.on_announced:
-            try:
-                hook(kind, dict(payload))
-            except Exception:  # an observer's bug must not stop the follower
-                log.exception("patter-dash: a hook failed on announcement %d", event.seq)
-        self.hub.publish(event.seq, kind, event.call_id, {**payload, "seq": event.seq})
-
     def _announce_closed(self, group: int | None = None, *, last_has_id: bool = False) -> None:
         """Publish the calls closed without a call_end; ``group``: a shared journal's number they share."""
         closed_calls = self.store.take_closed()
@@ -1292,19 +1115,6 @@ class Pipeline:
             "history": self._history_view(),
         }
 
-    def log_view(self) -> dict[str, Any]:
-        """A shared journal: where this process is in the log, how far behind, and whether it runs the jobs."""
-        behind = max(0, self._log_tip - self._seq)
-        since = self._behind_since
-        return {
-            "position": self._seq,
-            "written": max(self._log_tip, self._seq),
-            "behind": behind,
-            "behind_seconds": round(time.monotonic() - since, 3) if behind and since is not None else 0.0,
-            "runs_jobs": self.runs_jobs,
-            **self.follow_stats,
-        }
-
     def _history_view(self) -> dict[str, Any]:
         """Where history is kept and how it is doing (health and the UI header)."""
         journal = self.journal
@@ -1322,12 +1132,6 @@ class Pipeline:
             **self.journal_stats,
             **({"database": "ok" if self.journal_error is None else "unreachable", "log": self.log_view()} if self.shared else {}),
         }
-
-
-#: What a shared journal's log holds: call events, and the deletions, closes and announcements every process applies.
-_LOGGED_TYPES = frozenset((*EVENT_TYPES, LOG_DELETE, LOG_CLOSE, LOG_ANNOUNCE))
-#: What a starting process replays of the log's unfolded rows (an announcement's state comes with on_restore).
-_REPLAYED_TYPES = _LOGGED_TYPES - {LOG_ANNOUNCE}
 
 
 def _counted(call: records.Call) -> tuple[Any, ...]:
