@@ -742,8 +742,12 @@ class Pipeline(SharedLog):
         store = self.store
         cold = [i for i in ids if i not in store.completed and i not in store.active]
 
+        committed = False
+
         def write() -> list[records.Call]:
+            nonlocal committed
             journal.commit(batch)  # first: a call pushed out before it was written is read back fresh
+            committed = True
             if batch.before:  # other processes' events, applied ahead of these: their finished calls too
                 cold.extend({e.call_id for e in batch.before} - set(store.completed) - set(store.active) - ids)
             return journal.load_many(cold) if cold else []
@@ -752,7 +756,11 @@ class Pipeline(SharedLog):
             found = offload(write)
         except JournalUnavailable as exc:
             self._journal_failed(exc)
-            raise
+            if not committed:
+                raise
+            # On disk already: answered as written and applied once, never written again (a fed
+            # event queued anew would be), once what it names can be read back.
+            found = self._read_back(journal, cold)
         if self.journal_error is not None:
             log.warning("patter-dash: history is written again (before, %s)", self.journal_error)
             self.journal_error = None
@@ -778,6 +786,16 @@ class Pipeline(SharedLog):
         stats["last_commit_ms"] = round((time.monotonic() - started) * 1000, 2)
         if stats["commits"] - self._checkpointed_at >= CHECKPOINT_EVERY:
             self._checkpoint(journal)
+
+    def _read_back(self, journal: Journal, call_ids: list[str]) -> list[records.Call]:
+        """The stored calls a committed batch names, read again until the history answers (or the thread stops)."""
+        while not self._stopping:
+            time.sleep(RETRY_INTERVAL)  # the event thread's own wait: a greenlet's under gevent
+            try:
+                return offload(journal.load_many, call_ids)  # type: ignore[no-any-return]
+            except JournalUnavailable as exc:
+                self._journal_failed(exc)
+        return []
 
     def _checkpoint(self, journal: Journal) -> None:
         """Have the WAL copied into the file beside the commits, not waited for (its fsync is nobody's wait)."""

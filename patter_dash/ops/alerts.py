@@ -434,7 +434,7 @@ class Alerts:
             pending, self._pending = self._pending, []
             for state, _, notification in pending:
                 self._record(state, notification)
-            rows = self._rows(pending)
+            rows = self._rows(pending) if self.pipeline.journal is not None else {}
         self.pipeline.remember(rows)
         for state, kind, notification in pending:
             self.pipeline.announce(kind, dict(notification), notification["call_id"] or "")
@@ -518,8 +518,8 @@ class Alerts:
             rule, call_id = json.loads(name[len(_FIRING_ROW):])
             state = self._by_name.get(rule)
             if state is not None:
-                since, at = value
-                state.firing[call_id] = Instance(call_id, float(since), None if at is None else float(at))
+                since, measured = value
+                state.firing[call_id] = Instance(call_id, float(since), None if measured is None else float(measured))
         elif name == _STATUS_ROW:
             for rule, suppressed in value.get("suppressed", {}).items():
                 if rule in self._by_name:

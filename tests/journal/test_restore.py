@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from patter_dash.core.pipeline import Pipeline
 from patter_dash.core.store import CallFilter
-from patter_dash.journal import open_journal
+from patter_dash.journal import JournalUnavailable, open_journal
 from patter_dash.model import records
 from patter_dash.model.events import make_event
 
@@ -145,3 +145,65 @@ def test_an_id_known_only_from_a_replayed_event_outlives_the_next_restart(new_db
         assert again[0].duplicate
     finally:
         third.stop()
+
+
+def test_a_batch_on_disk_is_acknowledged_and_applied_once_when_reading_its_calls_back_fails(new_db: Any) -> None:
+    """The commit holds the events; reading back the stored call they name then fails for a moment (the
+    database went away between the two). The events count as written: acknowledged once the call can be
+    read, applied to it once, and a fed copy is not queued to be written again."""
+    path = new_db()
+    pipeline = _pipeline(path, max_calls=2)
+    try:
+        for n in range(3):
+            call_id = f"CA-{n}"
+            pipeline.submit([make_event("call_start", {"call_id": call_id, "caller": "+15550001111"}, None, now=ARRIVAL + n),
+                             make_event("call_end", {"call_id": call_id, "metrics": {"duration_seconds": 5}}, None,
+                                        now=ARRIVAL + n + 1)])
+        pipeline.submit([make_event("call_start", {"call_id": "CA-pusher"}, None, now=ARRIVAL + 9)])  # writes the rest
+        assert "CA-0" not in pipeline.store.completed  # on disk only
+        journal = pipeline.journal
+        real, failures = journal.load_many, []
+
+        def flaky(call_ids: Any) -> Any:
+            if not failures:
+                failures.append(list(call_ids))
+                raise JournalUnavailable("the database went away for a moment")
+            return real(call_ids)
+
+        journal.load_many = flaky  # type: ignore[method-assign]
+        real_commit, written = journal.commit, []
+
+        def commit(batch: Any) -> None:
+            real_commit(batch)
+            written.extend(e.data.get("text") for e in batch.events)
+
+        journal.commit = commit  # type: ignore[method-assign]
+        late = make_event("transcript", {"call_id": "CA-0", "role": "user", "text": "a late line", "timestamp": ARRIVAL + 3},
+                          None, now=ARRIVAL + 10)
+        acks = pipeline.submit([late])  # before: JournalDown (503), though the line was on disk
+        assert failures == [["CA-0"]] and not acks[0].duplicate
+        for n in (3, 4):  # two more finished calls push CA-1 and CA-2 out of memory
+            pipeline.submit([make_event("call_start", {"call_id": f"CA-{n}"}, None, now=ARRIVAL + 10 + n),
+                             make_event("call_end", {"call_id": f"CA-{n}"}, None, now=ARRIVAL + 11 + n)])
+        pipeline.submit([make_event("call_end", {"call_id": "CA-pusher"}, None, now=ARRIVAL + 20)])
+        cold = next(c for c in ("CA-1", "CA-2") if c not in pipeline.store.completed)
+        failures.clear()
+        assert pipeline.feed("transcript", {"call_id": cold, "role": "user", "text": "another late line",
+                                            "timestamp": ARRIVAL + 4})
+        deadline = time.monotonic() + 10
+        while not any(line[records.LINE_TEXT] == "another late line" for line in pipeline.history.get(cold).transcript):
+            assert time.monotonic() < deadline, "the fed line was never applied"
+            time.sleep(0.05)
+        assert pipeline.health()["status"] == "ok"
+        assert failures == [[cold]]
+        assert written.count("a late line") == 1 and written.count("another late line") == 1  # each written once
+    finally:
+        pipeline.stop()
+    stored = _pipeline(path, max_calls=10)
+    try:
+        texts = [line[records.LINE_TEXT] for call_id in ("CA-0", "CA-1", "CA-2") for line in stored.history.get(call_id).transcript]
+        assert texts.count("a late line") == 1 and texts.count("another late line") == 1
+    finally:
+        stored.stop()
+    unfolded = " AND NOT folded" if path.startswith("postgresql://") else ""
+    assert query(path, f"SELECT count(*) FROM events WHERE type = 'transcript'{unfolded}")[0][0] == 0
