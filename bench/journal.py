@@ -230,6 +230,8 @@ def build_file(path: str, n: int, *, newest_end: float, spacing: float, tpl: lis
             batch = []
     if batch:
         journal.commit(Batch(snapshots=batch))
+    while journal.index_pending(50_000):  # as a running server would have by now: q's index whole
+        pass
     journal.close()  # checkpoints the WAL into the file
     size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
     wall = time.perf_counter() - t0

@@ -195,6 +195,7 @@ class PostgresJournal:
 
     engine = "postgres"
     shared = True
+    unindexed = 0  # its trigram index is kept by the server itself (GIN's own pending list)
 
     def __init__(self, url: str, *, sync: str = "normal") -> None:
         try:
@@ -257,6 +258,10 @@ class PostgresJournal:
 
     def checkpoint(self) -> None:
         """Nothing to do: the server writes its own pages back."""
+
+    def index_pending(self, limit: int) -> int:
+        """Nothing to do: the server keeps ``q``'s index in the commit."""
+        return 0
 
     def _connect(self) -> psycopg.Connection:
         """A connection; a URL that cannot be used is :class:`JournalError` naming the setting."""

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from patter_dash.core.store import CallFilter
 from patter_dash.journal import Batch, open_journal
 from patter_dash.journal.codec import freeze, thaw
-from patter_dash.journal.sqlite import MIGRATIONS, SQLiteJournal
+from patter_dash.journal.sqlite import MIGRATIONS, SQLiteJournal, index_waiting
 from patter_dash.model import search
 from patter_dash.model.events import make_event
 from patter_dash.model.records import Call
@@ -67,6 +67,8 @@ def _intact(path: str) -> None:
         return
     db = sqlite3.connect(path)
     try:
+        with db:  # what waits for the index goes in first (the pipeline does it within a second)
+            index_waiting(db, 10**9)
         db.execute("INSERT INTO calls_fts (calls_fts) VALUES ('integrity-check')")
         indexed = [r[0] for r in db.execute("SELECT id FROM calls_fts_docsize ORDER BY id")]
         assert indexed == [r[0] for r in db.execute("SELECT done FROM calls ORDER BY done")]
@@ -119,10 +121,12 @@ def _queries(draw: Any, fields: list[str]) -> str:
 @given(data=st.data(), fields=st.lists(st.lists(texts, min_size=4, max_size=7), min_size=1, max_size=4))
 @example(data=None, fields=[["CA-12", "+15551234", "", "Straße", "STRASSE"]])
 def test_the_index_answers_as_memory_does(journal: SQLiteJournal, data: Any, fields: list[list[str]]) -> None:
-    """For random calls and queries, the calls the index finds are those memory's test finds, newest first."""
+    """For random calls and queries, the calls the index finds are those memory's test finds, newest first
+    (some calls in the index, the others still waiting for it: SQLite fills it in batches)."""
     calls = [_call(f[0] or f"id{n}", n + 1, caller=f[1], callee=f[2], lines=tuple(f[3:])) for n, f in enumerate(fields)]
     calls = list({c.call_id: c for c in calls}.values())
     journal.commit(Batch(snapshots=[(c, c.done, NUMBERS) for c in calls]))
+    journal.index_pending(data.draw(st.integers(0, len(calls))) if data is not None else 1)
     try:
         everything = [t for c in calls for t in (c.call_id, c.caller, c.callee, *(line[1] for line in c.transcript))]
         queries = [data.draw(_queries(everything)) for _ in range(4)] if data is not None else ["strasse", '"ca-1"*', "+1555 ss"]
@@ -146,24 +150,30 @@ def test_the_language_words_phrases_prefixes_numbers_and_ids(new_db: Any) -> Non
             _call("CA-1302", 2, caller="+44 20 7946 0958", lines=("The card was declined", "REFUNDS take 5 days")),
             _call("XY-9", 3, caller="+15559990000", callee="+15551239999", lines=("Straße 5, Köln", "call_id: NEAR ^x")),
         ]]))
-        assert _found(j, "refund") == (["CA-1302", "CA-1201"], 2)  # inside a word, any case
-        assert _found(j, "refund card") == (["CA-1302", "CA-1201"], 2)  # every term, in different lines too
-        assert _found(j, "card refund") == _found(j, "refund card")  # any order
-        assert _found(j, '"refund for"') == (["CA-1201"], 1)  # a phrase, spaces included
-        assert _found(j, '"card refund"') == ([], 0)  # a phrase in order, within one line
-        assert _found(j, '"declined refunds"') == ([], 0)  # never across two lines
-        assert _found(j, "refu* decl*") == (["CA-1302"], 1)  # a star ends a prefix
-        assert _found(j, "+1555123") == (["XY-9", "CA-1201"], 2)  # a number's prefix, caller or callee
-        assert _found(j, "+44 20") == (["CA-1302"], 1)  # two terms, both in the number
-        assert _found(j, "ca-12") == (["CA-1201"], 1)  # an id's prefix
-        assert _found(j, "STRASSE köln") == (["XY-9"], 1)  # case folding: ß is ss
-        assert _found(j, "call_id: near ^x") == (["XY-9"], 1)  # FTS syntax is text
-        assert _found(j, "5") == (["XY-9", "CA-1302", "CA-1201"], 3)  # one character: scanned, same rule
-        assert _found(j, "ok") == ([], 0)
-        assert _found(j, "%") == _found(j, "r_f") == _found(j, "\\") == ([], 0)  # LIKE's wildcards are characters
+        for indexed in (0, 1, 3):  # the same answers while calls wait for the index (SQLite), and once in it
+            j.index_pending(indexed)
+            _the_language(j)
     finally:
         j.close()
     _intact(db)
+
+
+def _the_language(j: Any) -> None:
+    assert _found(j, "refund") == (["CA-1302", "CA-1201"], 2)  # inside a word, any case
+    assert _found(j, "refund card") == (["CA-1302", "CA-1201"], 2)  # every term, in different lines too
+    assert _found(j, "card refund") == _found(j, "refund card")  # any order
+    assert _found(j, '"refund for"') == (["CA-1201"], 1)  # a phrase, spaces included
+    assert _found(j, '"card refund"') == ([], 0)  # a phrase in order, within one line
+    assert _found(j, '"declined refunds"') == ([], 0)  # never across two lines
+    assert _found(j, "refu* decl*") == (["CA-1302"], 1)  # a star ends a prefix
+    assert _found(j, "+1555123") == (["XY-9", "CA-1201"], 2)  # a number's prefix, caller or callee
+    assert _found(j, "+44 20") == (["CA-1302"], 1)  # two terms, both in the number
+    assert _found(j, "ca-12") == (["CA-1201"], 1)  # an id's prefix
+    assert _found(j, "STRASSE köln") == (["XY-9"], 1)  # case folding: ß is ss
+    assert _found(j, "call_id: near ^x") == (["XY-9"], 1)  # FTS syntax is text
+    assert _found(j, "5") == (["XY-9", "CA-1302", "CA-1201"], 3)  # one character: scanned, same rule
+    assert _found(j, "ok") == ([], 0)
+    assert _found(j, "%") == _found(j, "r_f") == _found(j, "\\") == ([], 0)  # LIKE's wildcards are characters
 
 
 # ---------------------------------------------------------------- the index follows every write
@@ -175,9 +185,12 @@ def test_a_snapshot_written_again_replaces_its_entry(new_db: Any) -> None:
     try:
         first = _call("CA-1", 1, lines=("first words",))
         j.commit(Batch(snapshots=[(first, 1, NUMBERS), (_call("CA-2", 2, lines=("other",)), 2, NUMBERS)]))
+        j.index_pending(10)  # in the index, then written again: out of it, waiting, in it again
         again = _call("CA-1", 1, lines=("first words", "a late line"))
-        for _ in range(3):
+        for n in range(3):
             j.commit(Batch(snapshots=[(again, 1, NUMBERS)]))
+            if n == 1:
+                j.index_pending(10)
         assert _found(j, "first words") == (["CA-1"], 1)  # once, not once per write
         _intact(db)
         assert _found(j, "late line") == (["CA-1"], 1)
@@ -255,6 +268,27 @@ def test_deletion_retention_and_restart(new_db: Any) -> None:
         again.extensions["patter_dash"].stop()
 
 
+def test_a_running_server_fills_the_index_soon_after_calls_are_written(tmp_path: Path) -> None:
+    """Written calls wait for the index (``fts_pending``) only a moment: the writer adds them in a batch once
+    ingest goes quiet, and ``q`` finds them all the while, from their text and then from the index."""
+    path = str(tmp_path / "history.db")
+    app = _app(path, max_calls=3)
+    try:
+        _feed(app, [(f"CA-{n:02d}", f"+1555{n:07d}", f"order {n} refund", NOW - 3600 + n) for n in range(20)])
+        everyone = [f"CA-{n:02d}" for n in reversed(range(20))]
+        assert _ids(app, "refund") == everyone
+        _written(app)
+        deadline = time.monotonic() + 5
+        while query(path, "SELECT count(*) FROM fts_pending")[0][0]:
+            assert time.monotonic() < deadline, "the index was not brought up to date"
+            time.sleep(0.05)
+        assert [r[0] for r in query(path, "SELECT id FROM calls_fts_docsize ORDER BY id")] == \
+            [r[0] for r in query(path, "SELECT done FROM calls ORDER BY done")]
+        assert _ids(app, "refund") == everyone and _ids(app, '"order 7 "') == ["CA-07"]
+    finally:
+        app.extensions["patter_dash"].stop()
+
+
 def test_a_schema_4_file_is_indexed_on_upgrade(tmp_path: Path) -> None:
     """A file written by the release before (schema 4, search as lowercased bytes) is searched by the new rules."""
     path = tmp_path / "v4.db"
@@ -297,7 +331,7 @@ def test_a_schema_7_file_keyed_by_row_is_indexed_again_by_completion(tmp_path: P
     j.commit(Batch(snapshots=[(calls[0], 1, NUMBERS)]))  # written again: a new row, the newest rowid
     j.close()
     db = sqlite3.connect(path, isolation_level=None)  # as schema 7 had it: external content, keyed by rowid
-    db.executescript("DROP TRIGGER calls_fts_insert; DROP TRIGGER calls_fts_delete; DROP TABLE calls_fts;"
+    db.executescript("DROP TRIGGER calls_fts_insert; DROP TRIGGER calls_fts_delete; DROP TABLE calls_fts; DROP TABLE fts_pending;"
                      f"{MIGRATIONS[5]}; INSERT INTO calls_fts (rowid, search) SELECT rowid, search FROM calls;"
                      "PRAGMA user_version=7;")
     assert db.execute("SELECT count(*) FROM calls_fts WHERE calls_fts MATCH '\"refund\"'").fetchone()[0] == 3
@@ -326,10 +360,11 @@ _words = st.sampled_from(["refund", "card", "account", "my account", "ok", "fine
     skip=st.sets(st.integers(1, 13), max_size=4),
     offset=st.integers(0, 4),
     counted=st.sampled_from([search.COUNT_LIMIT, 0, 1, 3]),
+    indexed=st.integers(0, 12),
 )
 def test_a_page_and_its_count_below_the_window_by_the_index(
     journal: Any, monkeypatch: pytest.MonkeyPatch, lines: list[list[str]], statuses: list[str], q: str,
-    status: str | None, below: int, skip: set[int], offset: int, counted: int,
+    status: str | None, below: int, skip: set[int], offset: int, counted: int, indexed: int,
 ) -> None:
     """The disk's part of a ``q`` page (``done < below``, not the calls memory holds, ``skip``), alone or with
     another filter, from any offset: the index's newest-first walk and count give what a scan of the calls gives,
@@ -339,6 +374,7 @@ def test_a_page_and_its_count_below_the_window_by_the_index(
     for call, st_ in zip(calls, statuses):
         call.status = st_
     journal.commit(Batch(snapshots=[(c, c.done, NUMBERS) for c in calls]))
+    journal.index_pending(indexed)  # the oldest in the index, the rest waiting for it (SQLite)
     try:
         flt = CallFilter(query=q, status=status)
         expected = [c.call_id for c in sorted(calls, key=lambda c: -c.done)
