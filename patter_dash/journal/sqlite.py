@@ -293,6 +293,7 @@ class SQLiteJournal:
         self._seen_written = 0
         #: Written calls not yet in ``q``'s index (see :meth:`index_pending`), as this process counts them.
         self.unindexed = 0
+        self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -542,7 +543,8 @@ class SQLiteJournal:
         """Write one batch in one transaction; raise :class:`JournalUnavailable` if it cannot be."""
         with self._transaction() as db:
             self._write(db, batch)
-        self.unindexed += len(batch.snapshots)
+        with self._count_lock:  # index_pending sets it from another thread
+            self.unindexed += len(batch.snapshots)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -600,10 +602,26 @@ class SQLiteJournal:
                            [(name, json.dumps(value)) for name, value in batch.info.items() if value is not None])
 
     def index_pending(self, limit: int) -> int:
-        """Add up to ``limit`` written calls to ``q``'s index, oldest first, in one transaction; how many."""
-        with self._transaction() as db:
-            done = index_waiting(db, limit)
-            self.unindexed = int(db.execute("SELECT count(*) FROM fts_pending").fetchone()[0])
+        """Add up to ``limit`` written calls to ``q``'s index, oldest first, in one transaction; how many.
+
+        On a connection of its own (opened here, as :meth:`checkpoint`'s), so it
+        may run on a background thread while the writer commits: SQLite takes
+        the two transactions one after the other; the trigrams are computed in C,
+        beside the event thread's Python work.
+        """
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                done = index_waiting(db, limit)
+                left = int(db.execute("SELECT count(*) FROM fts_pending").fetchone()[0])
+                db.execute("COMMIT")
+            finally:
+                db.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise _unavailable(self.path, exc) from None
+        with self._count_lock:
+            self.unindexed = left
         return done
 
     def info(self, prefix: str) -> dict[str, Any]:
