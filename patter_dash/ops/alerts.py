@@ -74,6 +74,8 @@ INFO = "alert:"
 _HISTORY_ROW = "alert:h:"
 _FIRING_ROW = "alert:f:"
 _STATUS_ROW = "alert:status"
+#: Seconds a process not deciding reuses the deciding one's counts it read (GET /api/v1/alerts).
+STATUS_READ_EVERY = 1.0
 #: Notification ids remembered, so that one read back from the shared log is not counted twice.
 SEEN_NOTIFICATIONS = 10_000
 _PROVIDERS = ("stt_provider", "llm_provider", "tts_provider", "telephony_provider")
@@ -222,6 +224,7 @@ class Alerts:
         self.lock = threading.Lock()
         self._seen: dict[str, None] = {}  # notification ids counted here (insertion-ordered: the oldest go first)
         self._status_written: Any = None
+        self._stored: tuple[float, dict[str, Any]] = (-STATUS_READ_EVERY, {})
         pipeline.watchers.append(self.watch)
         pipeline.on_event.append(self.on_event)
         pipeline.on_tick.append(self.tick)
@@ -564,14 +567,21 @@ class Alerts:
         }
 
     def _stored_status(self) -> dict[str, Any]:
+        """The deciding process's counts as it last wrote them (read at most once a second: every open page
+        asks again when a rule fires)."""
+        read_at, status = self._stored
+        if time.monotonic() - read_at < STATUS_READ_EVERY:
+            return status
         journal = self.pipeline.journal
         try:
             stored = offload(journal.info, _STATUS_ROW).get(_STATUS_ROW) if journal is not None else None
         except Exception:  # the database is out: health says so; the view shows what this process knows
             stored = None
         if not isinstance(stored, dict):
-            return {"suppressed": {}, "destinations": []}
-        return {"suppressed": stored.get("suppressed") or {}, "destinations": stored.get("destinations") or []}
+            stored = {}
+        status = {"suppressed": stored.get("suppressed") or {}, "destinations": stored.get("destinations") or []}
+        self._stored = (time.monotonic(), status)
+        return status
 
     @staticmethod
     def _rule_view(state: RuleState, now: float) -> dict[str, Any]:
