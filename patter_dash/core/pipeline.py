@@ -319,6 +319,9 @@ class Pipeline(SharedLog):
             self._wakeup.send()
         if self._thread is not None:
             self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self._indexing and time.monotonic() < deadline:  # an index batch's connection closes before the file
+            time.sleep(0.01)
         if self.journal is not None and self._pid == os.getpid():
             offload(self.journal.close)  # its checkpoint copies the WAL into the file: not on the loop
         self._pid = None
@@ -653,7 +656,7 @@ class Pipeline(SharedLog):
         ~1 ms in a transaction of its own and ~0.3 ms a call in a batch, and
         they are computed in C beside the event thread's own work.
         """
-        if self._indexing or not journal.unindexed or self.journal_error is not None:
+        if self._indexing or self._stopping or not journal.unindexed or self.journal_error is not None:
             return
         now = time.monotonic()
         quiet = not self._queue and now - self._committed_at >= FLUSH_DELAY
