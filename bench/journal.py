@@ -351,6 +351,8 @@ def step_ingest(args, res, tmp: str, peer) -> None:
                     if mode == "on":
                         health = json.loads(get_once(h.port, "/api/v1/health")[1])
                         run["http_file"] = health["history"]
+                        # After ~3 × dur s of sustained ingest: stays near the journal's WAL_LIMIT (32 MB).
+                        run["wal_bytes_after_ingest"] = os.path.getsize(dbenv + "-wal")
             finally:
                 stop()
         out["runs"].append(run)

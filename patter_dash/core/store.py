@@ -549,11 +549,11 @@ class CallStore:
     # ----------------------------------------------------------- per type
 
     def _identity(self, call: Call, data: Mapping[str, Any], *, overwrite: bool) -> None:
-        for field in ("caller", "callee", "direction"):
-            value = data.get(field)
-            if value and (overwrite or not getattr(call, field)):
-                setattr(call, field, intern(value) if field == "direction" else value)
-                if field != "direction" and masked_number(value):
+        for name in ("caller", "callee", "direction"):
+            value = data.get(name)
+            if value and (overwrite or not getattr(call, name)):
+                setattr(call, name, intern(value) if name == "direction" else value)
+                if name != "direction" and masked_number(value):
                     call.flag("number_masked")  # kept as the runtime wrote it: it cannot be shown or searched whole
         extra = {k: v for k, v in data.items() if k not in _KNOWN_FIELDS}
         if extra:

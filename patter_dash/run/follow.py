@@ -38,7 +38,6 @@ down appears once, and nothing else is read again.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
