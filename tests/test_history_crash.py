@@ -462,3 +462,43 @@ def test_a_call_without_events_times_out_and_a_late_end_still_completes_it(live_
     server.start()
     assert server.get("/api/v1/calls/STALE").json()["data"] == detail
     assert server.get("/api/v1/analytics/overview").json()["data"] == overview
+
+
+def test_a_silent_call_times_out_while_ingest_never_pauses(live_server):
+    """The event thread's once-a-second duties (the stale-call rule, alert windows, checkpoints, SSE reaping)
+    run while batches keep coming. They used to wait for a moment with nothing queued: a drain that wrote
+    what its last batch derived found the next batch queued meanwhile, wrote it, and so on, for as long as
+    ingest lasted, with every batch written in two transactions."""
+    server = live_server(PATTER_DASH_CALL_TIMEOUT="2")
+    server.post_events([{"type": "call_start", "data": {"call_id": "SILENT"}}])
+    started = time.monotonic()
+    stop = threading.Event()
+    bodies: list[int] = []
+
+    def client(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            server.post_events([e for i in range(20) for e in keyed_call(f"LOAD{k}", n + i)])
+            n += 20
+            bodies.append(k)
+
+    clients = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    for thread in clients:
+        thread.start()
+    try:
+        while (status := server.get("/api/v1/calls/SILENT").json()["data"]["status"]) != "timeout":
+            if time.monotonic() - started > 10:
+                break
+            time.sleep(0.2)
+        waited = time.monotonic() - started
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(30)
+    assert status == "timeout", f"still {status} after {waited:.1f} s of ingest ({len(bodies)} bodies) with a 2 s timeout"
+    assert 2.0 <= waited < 8, f"closed after {waited:.1f} s with a 2 s timeout"
+    assert len(bodies) >= 3 * 3, "the clients did not keep the server busy"
+    health = server.get("/api/v1/health").json()
+    # One transaction a body (the derived writes ride with the next), not two.
+    assert health["history"]["commits"] <= len(bodies) * 1.3 + 10, (len(bodies), health["history"])
+

@@ -627,7 +627,8 @@ class Pipeline(SharedLog):
             # A clean stop leaves the file folded (snapshots written, their events gone).
             self._take_dirty()
             try:
-                self._drain_journaled(self.journal, flush=True)
+                while self.journal_error is None and (self._queue or self._pending_writes()):
+                    self._drain_journaled(self.journal, flush=True)
             except JournalUnavailable:
                 pass
             if self._announcing:
@@ -677,8 +678,9 @@ class Pipeline(SharedLog):
         in_background(run)
 
     def _drain(self) -> None:
+        """Apply up to :data:`BATCH_MAX` queued items (the event thread's other duties run between two drains)."""
         slices = Slices()  # readers run during a burst
-        while self._queue:
+        for _ in range(min(len(self._queue), BATCH_MAX)):
             item = self._queue.popleft()
             if item.type in OPERATIONS:
                 self._operation(item, None)
@@ -690,46 +692,49 @@ class Pipeline(SharedLog):
     # -------------------------------------------------------------- journal
 
     def _drain_journaled(self, journal: Journal, *, flush: bool = False) -> None:
-        """Write what queued as one transaction, then apply and acknowledge it; repeat until empty.
+        """Write the next batch of what queued as one transaction, then apply and acknowledge it.
 
-        What applying derives (finished calls whole, event ids) rides with the
-        next batch's transaction; ``flush`` writes it on its own (idle, or
-        stopping). It can wait: the events it comes from are on disk already.
+        One batch (or one queued operation) a call: the event thread's
+        once-a-second duties run between two, also under ingest that never
+        pauses (looping here until the queue was empty starved them for as
+        long as ingest lasted). What applying derives (finished calls whole,
+        event ids) rides with the next batch's transaction; ``flush`` writes
+        it on its own when nothing is queued (idle, or stopping). It can
+        wait: the events it comes from are on disk already.
         """
-        while self._queue or (flush and self._pending_writes()) or self.journal_error is not None:
-            if self.journal_error is not None and time.monotonic() < self._retry_at:
-                return
-            if self._queue and self._queue[0].type in OPERATIONS:
-                self._operation(self._queue.popleft(), journal)
-                continue
-            items: list[Pending] = []
-            while self._queue and len(items) < BATCH_MAX and self._queue[0].type not in OPERATIONS:
-                items.append(self._queue.popleft())
-            slices = Slices()
-            accepted = []
-            for item in items:
-                if self._validate(item):
-                    accepted.append(item)
-                slices.pause_if_due()
-            batch = self._batch([item.event for item in accepted if item.event is not None])
-            try:
-                self._commit(journal, batch, accepted)
-            except JournalUnavailable:
-                # Nothing of the batch is on disk: those who wait are told (503), and
-                # what the runtime fed goes back to the front of the queue.
-                for item in accepted:
-                    if item.ticket is not None:
-                        item.ticket.fail(self.journal_error or "")
-                self._queue.extendleft(reversed([i for i in accepted if i.ticket is None]))
-                return
-            slices = Slices()
+        if not (self._queue or (flush and self._pending_writes()) or self.journal_error is not None):
+            return
+        if self.journal_error is not None and time.monotonic() < self._retry_at:
+            return
+        if self._queue and self._queue[0].type in OPERATIONS:
+            self._operation(self._queue.popleft(), journal)
+            return
+        items: list[Pending] = []
+        while self._queue and len(items) < BATCH_MAX and self._queue[0].type not in OPERATIONS:
+            items.append(self._queue.popleft())
+        slices = Slices()
+        accepted = []
+        for item in items:
+            if self._validate(item):
+                accepted.append(item)
+            slices.pause_if_due()
+        batch = self._batch([item.event for item in accepted if item.event is not None])
+        try:
+            self._commit(journal, batch, accepted)
+        except JournalUnavailable:
+            # Nothing of the batch is on disk: those who wait are told (503), and
+            # what the runtime fed goes back to the front of the queue.
             for item in accepted:
-                self._handle(item)
-                if slices.pause_if_due():
-                    self._maybe_freeze()
-            self.store.release()
-            if not self._queue and not (flush and self._pending_writes()):
-                return
+                if item.ticket is not None:
+                    item.ticket.fail(self.journal_error or "")
+            self._queue.extendleft(reversed([i for i in accepted if i.ticket is None]))
+            return
+        slices = Slices()
+        for item in accepted:
+            self._handle(item)
+            if slices.pause_if_due():
+                self._maybe_freeze()
+        self.store.release()
 
     def _pending_writes(self) -> bool:
         """Whether something applied is not on disk yet (the next transaction takes it, events or none).
