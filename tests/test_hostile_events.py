@@ -24,7 +24,7 @@ import msgspec
 import pytest
 import websocket
 from conftest import payload, post, wait_for
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sse import SSEClient
 
@@ -155,9 +155,12 @@ def answered_cleanly(status: int, body: Any, accepted_before: int, accepted_afte
 # ------------------------------------------------------ in process: HTTP, Patter, feed()
 
 
-@pytest.fixture(scope="module")
-def dash_app():
-    application = create_app({"TESTING": True})
+@pytest.fixture(scope="module", params=["memory", "sqlite"])
+def dash_app(request, tmp_path_factory):
+    """An app in memory, and one writing a real history file: a value memory holds may not fit the file's
+    columns (a cost past 9.2e9 USD in nano-dollars once killed the writer there, and only there)."""
+    history = ":memory:" if request.param == "memory" else str(tmp_path_factory.mktemp("hostile") / "history.db")
+    application = create_app({"TESTING": True, "PATTER_DASH_DB": history})
     yield application
     application.extensions["patter_dash"].stop()
 
@@ -177,17 +180,28 @@ def client_get(client) -> Callable[[str], tuple[int, bytes]]:
 HYPOTHESIS = settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
+def _costly_end() -> tuple[str, dict[str, Any]]:
+    end = base_events()["call_end"]
+    end["metrics"]["cost"]["total"] = 1e10  # past a 64-bit integer in nano-dollars
+    return "call_end", end
+
+
 @HYPOTHESIS
-@given(event=mutated_event(), route=st.sampled_from(["envelope", "patter"]))
-def test_any_json_anywhere_over_http_is_stored_whole_or_refused_whole(dash_app, event, route) -> None:
+@given(event=mutated_event(), route=st.sampled_from(["envelope", "patter"]), key=st.one_of(st.none(), hostile))
+@example(event=_costly_end(), route="envelope", key=None)
+@example(event=_costly_end(), route="patter", key=None)
+@example(event=("call_start", {"call_id": "C"}), route="envelope", key="\ud800")  # a lone surrogate in the id
+def test_any_json_anywhere_over_http_is_stored_whole_or_refused_whole(dash_app, event, route, key) -> None:
     client = dash_app.test_client()
     event_type, data = event
     before = accepted(client)
-    raw = json.dumps({"type": event_type, "data": data} if route == "envelope" else data)
+    envelope = {"type": event_type, "data": data} | ({} if key is None else {"id": key})
+    raw = json.dumps(envelope if route == "envelope" else data)
     path = "/api/v1/ingest" if route == "envelope" else "/api/dashboard/ingest"
     response = client.post(path, data=raw, content_type="application/json")
     answered_cleanly(response.status_code, response.get_json(), before, accepted(client))
     complete_reads(client_get(client))
+    writer_alive(dash_app)
 
 
 @HYPOTHESIS
@@ -201,6 +215,15 @@ def test_any_value_through_feed_never_raises_and_never_breaks_a_read(dash_app, e
     assert dash.feed(event_type, data) in (True, False)
     wait_for(lambda: dash.pipeline.health()["queue"]["depth"] == 0, timeout=5)
     complete_reads(client_get(dash_app.test_client()))
+    writer_alive(dash_app)
+
+
+def writer_alive(app) -> None:
+    """The event thread runs, nothing failed to be written, and a plain event still goes in."""
+    pipeline = app.extensions["patter_dash"].pipeline
+    assert pipeline.running and pipeline.counters["errors"] == 0, pipeline.counters
+    response = app.test_client().post("/api/v1/ingest", json={"type": "call_status", "data": {"call_id": "ALIVE", "status": "ringing"}})
+    assert response.status_code == 202, response.get_json()
 
 
 # ------------------------------------------------------------ a real server: WebSocket and SSE

@@ -30,6 +30,11 @@ def latency_bin(ms: float) -> int:
     return 0 if ms < 1 else int(math.log(ms) / _LOG_BASE) + 1
 
 
+#: The most one call adds to a total (ms, nano-dollars, latency µs): the history keeps these in 64-bit
+#: integers and sums them per hour. Validation keeps real values far below (model/events.py MAX_COST);
+#: this bounds what came in before it did, or by another path.
+MAX_PER_CALL = 2**53
+
 #: What one call adds: duration in ms, cost components in nano-units, latency in ms (or None).
 Numbers = tuple[int, list[int], float | None]
 
@@ -40,8 +45,8 @@ def contribution(call: Call) -> Numbers:
     Computed once per change; the call counts in three totals (all, its hour, its day).
     """
     return (
-        round((call.duration_seconds() or 0.0) * 1000),
-        [round(call.cost_value(key) * NANO) for key in COMPONENTS],
+        min(round((call.duration_seconds() or 0.0) * 1000), MAX_PER_CALL),
+        [min(round(call.cost_value(key) * NANO), MAX_PER_CALL) for key in COMPONENTS],
         call.latency_ms(),
     )
 

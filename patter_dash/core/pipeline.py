@@ -44,7 +44,7 @@ from ..model.clean import ValidationError
 from ..model.events import Event, make_event
 from ..model.redact import Redactor
 from ..model.views import CALL_DELETED, CALL_UPDATED
-from .aggregates import HOUR, contribution, latency_bin
+from .aggregates import HOUR, MAX_PER_CALL, contribution, latency_bin
 from .cooperative import (
     Slices, Wakeup, gevent_active, in_background, let_others_run, native_thread, offload, on_foreign_native_thread,
 )
@@ -251,6 +251,9 @@ class Pipeline(SharedLog):
         self._indexing = False
         self._checkpointing = False
         self._checkpointed_at = 0  # journal_stats["commits"] when the last checkpoint was asked for
+        self._suspects = 0  # items still to write one a transaction (see _unwritable)
+        self._derived_first = False
+        self._ticked_at = 0.0  # when the event thread last ran its once-a-second duties
         self.store = CallStore(**self._store_options)
         self.hub = Hub(**self._hub_options)
         #: Reads of finished calls, in memory and (with a journal) on disk.
@@ -582,39 +585,14 @@ class Pipeline(SharedLog):
     def _run(self) -> None:
         wakeup = self._wakeup
         assert wakeup is not None
-        last_reap = time.monotonic()
+        self._ticked_at = time.monotonic()
         while not self._stopping:
-            if self.journal is None:
-                self._drain()
-            else:
-                # While the database is down the writer's retries find it back; a commit then catches up first.
-                if self.shared and self.journal_error is None and (
-                    self._log_notified or time.monotonic() - self._followed_at >= FOLLOW_INTERVAL
-                ):
-                    self._follow(self.journal)
-                self._drain_journaled(self.journal)
-                self._flush_when_idle(self.journal)
-                self._index_when_due(self.journal)
-                if self._announcing and self.journal_error is None:
-                    self._write_announced(self.journal)
-            self._maybe_freeze()
-            now = time.monotonic()
-            if now - last_reap >= 1.0:
-                self.hub.reap()
-                if self.shared:
-                    self._check_jobs(self.journal)  # type: ignore[arg-type]
-                self._close_stale()
-                for tick in self.on_tick:
-                    try:
-                        tick(time.time())
-                    except Exception:  # an observer's bug must not stop the writer
-                        log.exception("patter-dash: a periodic hook failed")
-                if self.journal is not None:
-                    self._purge(self.journal)
-                    self._take_dirty()
-                    if self.journal_stats["commits"] != self._checkpointed_at:
-                        self._checkpoint(self.journal)
-                last_reap = now
+            try:
+                self._turn()
+            except Exception:  # a bug in one duty must not end the writer: every ingest would wait for good
+                self.counters["errors"] += 1
+                log.exception("patter-dash: the event thread failed a turn and goes on")
+                wakeup.wait(0.05)  # not a hot loop if it fails again at once
             self._sleeping = True
             # A notification means "read the log now", but not while the database is out: the writer's retry
             # comes first (the listener's reconnection notifies; spinning on it starved the loop).
@@ -633,6 +611,41 @@ class Pipeline(SharedLog):
                 pass
             if self._announcing:
                 self._write_announced(self.journal)
+
+    def _turn(self) -> None:
+        """One pass of the event thread: the next batch written and applied, then the duties now due."""
+        if self.journal is None:
+            self._drain()
+        else:
+            # While the database is down the writer's retries find it back; a commit then catches up first.
+            if self.shared and self.journal_error is None and (
+                self._log_notified or time.monotonic() - self._followed_at >= FOLLOW_INTERVAL
+            ):
+                self._follow(self.journal)
+            self._drain_journaled(self.journal)
+            self._flush_when_idle(self.journal)
+            self._index_when_due(self.journal)
+            if self._announcing and self.journal_error is None:
+                self._write_announced(self.journal)
+        self._maybe_freeze()
+        now = time.monotonic()
+        if now - self._ticked_at < 1.0:
+            return
+        self._ticked_at = now
+        self.hub.reap()
+        if self.shared:
+            self._check_jobs(self.journal)  # type: ignore[arg-type]
+        self._close_stale()
+        for tick in self.on_tick:
+            try:
+                tick(time.time())
+            except Exception:  # an observer's bug must not stop the writer
+                log.exception("patter-dash: a periodic hook failed")
+        if self.journal is not None:
+            self._purge(self.journal)
+            self._take_dirty()
+            if self.journal_stats["commits"] != self._checkpointed_at:
+                self._checkpoint(self.journal)
 
     def _flush_when_idle(self, journal: Journal) -> None:
         """Write what applying derived on its own when no event waits, at most every :data:`FLUSH_DELAY`.
@@ -709,16 +722,14 @@ class Pipeline(SharedLog):
         if self._queue and self._queue[0].type in OPERATIONS:
             self._operation(self._queue.popleft(), journal)
             return
-        items: list[Pending] = []
-        while self._queue and len(items) < BATCH_MAX and self._queue[0].type not in OPERATIONS:
-            items.append(self._queue.popleft())
+        items, isolating = self._take()
         slices = Slices()
         accepted = []
         for item in items:
             if self._validate(item):
                 accepted.append(item)
             slices.pause_if_due()
-        batch = self._batch([item.event for item in accepted if item.event is not None])
+        batch = self._batch([item.event for item in accepted if item.event is not None], derived=not isolating)
         try:
             self._commit(journal, batch, accepted)
         except JournalUnavailable:
@@ -729,12 +740,60 @@ class Pipeline(SharedLog):
                     item.ticket.fail(self.journal_error or "")
             self._queue.extendleft(reversed([i for i in accepted if i.ticket is None]))
             return
+        except Exception:  # the writer must outlive any value the history cannot hold
+            self._unwritable(batch, accepted)
+            return
         slices = Slices()
         for item in accepted:
             self._handle(item)
             if slices.pause_if_due():
                 self._maybe_freeze()
         self.store.release()
+
+    def _take(self) -> tuple[list[Pending], bool]:
+        """The queued items the next transaction writes, and whether it leaves derived writes out.
+
+        Normally up to :data:`BATCH_MAX` events with what applying derived.
+        After a batch that failed for a reason other than the disk
+        (:meth:`_unwritable`): first the derived writes alone, then its
+        events one a transaction.
+        """
+        if self._derived_first:
+            self._derived_first = False
+            return [], False
+        most = 1 if self._suspects else BATCH_MAX
+        items: list[Pending] = []
+        while self._queue and len(items) < most and self._queue[0].type not in OPERATIONS:
+            items.append(self._queue.popleft())
+        isolating = self._suspects > 0 and bool(items)
+        self._suspects = max(0, self._suspects - len(items))
+        return items, isolating
+
+    def _unwritable(self, batch: Batch, accepted: list[Pending]) -> None:
+        """A batch failed for a reason other than the disk: a value the history cannot hold got past validation.
+
+        Nothing of it is on disk. Its events go back to be written one a
+        transaction, apart from what applying derived; the one event, or the
+        derived writes, that then fail alone are refused (a 500 to whoever
+        waits) or left out, and everything else is written. Before, the
+        exception ended the event thread: ingest answered 503 for good, and a
+        history holding such an event killed it again at every start.
+        """
+        self.counters["errors"] += 1
+        log.exception("patter-dash: a transaction could not be written for a reason other than the disk")
+        derived = bool(batch.snapshots or batch.seen or batch.info)
+        if len(accepted) > 1 or (accepted and derived):
+            self._queue.extendleft(reversed(accepted))
+            self._suspects += len(accepted)
+            self._derived_first = derived
+        elif accepted:
+            self._answer(accepted[0], Ack(0, False))
+        else:  # derived writes alone: their calls stay in memory, their events on disk (replayed at start)
+            log.error("patter-dash: %d finished call(s) left unwritten: %s", len(batch.snapshots),
+                      ", ".join(call.call_id for call, _, _ in batch.snapshots)[:500])
+            self._unwritten.clear()
+            self._unwritten_seen = []
+            self._info.clear()
 
     def _pending_writes(self) -> bool:
         """Whether something applied is not on disk yet (the next transaction takes it, events or none).
@@ -766,9 +825,11 @@ class Pipeline(SharedLog):
         """
         self.store.take_dirty(self._unwritten)
 
-    def _batch(self, events: list[Event]) -> Batch:
-        """The next transaction: new events (not those already seen), finished calls, applied ids."""
-        self._take_dirty()
+    def _batch(self, events: list[Event], *, derived: bool = True) -> Batch:
+        """The next transaction: new events (not those already seen), finished calls, applied ids.
+
+        ``derived=False`` leaves finished calls and applied ids for a later one.
+        """
         fresh: list[Event] = []
         keys: set[str] = set()
         for event in events:
@@ -777,9 +838,12 @@ class Pipeline(SharedLog):
                 fresh.append(event)
                 if key is not None:
                     keys.add(key)
+        after = self._seq if self.shared else None
+        if not derived:
+            return Batch(fresh, last_seq=self._seq, after=after)
+        self._take_dirty()
         snapshots = [(call, call.done, _counted(call)) for call in self._unwritten.values()]
-        return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq, info=dict(self._info),
-                     after=self._seq if self.shared else None)
+        return Batch(fresh, snapshots, self._unwritten_seen, last_seq=self._seq, info=dict(self._info), after=after)
 
     def _commit(self, journal: Journal, batch: Batch, accepted: list[Pending]) -> None:
         """Write ``batch`` off the loop; fetch the finished calls its events name that are only on disk."""
@@ -807,6 +871,11 @@ class Pipeline(SharedLog):
             # On disk already: answered as written and applied once, never written again (a fed
             # event queued anew would be), once what it names can be read back.
             found = self._read_back(journal, cold)
+        except Exception:
+            if not committed:
+                raise  # nothing of it on disk: _unwritable
+            log.exception("patter-dash: the stored calls a written batch names could not be read back")
+            found = []  # on disk all the same: acknowledged and applied once
         if self.journal_error is not None:
             log.warning("patter-dash: history is written again (before, %s)", self.journal_error)
             self.journal_error = None
@@ -817,8 +886,10 @@ class Pipeline(SharedLog):
         for call in found:
             if self._counted_here(call):
                 store.adopt_cold(call)
-        self._unwritten.clear()
-        self._unwritten_seen = []
+        if batch.snapshots:
+            self._unwritten.clear()
+        if batch.seen:
+            self._unwritten_seen = []
         if batch.before:
             store.pin(e.call_id for e in batch.before)
             for event in batch.before:
@@ -1202,7 +1273,7 @@ class Pipeline(SharedLog):
 def _counted(call: records.Call) -> tuple[Any, ...]:
     """What a finished call adds to analytics, as the journal stores it beside the call."""
     duration_ms, cost, latency = contribution(call)
-    latency_us = round(latency * 1000) if latency is not None and latency > 0 else None
+    latency_us = min(round(latency * 1000), MAX_PER_CALL) if latency is not None and latency > 0 else None
     return (
         duration_ms, *cost, latency, int(call.started_at // HOUR) * HOUR,
         latency_us, latency_bin(latency) if latency_us is not None else None,

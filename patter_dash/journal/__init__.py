@@ -34,6 +34,16 @@ def wait_on_this_thread(seconds: float) -> None:
         time.sleep(seconds)
 
 
+def summed(rows: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """Rows of (two group columns, count, sums...) with whole-number sums.
+
+    The engines sum in floats (SQLite's ``total()``) or decimals
+    (PostgreSQL's ``sum()``): a sum of 64-bit integer columns past their
+    range must not fail a restart (hostile costs once took it there).
+    """
+    return [(*row[:3], *(int(v) for v in row[3:])) for row in rows]
+
+
 class JournalError(ConfigError):
     """The database cannot be used at all (corrupt, too new, someone else's, locked): refuse to start."""
 

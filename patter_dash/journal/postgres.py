@@ -50,7 +50,7 @@ from psycopg import conninfo as pg_conninfo
 from ..model import quality, search
 from ..model.events import Event
 from ..model.records import Call
-from . import LOG_ANNOUNCE, LOG_DELETE, UNREADABLE, Batch, Filter, JournalError, JournalUnavailable, Restored
+from . import LOG_ANNOUNCE, LOG_DELETE, UNREADABLE, Batch, Filter, JournalError, JournalUnavailable, Restored, summed
 from .codec import freeze, pack_event, thaw, unpack_event
 from .pgreaders import Readers
 from .sqlite import SEEN_KEPT, TAG_SEPARATOR, _labels_column, _tags_column
@@ -177,8 +177,7 @@ CONNECT_TIMEOUT = 5
 SIZE_EVERY = 10.0
 _NUMBER_COLUMNS = "duration_ms, cost_stt, cost_tts, cost_llm, cost_telephony, cost_total, latency_ms"
 #: PostgreSQL sums bigints as numeric (Decimal in Python): cast back, as SQLite hands back ints.
-_COST_SUMS = ("sum(duration_ms)::bigint, sum(cost_stt)::bigint, sum(cost_tts)::bigint, sum(cost_llm)::bigint, "
-              "sum(cost_telephony)::bigint, sum(cost_total)::bigint")
+_COST_SUMS = "sum(duration_ms), sum(cost_stt), sum(cost_tts), sum(cost_llm), sum(cost_telephony), sum(cost_total)"
 _CALL_COLUMNS = (
     f"call_id, done, started_at, status, direction, caller, callee, provider_mode, {_NUMBER_COLUMNS}, "
     "hour, latency_us, latency_bin, state, search, tags, has_notes, labels, " + ", ".join(quality.COLUMNS)
@@ -635,11 +634,11 @@ class PostgresJournal:
     def restore(self, keep: int) -> Restored:
         """What a starting process needs: totals of every call, the newest ``keep`` whole, events to replay."""
         with self._reader() as db:
-            hours = [tuple(r) for r in db.execute(f"SELECT hour, status, count(*), {_COST_SUMS} FROM calls GROUP BY hour, status")]
-            latencies = [tuple(r) for r in db.execute(
-                "SELECT hour, latency_bin, count(*), sum(latency_us)::bigint FROM calls WHERE latency_us IS NOT NULL "
+            hours = summed(db.execute(f"SELECT hour, status, count(*), {_COST_SUMS} FROM calls GROUP BY hour, status"))
+            latencies = summed(db.execute(
+                "SELECT hour, latency_bin, count(*), sum(latency_us) FROM calls WHERE latency_us IS NOT NULL "
                 "GROUP BY hour, latency_bin"
-            )]
+            ))
             newest = db.execute("SELECT state FROM calls ORDER BY done DESC LIMIT %s", (keep,)).fetchall()
             calls = [thaw(row[0]) for row in reversed(newest)]
             events = [_logged(*row) for row in db.execute(

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 from ..model import quality, search
 from ..model.records import Call
-from . import Batch, Filter, JournalError, JournalUnavailable, Restored, wait_on_this_thread
+from . import Batch, Filter, JournalError, JournalUnavailable, Restored, summed, wait_on_this_thread
 from .codec import freeze, pack_event, thaw, unpack_event
 
 #: Schema versions in order; each entry migrates from the one before (index + 1 = version).
@@ -183,7 +183,7 @@ SEEN_KEPT = 100_000
 #: that one did: without this it grew ~7 MB a second under single-event ingest, until the next quiet moment.
 WAL_LIMIT = 32 << 20
 _NUMBER_COLUMNS = "duration_ms, cost_stt, cost_tts, cost_llm, cost_telephony, cost_total, latency_ms"
-_COST_SUMS = "sum(duration_ms), sum(cost_stt), sum(cost_tts), sum(cost_llm), sum(cost_telephony), sum(cost_total)"
+_COST_SUMS = "total(duration_ms), total(cost_stt), total(cost_tts), total(cost_llm), total(cost_telephony), total(cost_total)"
 
 
 def _unavailable(path: str, exc: BaseException) -> JournalUnavailable:
@@ -732,11 +732,11 @@ class SQLiteJournal:
                 db.close()
 
     def _read_back(self, db: sqlite3.Connection, keep: int) -> Restored:
-        hours = db.execute(f"SELECT hour, status, count(*), {_COST_SUMS} FROM calls GROUP BY hour, status").fetchall()
-        latencies = db.execute(
-            "SELECT hour, latency_bin, count(*), sum(latency_us) FROM calls WHERE latency_us IS NOT NULL "
+        hours = summed(db.execute(f"SELECT hour, status, count(*), {_COST_SUMS} FROM calls GROUP BY hour, status"))
+        latencies = summed(db.execute(
+            "SELECT hour, latency_bin, count(*), total(latency_us) FROM calls WHERE latency_us IS NOT NULL "
             "GROUP BY hour, latency_bin"
-        ).fetchall()
+        ))
         newest = db.execute("SELECT state FROM calls ORDER BY done DESC LIMIT ?", (keep,)).fetchall()
         calls = [thaw(row[0]) for row in reversed(newest)]
         events = [

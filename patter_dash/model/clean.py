@@ -80,7 +80,8 @@ _DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _SIXTEEN = b"0" * 16
 
 
-def _clean_text(value: str) -> str:
+def clean_text(value: str) -> str:
+    """A string as every stored text is: no NUL, lone surrogates as U+FFFD, within :data:`MAX_TEXT_LENGTH`."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -95,7 +96,7 @@ def _clean_text(value: str) -> str:
 
 def _clean_key(key: Any, path: str) -> str:
     if isinstance(key, str):
-        return _clean_text(key)[:MAX_KEY_LENGTH]
+        return clean_text(key)[:MAX_KEY_LENGTH]
     if key is None or isinstance(key, (bool, int, float)):
         return json.dumps(key)  # what json.dumps itself makes of such a key
     raise ValidationError("unsupported key", [{"field": path, "error": f"keys must be strings, got {type(key).__name__}"}])
@@ -182,7 +183,7 @@ def _same_as_plain(value: Any, clean: Any) -> bool:
 
 def _walk(value: Any, path: str) -> Any:
     if isinstance(value, str):
-        return _clean_text(value)
+        return clean_text(value)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):

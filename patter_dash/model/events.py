@@ -22,7 +22,7 @@ from typing import Annotated, Any, Union
 
 import msgspec
 
-from .clean import MAX_NUMBER, MAX_TEXT_LENGTH, ValidationError, sanitize
+from .clean import MAX_NUMBER, MAX_TEXT_LENGTH, ValidationError, clean_text, sanitize
 
 #: Limits on untrusted input; documented in the README.
 MAX_ID_LENGTH = 256
@@ -40,6 +40,10 @@ Text = Annotated[
 # stated here so the generated schema documents it.
 #: Milliseconds, seconds, dollars, counts: never negative.
 Amount = Annotated[float, msgspec.Meta(ge=0, le=MAX_NUMBER)]
+#: A cost component of one call, in USD. Far above any call's, and what analytics keep in nano-dollars
+#: (64-bit integers in the history, summed per hour) with room to spare.
+MAX_COST = 1_000_000
+Cost = Annotated[float, msgspec.Meta(ge=0, le=MAX_COST)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_NUMBER)]
 #: Epoch seconds; the store judges whether a clock is sane (see store.sane_time).
 Time = Annotated[float, msgspec.Meta(ge=-MAX_NUMBER, le=MAX_NUMBER)]
@@ -68,11 +72,11 @@ class LatencyBreakdown(_Model):
 class CostBreakdown(_Model):
     """Patter's CostBreakdown, in USD; unknown fields are kept."""
 
-    stt: Amount | None = None
-    tts: Amount | None = None
-    llm: Amount | None = None
-    telephony: Amount | None = None
-    total: Amount | None = None
+    stt: Cost | None = None
+    tts: Cost | None = None
+    llm: Cost | None = None
+    telephony: Cost | None = None
+    total: Cost | None = None
     llm_cached_savings: Amount | None = None
 
 
@@ -287,8 +291,11 @@ def make_event(event_type: Any, data: Any, key: Any = None, *, now: float | None
             "unknown event type",
             [{"field": "type", "error": f"must be one of {', '.join(EVENT_TYPES)}"}],
         )
-    if key is not None and (not isinstance(key, str) or not key or len(key) > MAX_ID_LENGTH):
-        raise ValidationError("bad event id", [{"field": "id", "error": f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"}])
+    if key is not None:
+        # Cleaned as every text is (a lone surrogate cannot even be written to the history).
+        key = clean_text(key) if isinstance(key, str) else key
+        if not isinstance(key, str) or not key or len(key) > MAX_ID_LENGTH:
+            raise ValidationError("bad event id", [{"field": "id", "error": f"must be a non-empty string of at most {MAX_ID_LENGTH} characters"}])
     clean = sanitize(data, copy=copy)
     if not isinstance(clean, dict):
         raise ValidationError("data must be an object", [{"field": "data", "error": "must be an object"}])

@@ -31,7 +31,7 @@ from ..core.hub import Frame
 from ..core.pipeline import paced
 from ..core.store import CallFilter, CallStore
 from ..model import jsoncodec, records
-from ..model.clean import ValidationError, parse_json
+from ..model.clean import ValidationError, clean_text, parse_json
 from ..model.records import Call
 from ..model.views import ACTIVE_PAGE_TEXT, ACTIVE_PAGE_TURNS, ACTIVE_TURNS
 from . import api, auth, export, params
@@ -234,7 +234,7 @@ def delete_calls() -> Response:
     raw = body.get("call_ids") if isinstance(body, Mapping) else None
     if not isinstance(raw, list):
         return _json({"error": BAD_DELETE}, 400)
-    return _delete(c for c in raw if isinstance(c, str))
+    return _delete(clean_text(c) for c in raw if isinstance(c, str))
 
 
 def _read_body() -> Any:
