@@ -357,6 +357,43 @@ def test_malformed_websocket_handshakes_are_400_json(live_server, path):
     assert "Traceback" not in server.logs() and "internal error" not in server.logs()
 
 
+@pytest.mark.parametrize("path", ["/api/v1/ws?types=nope", "/api/v1/ws?last_event_id=abc", "/api/v1/ws?last_event_id=-1",
+                                  "/api/v1/ws?call_id=" + "x" * 300])
+def test_live_websocket_parameters_are_refused_before_the_upgrade(live_server, path):
+    """As /api/v1/events refuses them: a 400 in JSON. Checked after the upgrade, the 400 was written
+    as HTTP onto the upgraded socket (the client saw a broken frame)."""
+    server = live_server(PATTER_DASH_TOKEN=TOKEN)
+    request = upgrade_request(server.prefix + path, f"127.0.0.1:{server.port}", **BEARER,
+                              **{"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": GOOD_KEY})
+    status, headers, body = raw_exchange(server.port, request)
+    assert status == 400 and headers["content-type"] == "application/json", (status, body)
+    assert json.loads(body)["error"]
+    good = upgrade_request(server.prefix + "/api/v1/ws?types=call_start", f"127.0.0.1:{server.port}", **BEARER,
+                           **{"Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": GOOD_KEY})
+    assert raw_exchange(server.port, good)[0] == 101
+
+
+def test_a_body_the_server_cannot_frame_is_a_400_on_every_route_that_reads_one(live_server):
+    """A chunked body with a bad size, a chunk without its CRLF, a bad extension: 400 in JSON, the
+    connection closed after it (the rest of the stream cannot be trusted), no traceback. It was a 500."""
+    server = live_server(PATTER_DASH_TOKEN=TOKEN)
+    post(server, "call_start", {"call_id": "FRAMED"})
+    post(server, "call_end", {"call_id": "FRAMED"})
+    routes = [("POST", "/api/v1/ingest"), ("POST", "/api/dashboard/ingest"), ("PATCH", "/api/v1/calls/FRAMED"),
+              ("PUT", "/api/v1/calls/FRAMED/recording"), ("POST", "/api/dashboard/calls/delete")]
+    bodies = {"bad size": b"zz\r\n{}\r\n0\r\n\r\n", "no CRLF": b"2\r\n{}XX0\r\n\r\n",
+              "bad extension": b"2;\x01\r\n{}\r\n0\r\n\r\n"}
+    for method, path in routes:
+        for name, body in bodies.items():
+            head = (f"{method} {server.prefix}{path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+                    f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            status, headers, answer = raw_exchange(server.port, head.encode() + body)
+            assert status == 400 and headers["content-type"] == "application/json", (method, path, name, status, answer)
+            assert "malformed request body" in json.loads(answer)["error"], (method, path, name, answer)
+    assert server.get("/api/v1/calls/FRAMED").status_code == 200  # nothing deleted, nothing changed
+    assert "Traceback" not in server.logs()
+
+
 def test_websocket_origin_must_match_scheme_host_and_port(live_server):
     server = live_server(PATTER_DASH_TOKEN=TOKEN, PATTER_DASH_CORS_ORIGINS="https://ops.example.com")
     port = server.port

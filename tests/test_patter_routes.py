@@ -459,6 +459,10 @@ def test_unknown_paths_and_wrong_methods_answer_json(client) -> None:
         assert "error" in response.get_json()
     missing = client.get("/api/dashboard/nope")
     assert missing.status_code == 404 and missing.get_json() == {"error": "no API route /api/dashboard/nope"}
+    for bare in ("/api/dashboard", "/api/dashboard/", "/api/v1", "/api/v1/"):  # no route, but still the API's JSON
+        for method in ("GET", "POST", "DELETE"):
+            response = client.open(bare, method=method)
+            assert response.status_code == 404 and response.get_json() == {"error": f"no API route {bare}"}, (bare, method)
 
 
 # ---------------------------------------------------------- the live stream

@@ -61,6 +61,8 @@ def parse_json(raw: bytes | str) -> Any:
     except UnicodeDecodeError:
         raise ValidationError("body is not valid UTF-8") from None
     except ValueError as exc:
+        if "int_max_str_digits" in str(exc):  # Python's advice to its programmer, not to this client
+            raise ValidationError("malformed JSON: a number has more than 4300 digits") from None
         raise ValidationError(f"malformed JSON: {exc}") from None
     return value
 

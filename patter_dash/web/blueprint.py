@@ -84,8 +84,12 @@ def build_blueprint(settings: Settings) -> Blueprint:
         return auth.security_headers(response, current_dashboard().settings)
 
     # Unknown paths and wrong methods answer JSON here, not the host app's HTML pages.
-    parent.add_url_rule(f"{API_PREFIX}/<anypath:rest>", "api_fallback", _api_fallback, methods=FALLBACK_METHODS)
-    parent.add_url_rule("/api/dashboard/<anypath:rest>", "patter_fallback", _api_fallback, methods=FALLBACK_METHODS)
+    for base in (API_PREFIX, "/api/dashboard"):
+        name = "api_fallback" if base == API_PREFIX else "patter_fallback"
+        parent.add_url_rule(f"{base}/<anypath:rest>", name, _api_fallback, methods=FALLBACK_METHODS)
+        # The bare prefix too (the rule above needs something after the slash).
+        for bare in (base, f"{base}/"):
+            parent.add_url_rule(bare, f"{name}{len(bare)}_fallback", _api_fallback, methods=FALLBACK_METHODS, strict_slashes=False)
     parent.register_error_handler(BadParam, lambda e: _json_error(400, str(e)))
     parent.register_error_handler(ValidationError, _validation_error)
     parent.register_error_handler(QueueFull, _queue_full)

@@ -18,13 +18,14 @@ them under its ``keepalive`` timeout (see the README's Deployment section).
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from flask import Response, after_this_request, request
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
+from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 from ..core.cooperative import gevent_active
 from .bodies import shutdown_socket
@@ -45,7 +46,30 @@ def read_body(timeout: float) -> bytes:
 
 
 def read_within(timeout: float, read: Callable[[], T]) -> T:
-    """``read()`` (which reads the request body its own way), or 408 past ``timeout`` seconds."""
+    """``read()`` (which reads the request body its own way), or 408 past ``timeout`` seconds.
+
+    A body the server cannot frame (gunicorn: a bad chunk size, a chunk
+    without its CRLF, a truncated chunked body) is a 400, and the connection
+    is closed after it: the rest of the stream cannot be trusted.
+    """
+    try:
+        return _read_within(timeout, read)
+    except _framing_errors() as exc:
+        _close_after_answer()
+        raise BadRequest(f"malformed request body ({type(exc).__name__})") from None
+
+
+@functools.cache
+def _framing_errors() -> tuple[type[BaseException], ...]:
+    """The server's own errors for a body it cannot frame (gunicorn's); none under another server."""
+    try:
+        from gunicorn.http.errors import NoMoreData, ParseException
+    except ImportError:
+        return ()
+    return (ParseException, NoMoreData)
+
+
+def _read_within(timeout: float, read: Callable[[], T]) -> T:
     expired = False
     if gevent_active():
         import gevent

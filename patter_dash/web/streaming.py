@@ -146,6 +146,14 @@ def sse_response(wanted: StreamRequest, render: Callable[[list[Frame]], bytes] =
     return Response(guarded(stream(), describe(), cut_off), mimetype="text/event-stream", headers=headers)
 
 
+@bp.before_request
+def _live_ws_parameters() -> None:
+    """The live WebSocket's parameters are checked before the upgrade: a 400 after it would be written
+    as HTTP onto the upgraded socket, which the peer reads as a broken frame."""
+    if request.url_rule is not None and request.url_rule.websocket and request.url_rule.endpoint.endswith(".live_ws"):
+        _stream_request()
+
+
 @sock.route("/ws", bp=bp)
 def live_ws(ws: Any) -> None:
     # Subscribed after the handshake (flask-sock completes it before calling
