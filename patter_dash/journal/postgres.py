@@ -176,7 +176,7 @@ CONNECT_TIMEOUT = 5
 #: ``pg_database_size`` walks the database's files: asked at most this often, after a commit.
 SIZE_EVERY = 10.0
 _NUMBER_COLUMNS = "duration_ms, cost_stt, cost_tts, cost_llm, cost_telephony, cost_total, latency_ms"
-#: PostgreSQL sums bigints as numeric (Decimal in Python): cast back, as SQLite hands back ints.
+#: PostgreSQL sums bigints as numeric (Decimal in Python, never overflowing): summed() makes them ints.
 _COST_SUMS = "sum(duration_ms), sum(cost_stt), sum(cost_tts), sum(cost_llm), sum(cost_telephony), sum(cost_total)"
 _CALL_COLUMNS = (
     f"call_id, done, started_at, status, direction, caller, callee, provider_mode, {_NUMBER_COLUMNS}, "
