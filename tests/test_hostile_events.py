@@ -155,14 +155,20 @@ def answered_cleanly(status: int, body: Any, accepted_before: int, accepted_afte
 # ------------------------------------------------------ in process: HTTP, Patter, feed()
 
 
-@pytest.fixture(scope="module", params=["memory", "sqlite"])
+@pytest.fixture(scope="module", params=["memory", "sqlite", "postgres"])
 def dash_app(request, tmp_path_factory):
-    """An app in memory, and one writing a real history file: a value memory holds may not fit the file's
+    """An app in memory, and one writing each history engine: a value memory holds may not fit a database's
     columns (a cost past 9.2e9 USD in nano-dollars once killed the writer there, and only there)."""
-    history = ":memory:" if request.param == "memory" else str(tmp_path_factory.mktemp("hostile") / "history.db")
+    if request.param == "postgres":
+        server = request.getfixturevalue("pg_server")
+        history = server.database()
+    else:
+        history = ":memory:" if request.param == "memory" else str(tmp_path_factory.mktemp("hostile") / "history.db")
     application = create_app({"TESTING": True, "PATTER_DASH_DB": history})
     yield application
     application.extensions["patter_dash"].stop()
+    if request.param == "postgres":
+        server.drop(history)
 
 
 def accepted(client) -> int:

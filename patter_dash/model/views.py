@@ -526,16 +526,30 @@ class ExportCounters(_Record):
     failed: Annotated[Count, Meta(description="Exports cut short by an unexpected error.")]
 
 
+class LogPosition(_Record):
+    """PostgreSQL: where this process is in the shared log every process follows."""
+
+    position: Annotated[int, Meta(description="The last log number this process applied.")]
+    written: Annotated[int, Meta(description="The highest log number known written, by any process.")]
+    behind: Annotated[Count, Meta(description="Log rows written and not applied here yet.")]
+    behind_seconds: Annotated[Amount, Meta(description="How long this process has been behind.")]
+    runs_jobs: Annotated[bool, Meta(description="Whether this process runs the once-only jobs (retention, the stale-call rule, alerts and their delivery, following Patter's logs).")]
+    followed: Annotated[Count, Meta(description="Log rows applied while following.")]
+    skipped: Annotated[Count, Meta(description="Log rows passed over (already applied, or of no type this release reads).")]
+    reloads: Annotated[Count, Meta(description="Times this process read history back whole (too far behind).")]
+
+
 class HistoryState(_Record):
     """Where history is kept (PATTER_DASH_DB) and how writing it goes; the UI header shows it.
 
     memory: nothing survives a restart (only mode and calls). sqlite: the file, its size with the
     write-ahead log, and the journal's state; status degraded (with error) while it cannot be
-    written (ingest answers 503 then)."""
+    written (ingest answers 503 then). postgres: the same, with whether the database answers and
+    where this process is in the shared log."""
 
-    mode: Annotated[str, Meta(description="memory, or the journal's engine (sqlite).")]
+    mode: Annotated[str, Meta(description="memory, or the journal's engine (sqlite, postgres).")]
     calls: Annotated[Count, Meta(description="Completed calls counted in analytics (all of history, memory and disk).")]
-    path: Annotated[str, Meta(description="The database file.")] | UnsetType = UNSET
+    path: Annotated[str, Meta(description="The database file, or PostgreSQL's address without its password.")] | UnsetType = UNSET
     bytes: Annotated[Count, Meta(description="Size of the file and its write-ahead log.")] | UnsetType = UNSET
     status: Literal["ok", "degraded"] | UnsetType = UNSET
     error: Annotated[str | None, Meta(description="Why it cannot be written now.")] | UnsetType = UNSET
@@ -545,6 +559,8 @@ class HistoryState(_Record):
     failures: Annotated[Count, Meta(description="Writes that failed.")] | UnsetType = UNSET
     last_commit_ms: Amount | UnsetType = UNSET
     restore_seconds: Annotated[Amount, Meta(description="How long the last start took to read history back.")] | UnsetType = UNSET
+    database: Annotated[Literal["ok", "unreachable"], Meta(description="PostgreSQL: whether the database answers.")] | UnsetType = UNSET
+    log: LogPosition | UnsetType = UNSET
 
 
 class LogError(_Record):
