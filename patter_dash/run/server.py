@@ -125,6 +125,12 @@ def worker_exit(server: Any, worker: Any) -> None:
     dash = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("patter_dash")  # no wsgi: it failed to boot
     if dash is not None:
         dash.stop()
+    # Last thing the worker does. Left to the interpreter's teardown, logging's handlers are freed after
+    # gevent's modules are gone, and each one's weakref callback fails in gevent's get_ident: "Exception
+    # ignored in _removeHandlerRef" and a traceback in the log at every clean stop. Flushed and closed
+    # here, and off logging's own exit list, they go quietly.
+    logging.shutdown()
+    del logging._handlerList[:]  # type: ignore[attr-defined]
 
 
 def serve(
