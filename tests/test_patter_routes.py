@@ -463,6 +463,10 @@ def test_unknown_paths_and_wrong_methods_answer_json(client) -> None:
         for method in ("GET", "POST", "DELETE"):
             response = client.open(bare, method=method)
             assert response.status_code == 404 and response.get_json() == {"error": f"no API route {bare}"}, (bare, method)
+    for method in ("TRACE", "PROPFIND", "MOVE"):  # what scanners send: JSON too
+        for path in ("/api/v1/calls", "/api/dashboard/calls", "/api/v1/nope"):
+            response = client.open(path, method=method)
+            assert response.status_code in (404, 405) and "error" in response.get_json(), (path, method)
 
 
 # ---------------------------------------------------------- the live stream

@@ -36,7 +36,10 @@ from .context import API_PREFIX, current_dashboard
 from .params import BadParam
 
 log = logging.getLogger("patter_dash")
-FALLBACK_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+#: Methods the API answers in JSON whatever the path (405, or 404). Routing refuses any other method
+#: before a blueprint is chosen (the host app's page): those that scanners and WebDAV clients send are here.
+FALLBACK_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT", "PROPFIND",
+                    "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "PURGE"]
 
 
 class AnyPathConverter(PathConverter):
