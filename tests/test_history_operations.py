@@ -95,6 +95,21 @@ def test_backup_refuses_what_it_cannot_do_with_a_message(tmp_path: Path):
     assert (tmp_path / "copy.db").read_text() == "precious"
 
 
+def test_backup_to_a_name_with_uri_characters(tmp_path: Path):
+    """'#', '?' and '%' are URI syntax: the copy was written, then read back through an unquoted URI
+    (a stray file 'a' made, 'no such table', exit 1)."""
+    ours = tmp_path / "ours.db"
+    SQLiteJournal(str(ours)).check()
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for name in ("a#b.db", "a%41b.db", "q?mode=memory.db"):
+        done = cli("backup", "--db", str(ours), str(folder / name))
+        assert done.returncode == 0 and "finished calls" in done.stdout, (name, done.stderr)
+        with sqlite3.connect(folder / name) as db:
+            assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert sorted(p.name for p in folder.iterdir()) == ["a#b.db", "a%41b.db", "q?mode=memory.db"]
+
+
 def _serve(cwd: Path, command: list[str]) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen([*command[:1], *[a.replace("PORT", str(port)) for a in command[1:]]], cwd=cwd,

@@ -59,6 +59,9 @@ _RULE_KEYS = {"name", "kind", "threshold", "window", "min_calls", "cooldown", "d
 _DEST_KEYS = {"name", "type", "url", "secret", "timeout", "max_attempts", "queue"}
 _SETTINGS_KEYS = {"cooldown", "history"}
 _TOP_KEYS = {"settings", "destinations", "rules"}
+#: Past a float's exact integers no setting means anything (and a huge TOML integer overflows a float).
+_MAX_NUMBER = 2**53
+_MAX_URL = 2048
 
 
 @dataclass(frozen=True)
@@ -206,17 +209,19 @@ class _Checker:
         return value
 
     def _number(self, table: dict[str, Any], key: str, default: float, where: str, index: int | None, *,
-                minimum: float = 0, maximum: float = math.inf, integer: bool = False, strict: bool = False) -> float:
+                minimum: float = 0, maximum: float = _MAX_NUMBER, integer: bool = False, strict: bool = False) -> float:
         if key not in table:
             return default
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
             raise self.fail(f"must be {'an integer' if integer else 'a number'}", where, index, key)
-        if not math.isfinite(value) or value < minimum or (strict and value <= minimum) or value > maximum:
+        # TOML integers are unbounded: compared as they are, never turned into a float (which overflows).
+        if (isinstance(value, float) and not math.isfinite(value)) or value < minimum or (strict and value <= minimum) or value > maximum:
             bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-            if maximum != math.inf:
+            if maximum != _MAX_NUMBER or value > maximum:
                 bound += f" and <= {maximum:g}"
-            raise self.fail(f"must be {bound} (got {value!r})", where, index, key)
+            shown = repr(value) if abs(value) < 1e16 or isinstance(value, float) else "a number of more than 16 digits"
+            raise self.fail(f"must be {bound} (got {shown})", where, index, key)
         return value
 
     def _destination(self, table: dict[str, Any], i: int) -> Destination:
@@ -231,9 +236,15 @@ class _Checker:
             raise self.fail(f"must be one of {', '.join(DESTINATION_TYPES)} (got {kind!r})", where, i, "type")
         url = self._string(table, "url", where, i)
         assert url is not None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise self.fail("must be an http:// or https:// URL with a host", where, i, "url")
+        if len(url) > _MAX_URL or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+            raise self.fail(f"must be a URL of at most {_MAX_URL} characters, without spaces or control characters", where, i, "url")
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises for a port that is not a number from 0 to 65535
+        except ValueError as exc:
+            raise self.fail(f"is not a URL ({exc})", where, i, "url") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+            raise self.fail("must be an http:// or https:// URL with a host (and a port from 1 to 65535)", where, i, "url")
         secret = self._string(table, "secret", where, i, required=kind == "webhook")
         return Destination(
             name, kind, url, secret,
@@ -269,6 +280,8 @@ class _Checker:
             for n in named:
                 if n not in destinations:
                     raise self.fail(f"names no destination {n!r}", where, i, "destinations")
+                if named.count(n) > 1:
+                    raise self.fail(f"names destination {n!r} twice (each notification would be sent twice)", where, i, "destinations")
             targets = tuple(named)
         scope = table.get("scope", {})
         if not isinstance(scope, dict):

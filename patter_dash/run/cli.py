@@ -6,6 +6,8 @@ import argparse
 import os
 import sqlite3
 import sys
+from pathlib import Path
+from urllib.parse import quote
 
 from ..config import ConfigError
 
@@ -87,7 +89,8 @@ def backup(source: str, target: str) -> int:
         SQLiteJournal(source).backup(target)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(f"cannot write the backup {target}: {exc}") from None
-    with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as copy:
+    # A URI, so the copy is only read; its path quoted, as "#", "?" or "%" in a file name are URI syntax.
+    with sqlite3.connect(f"file:{quote(Path(target).resolve().as_posix())}?mode=ro", uri=True) as copy:
         calls = copy.execute("SELECT count(*) FROM calls").fetchone()[0]
         live = copy.execute("SELECT count(DISTINCT call_id) FROM events").fetchone()[0]
     print(f"patter-dash: copied {source} to {target} ({os.path.getsize(target)} bytes: {calls} finished calls, "

@@ -385,6 +385,17 @@ def test_no_alerts_file_answers_disabled(live_server) -> None:
     ('[[rules]]\nname = "a"\nkind = "turn_latency"\nthreshold = 1\nscope = { caller = "+1" }\n', 5, "unknown scope field 'caller'"),
     ('[[rules]]\nname = "a"\nkind = "turn_latency"\nthreshold = 1\nthresold = 2\n', 5, "unknown field"),
     ('[[rules]\nname = "a"\n', 1, "not valid TOML"),
+    # Found by a hostile sweep: each was a bare traceback (OverflowError, ValueError) or a URL never deliverable.
+    ('[[rules]]\nname = "a"\nkind = "turn_latency"\nthreshold = 1' + "0" * 400 + '\n', 4,
+     "rules[0].threshold: must be >= 0 and <= 9.0072e+15 (got a number of more than 16 digits)"),
+    ('[[rules]]\nname = "a"\nkind = "failure_rate"\nthreshold = 1\nwindow = 3' + "0" * 30 + '\n', 5, "rules[0].window: must be > 0"),
+    ('[settings]\ncooldown = 9' + "9" * 40 + '\n', 2, "settings.cooldown: must be >= 0 and <="),
+    *[('[[destinations]]\nname = "x"\ntype = "webhook"\nurl = "' + url + '"\nsecret = "s"\n', 4, problem) for url, problem in (
+        ("http://[::1/", "is not a URL"), ("http://127.0.0.1:99999/", "is not a URL"), ("http://h:abc/", "is not a URL"),
+        ("http://h:0/", "a port from 1 to 65535"), ("http://a b/", "without spaces or control characters"),
+        ("http://h/\\r\\nX: y", "without spaces or control characters"), ("http://h/" + "a" * 3000, "at most 2048 characters"))],
+    ('[[destinations]]\nname = "h"\ntype = "webhook"\nurl = "http://h/"\nsecret = "s"\n\n[[rules]]\nname = "a"\n'
+     'kind = "turn_latency"\nthreshold = 1\ndestinations = ["h", "h"]\n', 11, "names destination 'h' twice"),
 ])
 def test_a_bad_file_is_refused_with_its_line(tmp_path, text: str, line: int, problem: str) -> None:
     path = write(tmp_path, text)
