@@ -153,3 +153,24 @@ def test_postgres_stopped_mid_ingest_refuses_with_503_then_recovers_with_every_a
     server.start()
     assert_acknowledged(server, acked)
     assert health(server)["history"]["status"] == "ok"
+
+
+def test_an_export_needing_the_database_while_it_is_down_is_a_503_not_a_cut_body(live_server, pg_server, pg_database) -> None:
+    """Found by a hostile sweep: the export answered 200, streamed memory's calls, then cut the connection
+    when it reached the database (a traceback in the log). Its first page from disk is read before the
+    answer starts now: refused as /api/v1/calls?q= is, while history older than memory cannot be read."""
+    server = live_server(PATTER_DASH_DB=pg_database(), PATTER_DASH_MAX_CALLS="5")
+    for n in range(20):
+        server.post_events(keyed_call("EXP", n))
+    try:
+        pg_server.stop("immediate")
+        pg_server.wait_down()
+        for path in ("/api/v1/export/csv", "/api/v1/export/json", "/api/v1/export/json?format=ndjson"):
+            refused = server.get(path, timeout=30)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1", (path, refused.status_code)
+            assert "PATTER_DASH_DB" in refused.json()["error"], path
+    finally:
+        pg_server.start()
+    wait_for(lambda: server.get("/api/v1/export/json").status_code == 200, timeout=30, interval=0.2)
+    assert len(server.get("/api/v1/export/json").json()) == 20
+    assert "failed while streaming" not in server.logs()

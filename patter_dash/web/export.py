@@ -5,8 +5,9 @@ calls older than memory a page at a time; rows are encoded in small batches
 and the generator yields to other greenlets between them, so a 100,000-call
 export neither builds the file in memory nor stalls the server.
 CSV cells that a spreadsheet would run as a formula are prefixed with ``'``.
-The snapshot is taken when the body starts and dropped when it ends or the
-client leaves (a ``HEAD`` takes none). A row that cannot be encoded is
+The snapshot (and the first page from disk) is taken before the answer
+starts, so history that cannot be read is a 503, and dropped when the body
+ends or the client leaves (a ``HEAD`` takes none). A row that cannot be encoded is
 skipped, logged and counted (``/api/v1/health`` ``export.row_errors``): the
 file stays well-formed, never cut short.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import socket
 import time
@@ -210,17 +212,24 @@ def _json(calls: Iterable[list[Call]], rows: _RowGuard, ndjson: bool) -> Iterato
 FORMATS = {"csv": ("text/csv", "csv"), "json": ("application/json", "json"), "ndjson": ("application/x-ndjson", "ndjson")}
 
 
-def _body(dash: PatterDashboard, flt: CallFilter, fmt: str, order: str) -> Iterator[bytes]:
-    """The export, snapshot included: taken on the first iteration, dropped when the body ends or is closed.
+def _begun(dash: PatterDashboard, flt: CallFilter, order: str) -> Iterator[list[Call]]:
+    """The export's calls, its first two batches read now, while the answer can still be a 503.
 
-    The snapshot is memory's window (references); older history follows from
-    disk a page at a time (:meth:`~patter_dash.core.history.History.batches`).
+    Those are memory's window (references: the snapshot) and the first page
+    from disk: history that cannot be read (PostgreSQL down) is refused
+    before any byte is sent, not a 200 cut short. The rest follows from disk
+    a page at a time (:meth:`~patter_dash.core.history.History.batches`).
     """
+    batches = dash.pipeline.history.batches(flt, order)
+    return itertools.chain(list(itertools.islice(batches, 2)), batches)
+
+
+def _body(dash: PatterDashboard, calls: Iterator[list[Call]], fmt: str) -> Iterator[bytes]:
+    """The export; its snapshot is let go when the body ends or is closed (the client left)."""
     stats = dash.streams
     stats.add("open")
     rows = _RowGuard(stats, fmt)
     try:
-        calls = dash.pipeline.history.batches(flt, order)
         yield from _csv(calls, rows) if fmt == "csv" else _json(calls, rows, fmt == "ndjson")
         rows.report()
     finally:
@@ -235,8 +244,9 @@ def _download(fmt: str) -> Response:
     if request.method == "HEAD":
         body: Iterable[bytes] = iter(())  # headers only: no snapshot
     else:
+        calls = _begun(dash, flt, order)
         abort = shutdown_socket(socket.SHUT_RDWR)
-        body = guarded(_body(dash, flt, fmt, order), describe(), abort, lambda: dash.streams.add("failed"))
+        body = guarded(_body(dash, calls, fmt), describe(), abort, lambda: dash.streams.add("failed"))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     response = Response(body, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="patter-calls-{stamp}.{extension}"'
