@@ -24,6 +24,7 @@ followed: only configured URLs are called.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -35,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.cooperative import offload
+from ..core.cooperative import gevent_active, offload
 from ..journal import JournalUnavailable, Outbox
 from ..model import jsoncodec
 from .alert_config import Destination
@@ -47,6 +48,26 @@ BACKOFF_MAX = 300.0
 SIGNATURE_HEADER = "X-Patter-Dash-Signature"
 TIMESTAMP_HEADER = "X-Patter-Dash-Timestamp"
 USER_AGENT = "patter-dash-alerts/1"
+
+
+class AttemptTooLong(Exception):
+    """An attempt that had no complete answer within its destination's ``timeout`` (a failed attempt)."""
+
+
+def _whole_attempt_within(seconds: float) -> contextlib.AbstractContextManager[Any]:
+    """The whole attempt, connecting to reading the answer, within ``seconds``.
+
+    ``urlopen``'s timeout bounds each socket operation, not their sum: a
+    receiver answering a byte every second held the courier for ever, and
+    its queue filled and dropped. Under gevent (where couriers are
+    greenlets) a ``gevent.Timeout`` ends the attempt; a native thread cannot
+    be interrupted, so elsewhere only each read is bounded.
+    """
+    if not gevent_active():
+        return contextlib.nullcontext()
+    import gevent
+
+    return gevent.Timeout(seconds, AttemptTooLong(f"no complete answer within {seconds:g} s"))
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -235,7 +256,7 @@ class Courier:
             headers[SIGNATURE_HEADER] = sign(dest.secret, timestamp, letter.body)
         request = urllib.request.Request(dest.url, data=letter.body, headers=headers, method="POST")
         try:
-            with _OPENER.open(request, timeout=dest.timeout) as response:
+            with _whole_attempt_within(dest.timeout), _OPENER.open(request, timeout=dest.timeout) as response:
                 response.read(65536)
                 status = response.status
         except urllib.error.HTTPError as exc:

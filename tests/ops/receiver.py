@@ -1,7 +1,8 @@
 """A real local webhook receiver (http.server in a thread) that checks patter-dash's signature.
 
 ``mode`` decides the answer: ``ok`` (204), ``fail`` (500), ``hang`` (never
-answers within the sender's timeout). Every request is recorded; only
+answers within the sender's timeout), ``drip`` (a 200 whose headers come a
+byte every 0.3 s: each read is quick, the answer never complete). Every request is recorded; only
 correctly signed ones whose timestamp is fresh count as ``accepted``.
 """
 
@@ -51,6 +52,17 @@ class Receiver:
             self.requests.append(entry)
         if mode == "hang":
             time.sleep(self.hang)
+            return
+        if mode == "drip":
+            deadline = time.monotonic() + self.hang
+            try:
+                handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                while time.monotonic() < deadline:
+                    handler.wfile.write(b"X")
+                    handler.wfile.flush()
+                    time.sleep(0.3)
+            except OSError:
+                pass  # the sender gave up
             return
         if mode == "fail":
             handler.send_response(500)

@@ -22,6 +22,7 @@ import requests
 from patter_dash.config import ConfigError
 from patter_dash.model import views
 from patter_dash.ops.alert_config import load_alerts
+from tests.conftest import wait_for
 from tests.ops.receiver import Receiver
 from tests.sse import SSEClient
 
@@ -299,6 +300,29 @@ threshold = 1
     assert fail.failed_attempts >= 1 and fail.last_error == "HTTP 500"
     assert rule(state, "every-turn").notified == 2100
     assert "queue full" in server.logs()
+
+
+def test_a_receiver_answering_a_byte_at_a_time_fails_each_attempt_at_its_timeout(live_server, receivers, tmp_path) -> None:
+    """The timeout is the whole attempt's. It bounded each read only: a receiver dripping its answer held
+    the courier for ever, counted nothing, and every later notification was dropped (found by a sweep)."""
+    drip = receivers(secret=SECRET, mode="drip", hang=30)
+    path = write(tmp_path, f"""
+[[destinations]]
+name = "drip"
+type = "webhook"
+url = "{drip.url}"
+secret = "{SECRET}"
+timeout = 1
+max_attempts = 3
+""" + slow_turn_rule())
+    server = live_server(PATTER_DASH_ALERTS=path, PATTER_DASH_DB=":memory:")
+    server.post_events([start("d-1", "+1"), turn("d-1", 0, 3000)])
+    began = time.monotonic()
+    wait_for(lambda: next(d for d in alerts(server).destinations if d.name == "drip").failed_attempts >= 2,
+             timeout=15, interval=0.2)
+    view = next(d for d in alerts(server).destinations if d.name == "drip")
+    assert "AttemptTooLong: no complete answer within 1 s" == view.last_error
+    assert time.monotonic() - began < 10  # two attempts of 1 s plus the backoff between them (1 s)
 
 
 def test_pending_outbox_is_delivered_once_after_a_restart(live_server, receivers, tmp_path) -> None:
