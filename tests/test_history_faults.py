@@ -316,6 +316,30 @@ UNUSABLE = {
 }
 
 
+@pytest.mark.parametrize("how", ["wal removed", "file replaced"])
+def test_a_history_removed_or_replaced_under_the_server_stops_writing_and_says_so(live_server, tmp_path: Path, how: str):
+    """Found by a sweep: after ``rm history.db-wal`` (or a copy put over the file) SQLite went on writing
+    into the unlinked file, health said ok, and what was acknowledged was gone after the next start."""
+    path = tmp_path / "db" / "history.db"
+    path.parent.mkdir()
+    server = live_server(PATTER_DASH_DB=str(path))
+    server.post_events(keyed_call("KEEP", 0))
+    if how == "wal removed":
+        os.remove(f"{path}-wal")
+    else:
+        shutil.copy(path, path.parent / "copy.db")
+        os.replace(path.parent / "copy.db", path)
+    cause = "was removed or replaced while the server ran"
+    refused_everywhere(server, cause)
+    state = health(server)
+    assert state["status"] == "degraded" and cause in state["history"]["error"], state["history"]
+    assert server.get("/api/v1/calls/KEEP-0000").status_code == 200  # what memory holds is still served
+    server.kill()
+    again = live_server(PATTER_DASH_DB=str(path))  # opens what the path holds now
+    again.post_events(keyed_call("AFTER", 0))
+    assert health(again)["status"] == "ok"
+
+
 @pytest.mark.parametrize("kind", list(UNUSABLE))
 def test_an_unusable_database_stops_the_server_and_is_left_byte_for_byte(tmp_path: Path, kind: str):
     path = tmp_path / "history.db"

@@ -197,6 +197,15 @@ def _unavailable(path: str, exc: BaseException) -> JournalUnavailable:
     return JournalUnavailable(reason)
 
 
+def _file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, or None when nothing is there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _is_read_only(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         return getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN"))
@@ -300,6 +309,10 @@ class SQLiteJournal:
         self._count_lock = threading.Lock()
         self.wal_limit = WAL_LIMIT
         self._rewind_due = False
+        #: (device, inode) of the file and WAL the writer has open; why writing stopped if either changed.
+        self._file: tuple[int, int] | None = None
+        self._wal_id: tuple[int, int] | None = None
+        self._replaced: str | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -343,6 +356,7 @@ class SQLiteJournal:
             return
         self._migrate(db)
         self._db = db
+        self._opened()
         self.unindexed = int(db.execute("SELECT count(*) FROM fts_pending").fetchone()[0])
 
     def close(self) -> None:
@@ -474,6 +488,7 @@ class SQLiteJournal:
         except JournalError as exc:
             raise JournalUnavailable(str(exc)) from None
         self._db = db
+        self._opened()
         # Readers opened while the file was read-only may be immutable: they would not see new writes.
         self._generation += 1
         readers, self._readers = self._readers, []
@@ -554,10 +569,37 @@ class SQLiteJournal:
         """Write one batch in one transaction; raise :class:`JournalUnavailable` if it cannot be."""
         with self._transaction() as db:
             self._write(db, batch)
+        if self._wal_id is None:  # made by the first write
+            self._wal_id = _file_id(self.path + "-wal")
         if self._rewind_due:
             self._rewind(db)
         with self._count_lock:  # index_pending sets it from another thread
             self.unindexed += len(batch.snapshots)
+
+    def _opened(self) -> None:
+        """Note which file the writer has open (and, once written, which WAL): see :meth:`_check_files`."""
+        self._file = _file_id(self.path)
+        self._wal_id = None
+
+    def _check_files(self) -> None:
+        """Refuse to write once the file or its WAL at the path is not the one open.
+
+        Removed or replaced while the server ran (``rm history.db-wal``, a copy
+        put over the file), SQLite goes on writing into the unlinked one:
+        every commit succeeds and is lost at the next start. Two ``stat``
+        calls a transaction; once seen, writing stays refused (503, health
+        degraded) until the server restarts and opens what the path holds.
+        """
+        if self._replaced is None:
+            for name, known in ((self.path, self._file), (self.path + "-wal", self._wal_id)):
+                if known is not None and _file_id(name) != known:
+                    self._replaced = (
+                        f"{name} was removed or replaced while the server ran: what is written now would be lost. "
+                        "Restart the server (it reads what the path holds then); what was written since the last "
+                        "checkpoint may be gone with the old file"
+                    )
+        if self._replaced is not None:
+            raise JournalUnavailable(self._replaced)
 
     def _rewind(self, db: sqlite3.Connection) -> None:
         """Copy what the WAL holds beyond the file and have the next commit write it from its start.
@@ -584,6 +626,7 @@ class SQLiteJournal:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, rolled back whole on any failure; a write failure is :class:`JournalUnavailable`."""
         db = self._writer()
+        self._check_files()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
