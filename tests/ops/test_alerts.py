@@ -306,15 +306,7 @@ def test_a_receiver_answering_a_byte_at_a_time_fails_each_attempt_at_its_timeout
     """The timeout is the whole attempt's. It bounded each read only: a receiver dripping its answer held
     the courier for ever, counted nothing, and every later notification was dropped (found by a sweep)."""
     drip = receivers(secret=SECRET, mode="drip", hang=30)
-    path = write(tmp_path, f"""
-[[destinations]]
-name = "drip"
-type = "webhook"
-url = "{drip.url}"
-secret = "{SECRET}"
-timeout = 1
-max_attempts = 3
-""" + slow_turn_rule())
+    path = webhook_rules(tmp_path, drip, "timeout = 1\nmax_attempts = 3\n" + slow_turn_rule(), destination="drip")
     server = live_server(PATTER_DASH_ALERTS=path, PATTER_DASH_DB=":memory:")
     server.post_events([start("d-1", "+1"), turn("d-1", 0, 3000)])
     began = time.monotonic()
