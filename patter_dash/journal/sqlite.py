@@ -614,11 +614,12 @@ class SQLiteJournal:
         """
         self._rewind_due = False
         try:
+            waits = db.execute("PRAGMA busy_timeout").fetchone()[0]  # the writer's own, set where it connects
             db.execute("PRAGMA busy_timeout=100")
             try:
                 db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             finally:
-                db.execute("PRAGMA busy_timeout=5000")
+                db.execute(f"PRAGMA busy_timeout={int(waits)}")
         except sqlite3.Error:
             pass  # the commit stands; the WAL is only longer for now
 
